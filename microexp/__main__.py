@@ -1,0 +1,7 @@
+"""``python -m microexp`` is the ``microexp`` command."""
+
+import sys
+
+from microexp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""Action Unit (AU) strings: parse the codes written in official sheets into one normal form.
+
+Sheets write AUs as ``'4+7'``, ``'R12'``, ``'4+L10'``, ``'12L'``, ``'15A'``, ``'AU1+AU2'``, and CAS(ME)^3
+also separates with ``','`` or the full-width ``'，'``. The normal form is the AU numbers, ascending and
+without duplicates, joined by ``'+'`` (``'1+2+12'``); laterality (``L``/``R``, before or after the number)
+and intensity (``A``..``E``) marks are dropped unless ``keep_laterality=True``, which writes the side as a
+prefix (``'12L'`` -> ``'L12'``). Blank cells, ``'/'`` and ``'-'`` mean "no AUs".
+
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+__all__ = ["AU_SEPARATORS", "format_aus", "invalid_au_tokens", "normalise_aus", "parse_au_token", "parse_aus"]
+
+#: Characters that separate AUs in a cell: '+', ',' and their full-width forms, and ';'.
+AU_SEPARATORS = "+,，＋;"
+
+_SPLIT = re.compile("[" + re.escape(AU_SEPARATORS) + "]")
+_EMPTY_TOKENS = {"", "/", "-", "none", "nan", "n/a", "na"}
+# optional side, optional 'AU', number, then intensity and/or side in either order.
+_TOKEN = re.compile(
+    r"^(?P<pre>[LR])?\s*(?:AU)?\s*(?P<num>\d+)\s*(?P<post>[A-E]?[LR]?|[LR][A-E]?)$",
+    re.IGNORECASE,
+)
+
+
+def parse_au_token(token: str, *, keep_laterality: bool = False) -> str | None:
+    """Normalise one AU code.
+
+    Args:
+        token: one code, e.g. ``'R12'``, ``'12L'``, ``'15A'``, ``'AU4'``, ``'(4)'``.
+        keep_laterality: keep the side as a prefix (``'L12'``); otherwise return the number only.
+
+    Returns:
+        ``'12'`` (or ``'R12'``), or ``None`` for an empty token (``''``, ``'/'``, ``'-'``).
+
+    Raises:
+        ValueError: the token is not an AU code.
+    """
+    text = token.strip().strip("()[]").strip()
+    if text.lower() in _EMPTY_TOKENS:
+        return None
+    match = _TOKEN.match(text)
+    if match is None:
+        raise ValueError(f"not an AU code: {token!r} (expected e.g. '12', 'R12', '12L', '15A')")
+    number = str(int(match["num"]))
+    side = (match["pre"] or "") + "".join(c for c in (match["post"] or "") if c.upper() in "LR")
+    if not keep_laterality or not side:
+        return number
+    if len(side) > 1:
+        raise ValueError(f"not an AU code: {token!r} (two laterality marks)")
+    return side.upper() + number
+
+
+def _tokens(value: object) -> list[str]:
+    """Split a cell into raw tokens; numbers (12, 12.0) become one token."""
+    if value is None:
+        return []
+    if isinstance(value, bool):
+        return [str(value)]
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and math.isnan(value):
+            return []
+        return [str(int(value))] if float(value).is_integer() else [str(value)]
+    return [t for t in _SPLIT.split(str(value)) if t.strip()]
+
+
+def _sort_key(code: str) -> tuple[int, str]:
+    return int(code.lstrip("LR")), code[0] if code[0] in "LR" else ""
+
+
+def parse_aus(value: object, *, keep_laterality: bool = False, strict: bool = True) -> list[str]:
+    """Parse an AU cell into sorted, de-duplicated codes.
+
+    Args:
+        value: the cell: a string like ``'4+R12，L14'``, a number (``12``), or blank (``None``, NaN, ``''``, ``'/'``).
+        keep_laterality: keep sides as prefixes (``['4', 'L14', 'R12']``); otherwise numbers only.
+        strict: raise on a token that is not an AU code; with ``strict=False`` such tokens are skipped
+            (see :func:`invalid_au_tokens` to list them).
+
+    Returns:
+        The codes ascending by AU number, e.g. ``['1', '2', '12']``.
+
+    Raises:
+        ValueError: (``strict=True``) a token is not an AU code; the message names it.
+    """
+    codes = set()
+    for token in _tokens(value):
+        try:
+            code = parse_au_token(token, keep_laterality=keep_laterality)
+        except ValueError:
+            if strict:
+                raise
+            continue
+        if code is not None:
+            codes.add(code)
+    return sorted(codes, key=_sort_key)
+
+
+def invalid_au_tokens(value: object) -> list[str]:
+    """The tokens of an AU cell that are not AU codes (``[]`` when the cell is fine)."""
+    bad = []
+    for token in _tokens(value):
+        try:
+            parse_au_token(token, keep_laterality=True)
+        except ValueError:
+            bad.append(token.strip())
+    return bad
+
+
+def format_aus(codes: list[str] | tuple[str, ...]) -> str:
+    """Join AU codes with ``'+'`` (``''`` when there are none)."""
+    return "+".join(codes)
+
+
+def normalise_aus(value: object, *, keep_laterality: bool = False, strict: bool = True) -> str:
+    """Parse an AU cell and write it in normal form, e.g. ``'R12+4+L10'`` -> ``'4+10+12'``."""
+    return format_aus(parse_aus(value, keep_laterality=keep_laterality, strict=strict))
