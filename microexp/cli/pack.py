@@ -1,0 +1,84 @@
+"""``microexp pack``: convert a frame-folder dataset into video files decord can seek quickly."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from microexp.data.annotations import FORMATS, load_clip_table
+from microexp.data.pack import DEFAULT_CRF, DEFAULT_GOP, PACK_MODES, PackSettings, pack_table
+from microexp.errors import ConfigError
+
+
+def _gop(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "pack",
+        help="re-encode a frame-folder dataset as seekable H.264 videos plus a new annotations.csv",
+        description=(
+            "Read a clip table or official annotation sheet, encode every clip's frames into one "
+            "video under OUT/clips/ and write OUT/annotations.csv (our CSV format, paths relative to "
+            "OUT, first_frame keeping the sheet's frame numbers). Clips already packed with the same "
+            "settings are skipped, so an interrupted run can simply be started again."
+        ),
+    )
+    parser.add_argument("annotations", help="clip table CSV, official sheet (xlsx) or, for SMIC, the HS folder")
+    parser.add_argument("--format", default="auto", choices=list(FORMATS), help="annotation format (default: auto)")
+    parser.add_argument(
+        "--root", default=None,
+        help="folder the clip paths are relative to (default: the annotation file's folder); "
+             "OUT/clips/ mirrors the layout below it",
+    )
+    parser.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder")
+    parser.add_argument(
+        "--mode", default="lossless", choices=list(PACK_MODES),
+        help="lossless: RGB H.264 at qp 0, frames decode exactly (default); near-lossless: 4:4:4 H.264 "
+             f"at --crf (default {DEFAULT_CRF:g}), 40-75x smaller",
+    )
+    parser.add_argument(
+        "--gop", type=_gop, default=None, metavar="N",
+        help="keyframe interval; 1 = every frame a keyframe, fastest random access (default: "
+             + ", ".join(f"{v} for {k}" for k, v in DEFAULT_GOP.items()) + ")",
+    )
+    parser.add_argument("--crf", type=float, default=None, help="constant rate factor for --mode near-lossless")
+    parser.add_argument("--container", default="mp4", choices=["mp4", "mkv"], help="output container (default mp4)")
+    parser.add_argument("--preset", default="medium", help="x264 preset (default medium)")
+    parser.add_argument("--workers", type=int, default=1, metavar="K", help="parallel encoding processes (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--strict", action="store_true", help="stop on any annotation error instead of skipping rows")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = PackSettings(mode=args.mode, gop=args.gop, crf=args.crf, container=args.container,
+                            preset=args.preset)
+    annotations = Path(args.annotations)
+    if annotations.is_file() and (Path(args.out) / "annotations.csv").resolve() == annotations.resolve():
+        raise ConfigError(f"--out {args.out}: would overwrite the input {annotations}; choose another folder")
+    table = load_clip_table(args.annotations, format=args.format, root=args.root, check_files=True)
+    clips = table.resolve(strict=args.strict)
+    source_root = args.root if args.root is not None else (
+        annotations if annotations.is_dir() else annotations.parent)
+    result = pack_table(
+        clips, args.out, settings=settings, source_root=source_root, workers=args.workers,
+        progress=False if args.no_progress else None,
+    )
+    packed = len(result.packed) - result.skipped
+    filled = sum(1 for p in result.packed if p.filled)
+    print(
+        f"packed {packed} clip file(s), {result.skipped} already up to date, {len(result.failed)} failed; "
+        f"{len(result.table)} clips in {result.csv_path}"
+        + (f" ({filled} file(s) had missing frame numbers filled)" if filled else "")
+    )
+    for source, message in result.failed.items():
+        print(f"failed: {source}: {message}")
+    return 1 if result.failed else 0
