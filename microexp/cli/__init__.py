@@ -22,6 +22,7 @@ COMMANDS = {
     "inspect": "microexp.cli.inspect",
     "pack": "microexp.cli.pack",
     "models": "microexp.cli.models",
+    "flow": "microexp.cli.flow",
 }
 
 USER_ERROR_EXIT = 2
