@@ -15,7 +15,7 @@ $(BIN)/microexp: setup.py
 install: $(BIN)/microexp
 
 demo: install
-	$(BIN)/microexp synth $(DEMO_DIR)/data --clips 300 --subjects 30 --workers $(JOBS) --seed 0
+	$(BIN)/microexp synth $(DEMO_DIR)/data --clips 300 --subjects 30 --workers $(JOBS) --seed 0 --overwrite
 	$(BIN)/microexp inspect $(DEMO_DIR)/data/annotations.csv --sample 3 --strategy tsn --frames 8
 
 test: install

@@ -119,3 +119,79 @@ def test_cache_serves_later_epochs_without_decoding(clip_table, tmp_path, monkey
 def test_missing_label_column_is_a_clear_error(clip_table):
     with pytest.raises(AnnotationError, match="label"):
         MicroExpressionDataset(clip_table.drop(columns=["label"]), sampling=SamplingSpec())
+
+
+def _moving_texture_folder(folder, count=7, size=32, step=0.5):
+    """A smooth texture moving right by ``step`` px per frame, as a PNG folder numbered from 1."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (size * 2, size * 2)).astype(np.float32), (0, 0), 2.0)
+    texture = cv2.normalize(texture, None, 20, 235, cv2.NORM_MINMAX)
+    folder.mkdir()
+    for i in range(count):
+        shift = np.float32([[1, 0, step * i - size / 2], [0, 1, -size / 2]])
+        frame = cv2.warpAffine(texture, shift, (size, size), flags=cv2.INTER_CUBIC)
+        Image.fromarray(np.repeat(frame[..., None], 3, axis=2).round().astype(np.uint8)).save(folder / f"{i + 1:05d}.png")
+
+
+@pytest.fixture()
+def moving_table(tmp_path):
+    _moving_texture_folder(tmp_path / "m")
+    return pd.DataFrame([_row("m", tmp_path / "m", 1, 4, 7, 0, 0)])
+
+
+def _flow_dataset(table, **kwargs):
+    from microexp.data.flow import FlowSpec
+
+    spec = TransformSpec(size=32, mean=(0, 0, 0), std=(1, 1, 1), flip=kwargs.pop("flip", False))
+    return MicroExpressionDataset(table, sampling=SamplingSpec("uniform", num_frames=4), transform=spec,
+                                  flow=FlowSpec(method="farneback"), **kwargs)
+
+
+def test_rgb_plus_flow_channels_measure_the_motion(moving_table):
+    item = _flow_dataset(moving_table, modality="rgb+flow")[0]
+    video = item["video"]
+    assert video.shape == (5, 4, 32, 32)
+    assert item["indices"].tolist() == [1, 3, 5, 7]
+    dx = video[3, :, 8:-8, 8:-8].mean(dim=(1, 2))  # interior, against the onset frame
+    dy = video[4, :, 8:-8, 8:-8].mean(dim=(1, 2))
+    assert torch.allclose(dx, torch.tensor([0.0, 1.0, 2.0, 3.0]), atol=0.15)
+    assert dy.abs().max() < 0.15
+    flow_only = _flow_dataset(moving_table, modality="flow")[0]["video"]
+    assert torch.equal(flow_only, video[3:])
+
+
+def test_flow_flip_negates_horizontal_motion(moving_table):
+    ds = _flow_dataset(moving_table, modality="flow", train=True, flip=True)
+    signs = set()
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        signs.add(round(float(ds[0]["video"][0, -1, 8:-8, 8:-8].mean())))
+    assert signs == {3, -3}
+
+
+def test_dataset_reads_the_flow_that_microexp_flow_precomputed(moving_table, tmp_path, monkeypatch):
+    import microexp.data.flow as flow_module
+    from microexp.data.cache import ClipCache
+
+    cache_dir = tmp_path / "cache"
+    summary = flow_module.precompute_flow(moving_table, cache=ClipCache(cache_dir),
+                                          sampling=SamplingSpec("uniform", num_frames=4), method="farneback",
+                                          size=32, progress=False)
+    assert summary.computed == 1
+    expected = _flow_dataset(moving_table, modality="flow")[0]["video"]
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("flow recomputed despite the cache")
+
+    monkeypatch.setattr(flow_module, "clip_flow", no_recompute)
+    cached = _flow_dataset(moving_table, modality="flow", cache_dir=cache_dir)[0]["video"]
+    assert torch.allclose(cached, expected, atol=2e-3)  # float16 storage
+
+
+def test_bad_modality_is_a_config_error(clip_table):
+    from microexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="rgb\\+flow"):
+        MicroExpressionDataset(clip_table, sampling=SamplingSpec(), modality="depth")

@@ -56,6 +56,7 @@ from typing import Iterable, Mapping, Sequence
 import pandas as pd
 
 from microexp.data.aus import invalid_au_tokens, normalise_aus
+from microexp.data.video import frame_number_from_name
 from microexp.errors import AnnotationError
 
 __all__ = [
@@ -100,7 +101,6 @@ KNOWN_EMOTIONS: Mapping[str, frozenset[str]] = {
                          "others", "other"}),
     "mmew": frozenset({"happiness", "surprise", "disgust", "fear", "sadness", "anger", "others"}),
 }
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 # canonical field -> accepted header names, normalised by normalise_column_name, in priority order.
 _ALIASES: Mapping[str, tuple[str, ...]] = {
@@ -316,19 +316,6 @@ def parse_fps(value: object) -> float:
 def estimate_apex(onset: int, offset: int) -> int:
     """The conventional apex for clips without one: the middle of onset..offset, rounded down."""
     return (onset + offset) // 2
-
-
-_LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
-
-
-def frame_number_from_name(name: str) -> int | None:
-    """The frame number in an image file name (the last digit group of the stem): ``'img10.jpg'`` -> 10,
-    ``'006_00123.jpg'`` -> 123; None for non-images or names without digits."""
-    stem, ext = os.path.splitext(name)
-    if ext.lower() not in IMAGE_EXTENSIONS:
-        return None
-    match = _LAST_NUMBER.search(stem)
-    return int(match[1]) if match else None
 
 
 def list_frame_files(folder: str | Path) -> list[tuple[int, str]]:

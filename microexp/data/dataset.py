@@ -2,7 +2,8 @@
 
 Each item is a dict::
 
-    video    float32 (C, T, H, W), normalised
+    video    float32 (C, T, H, W): normalised RGB (C=3); for ``modality='flow'`` the flow channels
+             (dx, dy[, strain]) in pixels; for ``'rgb+flow'`` RGB then flow (the two-stream input)
     label    int64 class index (from the table's ``label`` column, see ``apply_class_map``)
     subject  int
     clip     str
@@ -15,6 +16,12 @@ dataset: a decord reader opened before workers fork hangs them.
 With ``cache_dir`` set, a clip's frames from onset to offset are decoded and resized once and stored as
 a uint8 ``.npy`` (see :mod:`microexp.data.cache`); later epochs, other sampling draws and other folds
 read them through a memory map without touching the video.
+
+Flow modalities compute optical flow of the sampled frames relative to the onset (see
+:mod:`microexp.data.flow`) and, with ``cache_dir``, store it under the same key that ``microexp flow``
+precomputes. Because flow is cached per set of sampled frames, flow modalities sample
+deterministically even when training, and augment with a horizontal flip only (which negates dx); a
+random crop would rescale the displacements.
 """
 
 from __future__ import annotations
@@ -29,13 +36,15 @@ import torch
 from torch.utils.data import Dataset
 
 from microexp.data.cache import ClipCache, clip_fingerprint
+from microexp.data.flow import FlowSpec, cached_clip_flow, clip_flow, clip_key_parts
 from microexp.data.sampling import SamplingSpec, frames_needed, interpolate_frames
 from microexp.data.transforms import TransformSpec, build_video_transform, frames_to_video, resize_frames
 from microexp.data.video import open_video
-from microexp.errors import AnnotationError
+from microexp.errors import AnnotationError, ConfigError
 
 logger = logging.getLogger(__name__)
 
+MODALITIES = ("rgb", "flow", "rgb+flow")
 REQUIRED_COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "first_frame", "fps", "aus", "label")
 
 
@@ -51,6 +60,8 @@ class MicroExpressionDataset(Dataset):
         cache_dir: folder of the preprocessed clip cache; None decodes every time.
         cache_size: side of the cached square frames (default ``transform.size``).
         seed: base seed of the per-item random draws in training mode.
+        modality: 'rgb', 'flow' or 'rgb+flow' (a model's ``spec.modality``).
+        flow: how flow channels are computed (default ``FlowSpec()``: TV-L1 against the onset).
     """
 
     def __init__(
@@ -64,6 +75,8 @@ class MicroExpressionDataset(Dataset):
         cache_dir: str | Path | None = None,
         cache_size: int | None = None,
         seed: int = 0,
+        modality: str = "rgb",
+        flow: FlowSpec | None = None,
     ) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
         if missing:
@@ -81,7 +94,17 @@ class MicroExpressionDataset(Dataset):
         self.cache = ClipCache(cache_dir) if cache_dir is not None else None
         self.cache_size = cache_size or self.transform_spec.size
         self.seed = seed
-        self._transform = build_video_transform(self.transform_spec, train=train)
+        if modality not in MODALITIES:
+            raise ConfigError(f"modality={modality!r}: expected one of {', '.join(MODALITIES)}")
+        self.modality = modality
+        self.flow = (flow or FlowSpec()) if "flow" in modality else None
+        if self.flow is not None and self.cache_size != self.transform_spec.size:
+            raise ConfigError(
+                f"cache_size={self.cache_size} with modality={modality!r}: flow is computed at the model's "
+                f"input size, so cache_size must equal transform size {self.transform_spec.size}"
+            )
+        # flow models see no random crop (it would rescale displacements); RGB beside flow likewise
+        self._transform = build_video_transform(self.transform_spec, train=train and self.flow is None)
         self._epoch = 0
         # taken once per dataset object (so per worker): a frame folder's fingerprint stats every file
         self._fingerprints: dict[str, dict[str, Any]] = {}
@@ -101,21 +124,52 @@ class MicroExpressionDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self._rows[index]
         rng = np.random.default_rng([self.seed, self._epoch, index]) if self.train else None
+        random_draws = self.train and self.flow is None  # flow is cached per sampled set: keep it fixed
         times = self.sampling.times(
-            int(row["onset"]), int(row["apex"]), int(row["offset"]), fps=float(row["fps"]), train=self.train, rng=rng
+            int(row["onset"]), int(row["apex"]), int(row["offset"]), fps=float(row["fps"]), train=random_draws,
+            rng=rng,
         )
         numbers = frames_needed(times)
         # one path for every strategy: integral times return the decoded frames exactly
         frames = interpolate_frames(self._frames(row, numbers), times, numbers=numbers)
-        video = self._transform(frames_to_video(frames))
+        if self.flow is None:
+            video = self._rgb(frames)
+        else:
+            video = self._with_flow(row, times, frames, flip=rng is not None and self.transform_spec.flip
+                                    and bool(rng.random() < 0.5))
         return {
-            "video": video.permute(1, 0, 2, 3).contiguous().as_subclass(torch.Tensor),
+            "video": video,
             "label": torch.tensor(int(row["label"]), dtype=torch.int64),
             "subject": int(row["subject"]),
             "clip": str(row["clip"]),
             "indices": torch.as_tensor(np.rint(times).astype(np.int64)),
             "aus": str(row["aus"]) if isinstance(row["aus"], str) else "",
         }
+
+    def _rgb(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> normalised float (3, T, H, W)."""
+        video = self._transform(frames_to_video(frames))
+        return video.permute(1, 0, 2, 3).contiguous().as_subclass(torch.Tensor)
+
+    def _with_flow(self, row: dict[str, Any], times: np.ndarray, frames: np.ndarray, *, flip: bool) -> torch.Tensor:
+        """Flow channels (and RGB before them for 'rgb+flow') as (C, T, H, W)."""
+        assert self.flow is not None
+        frames = np.ascontiguousarray(frames)
+        if self.cache is None:
+            flows = clip_flow(frames, method=self.flow.method, reference=self.flow.reference, strain=self.flow.strain)
+        else:
+            flows = cached_clip_flow(
+                self.cache, clip_key_parts(row, times, size=self.cache_size), lambda: frames,
+                method=self.flow.method, reference=self.flow.reference, strain=self.flow.strain,
+            )
+        if flip:  # mirror the frames and the flow field; horizontal displacements change sign
+            frames = np.ascontiguousarray(frames[:, :, ::-1])
+            flows = flows[:, :, ::-1].copy()
+            flows[..., 0] *= -1
+        flow_tensor = torch.from_numpy(np.ascontiguousarray(flows, dtype=np.float32)).permute(3, 0, 1, 2)
+        if self.modality == "flow":
+            return flow_tensor.contiguous()
+        return torch.cat([self._rgb(frames), flow_tensor])
 
     def _frames(self, row: dict[str, Any], numbers: list[int]) -> np.ndarray:
         """Frames with the sorted frame numbers ``numbers``, resized to the cache size."""

@@ -382,6 +382,29 @@ def sampled_frames(row: Any, times: np.ndarray | list[float], *, size: int, back
 # Filling the cache for a clip table
 
 
+@dataclass(frozen=True)
+class FlowSpec:
+    """How a Dataset computes the flow channels of ``flow``/``rgb+flow`` models.
+
+    Args:
+        method: one of :data:`FLOW_METHODS`.
+        reference: ``onset`` (each frame against the first sampled frame) or ``consecutive``.
+        strain: add the optical-strain magnitude as a third channel.
+    """
+
+    method: str = "tvl1"
+    reference: str = "onset"
+    strain: bool = False
+
+    def __post_init__(self) -> None:
+        _check_method(self.method)
+        _check_reference(self.reference)
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.strain else 2
+
+
 @dataclass
 class FlowPrecomputeSummary:
     """What :func:`precompute_flow` did.

@@ -75,9 +75,13 @@ _DECORD_LOG_PREFIX_RE = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*")
 def frame_number_from_name(name: str) -> int | None:
     """Return the frame number in an image file name: the last run of digits in its stem.
 
-    ``"img46.jpg"`` -> 46, ``"006_00012.jpg"`` -> 12, ``"reg_image7.bmp"`` -> 7, ``"face.png"`` -> None.
+    ``"img46.jpg"`` -> 46, ``"006_00012.jpg"`` -> 12, ``"reg_image7.bmp"`` -> 7, ``"face.png"`` and
+    non-image names -> None.
     """
-    numbers = _NUMBER_RE.findall(Path(name).stem)
+    path = Path(name)
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return None
+    numbers = _NUMBER_RE.findall(path.stem)
     return int(numbers[-1]) if numbers else None
 
 
