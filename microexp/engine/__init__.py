@@ -1,0 +1,1 @@
+"""Training engine: plain train/evaluate functions (``trainer``) and, on top, the experiment runner."""
