@@ -1,0 +1,196 @@
+"""Classification metrics of micro-expression recognition: ACC, UF1, UAR, per class, pooled and per fold.
+
+Definitions (DFME / MEGC):
+
+* ``ACC`` = correct / total.
+* ``UF1`` = mean over classes ``c`` of ``F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c)``.
+* ``UAR`` = mean over classes ``c`` of ``recall_c = TP_c / N_c`` (``N_c`` = true samples of ``c``).
+
+Classes absent from a fold (convention, the same as scikit-learn's ``f1_score(average='macro')`` and
+``balanced_accuracy_score`` without an explicit label list):
+
+* ``UAR`` averages over the classes present in ``y_true`` (recall of a class with ``N_c = 0`` is
+  undefined and reported as NaN per class).
+* ``UF1`` averages over the classes present in ``y_true`` **or** ``y_pred``: a class predicted but never
+  true has ``F1 = 0`` and counts (false positives are penalised); a class neither true nor predicted has
+  ``F1 = 0/0`` (NaN per class) and is left out rather than counted as 0 or 1.
+
+When every class occurs in ``y_true`` -- the pooled predictions of a full protocol, the number to report
+-- both metrics are over all ``num_classes`` classes and the convention does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import confusion_matrix
+
+__all__ = ["ClassificationMetrics", "compute_metrics", "cross_validation_summary"]
+
+DEFINITIONS = {
+    "pooled": "all folds' predictions concatenated, then one metric",
+    "fold_mean": "mean of per-fold metrics",
+    "fold_std": "population standard deviation (ddof=0) of per-fold metrics",
+    "uf1": "mean over classes present in y_true or y_pred of 2TP/(2TP+FP+FN)",
+    "uar": "mean over classes present in y_true of TP/N_c",
+}
+
+
+def _nan_to_none(values: Sequence[float]) -> list[float | None]:
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+@dataclass(frozen=True)
+class ClassificationMetrics:
+    """Metrics of one set of predictions.
+
+    Attributes:
+        acc: Accuracy.
+        uf1: Unweighted F1 (see module docstring for absent classes).
+        uar: Unweighted average recall.
+        per_class_recall: ``TP_c / N_c`` per class, NaN where ``N_c = 0``.
+        per_class_f1: ``2TP_c / (2TP_c + FP_c + FN_c)`` per class, NaN where the class is neither true nor
+            predicted.
+        confusion: ``(num_classes, num_classes)`` counts, rows = true class, columns = predicted class.
+    """
+
+    acc: float
+    uf1: float
+    uar: float
+    per_class_recall: tuple[float, ...]
+    per_class_f1: tuple[float, ...]
+    confusion: tuple[tuple[int, ...], ...]
+
+    @property
+    def num_samples(self) -> int:
+        """Number of samples the metrics were computed on."""
+        return int(sum(map(sum, self.confusion)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form; undefined per-class values (NaN) become ``None``."""
+        return {
+            "acc": self.acc,
+            "uf1": self.uf1,
+            "uar": self.uar,
+            "per_class_recall": _nan_to_none(self.per_class_recall),
+            "per_class_f1": _nan_to_none(self.per_class_f1),
+            "confusion": [list(r) for r in self.confusion],
+        }
+
+
+def _as_labels(values: Any, *, name: str, num_classes: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"{name} must hold integer class indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    bad = arr[(arr < 0) | (arr >= num_classes)]
+    if bad.size:
+        raise ValueError(f"{name} has class index {int(bad[0])} outside [0, {num_classes})")
+    return arr
+
+
+def compute_metrics(y_true: Any, y_pred: Any, *, num_classes: int) -> ClassificationMetrics:
+    """ACC, UF1, UAR, per-class recall/F1 and the confusion matrix.
+
+    Args:
+        y_true: True class indices, shape ``(N,)``, values in ``[0, num_classes)``.
+        y_pred: Predicted class indices, shape ``(N,)``.
+        num_classes: Number of classes (fixes the confusion matrix size).
+
+    Returns:
+        The metrics.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    yt = _as_labels(y_true, name="y_true", num_classes=num_classes)
+    yp = _as_labels(y_pred, name="y_pred", num_classes=num_classes)
+    if yt.shape != yp.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {yt.shape[0]} vs {yp.shape[0]}")
+    if yt.size == 0:
+        raise ValueError("cannot compute metrics on zero samples")
+    cm = confusion_matrix(yt, yp, labels=np.arange(num_classes))
+    tp = np.diag(cm).astype(float)
+    n_true = cm.sum(axis=1).astype(float)  # TP + FN
+    n_pred = cm.sum(axis=0).astype(float)  # TP + FP
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(n_true > 0, tp / n_true, np.nan)
+        f1 = np.where(n_true + n_pred > 0, 2 * tp / (n_true + n_pred), np.nan)  # 2TP/(2TP+FP+FN)
+    return ClassificationMetrics(
+        acc=float(tp.sum() / yt.size),
+        uf1=float(np.nanmean(f1)),
+        uar=float(np.nanmean(recall)),
+        per_class_recall=tuple(float(v) for v in recall),
+        per_class_f1=tuple(float(v) for v in f1),
+        confusion=tuple(tuple(int(v) for v in row) for row in cm),
+    )
+
+
+def cross_validation_summary(
+    y_true: Any,
+    y_pred: Any,
+    folds: Any,
+    *,
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Pooled and per-fold metrics of a cross-validation run, labelled for reporting.
+
+    Args:
+        y_true: True class indices of every test prediction, shape ``(N,)``.
+        y_pred: Predicted class indices, shape ``(N,)``.
+        folds: The fold number each prediction came from, shape ``(N,)``.
+        num_classes: Number of classes.
+        class_names: Names of the classes in index order (default ``'0'``, ``'1'``, ...).
+
+    Returns:
+        A JSON-ready dict with keys ``definitions``, ``classes``, ``num_samples``, ``num_folds``,
+        ``pooled`` ({acc, uf1, uar}: all folds' predictions concatenated, then one metric),
+        ``fold_mean`` / ``fold_std`` ({acc, uf1, uar}: mean and ddof=0 std of per-fold metrics),
+        ``per_fold`` (list of {fold, num_samples, acc, uf1, uar}), ``per_class``
+        ({name: {recall, f1}}, pooled; None where undefined) and ``confusion_matrix`` (pooled, rows = true).
+    """
+    if class_names is None:
+        class_names = [str(i) for i in range(int(num_classes))]
+    class_names = [str(c) for c in class_names]
+    if len(class_names) != num_classes:
+        raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+    fold_ids = np.asarray(folds)
+    yt = np.asarray(y_true)
+    yp = np.asarray(y_pred)
+    if fold_ids.ndim != 1 or fold_ids.shape[0] != yt.shape[0] or yp.shape[0] != yt.shape[0]:
+        raise ValueError(
+            f"y_true, y_pred and folds must be 1-D of equal length, got {yt.shape}, {yp.shape}, {fold_ids.shape}"
+        )
+    pooled = compute_metrics(yt, yp, num_classes=num_classes)
+    keys = ("acc", "uf1", "uar")
+    per_fold = []
+    for f in np.unique(fold_ids):
+        mask = fold_ids == f
+        m = compute_metrics(yt[mask], yp[mask], num_classes=num_classes)
+        per_fold.append({"fold": f.item(), "num_samples": int(mask.sum()), **{k: getattr(m, k) for k in keys}})
+    table = np.array([[row[k] for k in keys] for row in per_fold], dtype=float)
+    return {
+        "definitions": dict(DEFINITIONS),
+        "classes": list(class_names),
+        "num_samples": pooled.num_samples,
+        "num_folds": len(per_fold),
+        "pooled": {k: getattr(pooled, k) for k in keys},
+        "fold_mean": {k: float(v) for k, v in zip(keys, table.mean(axis=0))},
+        "fold_std": {k: float(v) for k, v in zip(keys, table.std(axis=0, ddof=0))},
+        "per_fold": per_fold,
+        "per_class": {
+            name: {"recall": r, "f1": f1}
+            for name, r, f1 in zip(
+                class_names, _nan_to_none(pooled.per_class_recall), _nan_to_none(pooled.per_class_f1)
+            )
+        },
+        "confusion_matrix": [list(r) for r in pooled.confusion],
+    }
