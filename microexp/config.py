@@ -189,13 +189,17 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
 
 def validate(config: ExperimentConfig, *, source: str = "config") -> None:
     """Check values that the types alone do not constrain."""
+    from microexp.data.samplers import SAMPLERS
     from microexp.data.sampling import STRATEGIES
     from microexp.data.video import BACKENDS
+    from microexp.losses import LOSSES
 
     choices = {
         "data.sampling": (config.data.sampling, STRATEGIES),
         "data.backend": (config.data.backend, BACKENDS),
         "cv.protocol": (config.cv.protocol, PROTOCOLS),
+        "train.sampler": (config.train.sampler, SAMPLERS),
+        "loss.name": (config.loss.name, LOSSES),
         "train.optimizer": (config.train.optimizer, OPTIMIZERS),
         "train.schedule": (config.train.schedule, SCHEDULES),
         "train.model_selection": (config.train.model_selection, MODEL_SELECTION),

@@ -24,6 +24,8 @@ COMMANDS = {
     "pack": "microexp.cli.pack",
     "models": "microexp.cli.models",
     "flow": "microexp.cli.flow",
+    "train": "microexp.cli.train",
+    "evaluate": "microexp.cli.evaluate",
 }
 
 USER_ERROR_EXIT = 2

@@ -1,0 +1,84 @@
+"""``microexp train``: a cross-validation experiment from a recipe; ``microexp evaluate`` re-scores a run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from microexp.config import load_config, valid_keys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train",
+        help="train and test a model under a subject-independent protocol",
+        description="Run a cross-validation experiment (fresh model per fold, test subjects evaluated once) and "
+        "write config.yaml, folds.json, predictions.csv, metrics.json and plots into --out. Re-running the same "
+        "command resumes an interrupted run.",
+        epilog="config keys: " + ", ".join(valid_keys()),
+    )
+    parser.add_argument("--config", default=None, help="recipe YAML (defaults when omitted)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.epochs=5 (repeatable)")
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from microexp.engine.experiment import run_experiment
+
+    config = load_config(args.config, args.overrides)
+    metrics = run_experiment(config, args.out, progress=False if args.no_progress else None)
+    print(format_results(metrics))
+    print(f"outputs: {Path(args.out)}")
+    return 0
+
+
+def format_results(metrics: dict) -> str:
+    """The results table: pooled and fold-mean ± std, then per-class recall."""
+    lines = [f"protocol {metrics['protocol']}, {metrics['num_folds']} folds, {metrics['num_samples']} test clips",
+             f"{'':<22}{'ACC':>8}{'UF1':>8}{'UAR':>8}"]
+    pooled, mean, std = metrics["pooled"], metrics["fold_mean"], metrics["fold_std"]
+    lines.append(f"{'pooled (all folds)':<22}" + "".join(f"{pooled[k]:>8.3f}" for k in ("acc", "uf1", "uar")))
+    lines.append(f"{'fold mean':<22}" + "".join(f"{mean[k]:>8.3f}" for k in ("acc", "uf1", "uar")))
+    lines.append(f"{'fold std (ddof=0)':<22}" + "".join(f"{std[k]:>8.3f}" for k in ("acc", "uf1", "uar")))
+    lines.append("per-class recall (pooled):")
+    for name, values in metrics["per_class"].items():
+        recall = values["recall"]
+        lines.append(f"  {name:<14}{'n/a' if recall is None else format(recall, '.3f'):>8}")
+    return "\n".join(lines)
+
+
+def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="recompute metrics.json and plots of a run from its predictions.csv",
+        description="Recompute metrics.json (pooled and fold-mean, labelled) and the plots from RUN_DIR/"
+        "predictions.csv, without retraining.",
+    )
+    parser.add_argument("run_dir", help="a directory written by microexp train")
+    parser.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
+    return parser
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from microexp.engine.experiment import write_metrics
+    from microexp.errors import ConfigError
+
+    run_dir = Path(args.run_dir)
+    predictions_path = run_dir / "predictions.csv"
+    if not predictions_path.is_file():
+        raise FileNotFoundError(f"{predictions_path}: no predictions (is {run_dir} a finished microexp train run?)")
+    config = load_config(run_dir / "config.yaml")
+    predictions = pd.read_csv(predictions_path)
+    classes = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
+    missing = [c for c in ("clip", "fold", "label", "pred") if c not in predictions.columns]
+    if missing or not classes:
+        raise ConfigError(f"{predictions_path}: missing column(s) {missing or ['prob_<class>']}")
+    metrics = write_metrics(run_dir, predictions, classes, protocol=config.cv.protocol)
+    print(json.dumps(metrics, indent=2) if args.json else format_results(metrics))
+    return 0
