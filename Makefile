@@ -16,7 +16,10 @@ install: $(BIN)/microexp
 
 demo: install
 	$(BIN)/microexp synth $(DEMO_DIR)/data --clips 300 --subjects 30 --workers $(JOBS) --seed 0 --overwrite
-	$(BIN)/microexp inspect $(DEMO_DIR)/data/annotations.csv --sample 3 --strategy tsn --frames 8
+	$(BIN)/microexp inspect $(DEMO_DIR)/data/annotations.csv --sample 3 --strategy onset_apex --frames 8
+	rm -rf $(DEMO_DIR)/run $(DEMO_DIR)/cache
+	$(BIN)/microexp train --config recipes/flow-tiny_flow-8f_synth_5fold.yaml --out $(DEMO_DIR)/run \
+		--set data.annotations=$(DEMO_DIR)/data/annotations.csv --set data.cache_dir=$(DEMO_DIR)/cache
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -583,7 +583,7 @@ class _AutoReader(VideoReader):
         return self._reader
 
     def _fall_back(self, reason: str) -> None:
-        logger.info("using PyAV: %s", reason)
+        logger.debug("using PyAV: %s", reason)
         old = self._reader
         self._reader = PyAVReader(old.path, first_frame=old.first_frame, num_threads=old.num_threads)
         self._numbers = None
