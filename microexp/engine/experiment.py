@@ -164,6 +164,7 @@ def run_fold(
     data_config = _data_config(config)
     start_epoch, best = _resume(fold_dir / "last.pt", model, optimizer, scheduler, fold)
     log_path = fold_dir / "log.csv"
+    tensorboard = _tensorboard_writer(fold_dir.parent / "tensorboard" / fold_dir.name)
     for epoch in range(start_epoch, config.train.epochs):
         for part in (sampler, loss_fn, train_set):
             part.set_epoch(epoch)
@@ -184,12 +185,18 @@ def run_fold(
                 save_checkpoint(fold_dir / "best.pt", model=model, class_names=data.class_names, data=data_config,
                                 epoch=epoch, fold=fold.fold, metrics={f"val_{config.train.selection_metric}": score})
         _append_csv(log_path, record)
+        if tensorboard is not None:
+            for name, value in record.items():
+                if name not in ("fold", "epoch"):
+                    tensorboard.add_scalar(name, value, epoch)
         save_checkpoint(fold_dir / "last.pt", model=model, class_names=data.class_names, data=data_config,
                         epoch=epoch, fold=fold.fold, optimizer=optimizer, scheduler=scheduler,
                         extra={"best": best or {}})
         logger.info("fold %d epoch %d: loss %.4f acc %.3f%s", fold.fold, epoch + 1, stats.loss, stats.accuracy,
                     f" val {config.train.selection_metric} {record.get('val_' + config.train.selection_metric, float('nan')):.3f}"
                     if val_loader is not None else "")
+    if tensorboard is not None:
+        tensorboard.close()
     if config.train.model_selection == "val" and (fold_dir / "best.pt").exists():
         model.load_state_dict(load_checkpoint(fold_dir / "best.pt")["state_dict"])
     save_checkpoint(fold_dir / "model.pt", model=model, class_names=data.class_names, data=data_config,
@@ -275,6 +282,15 @@ def _check_same_config(config: ExperimentConfig, out: Path) -> None:
 
     if load_config(previous) != config:
         raise ConfigError(f"{out} holds a run with a different config.yaml; use a new --out or the same config to resume")
+
+
+def _tensorboard_writer(log_dir: Path) -> Any:
+    """A SummaryWriter when the optional ``tensorboard`` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 def _append_csv(path: Path, record: dict[str, Any]) -> None:
