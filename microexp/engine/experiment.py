@@ -155,7 +155,7 @@ def run_fold(
                                                generator=generator, **loader_args)
     val_loader = (torch.utils.data.DataLoader(_dataset(config, val_table, spec, train=False), **loader_args)
                   if len(val_table) else None)
-    loss_fn = build_loss(config.loss.name, class_counts, **_loss_kwargs(config))
+    loss_fn = build_loss(config.loss.name, class_counts, **_loss_kwargs(config)).to(device)  # weight buffers
     optimizer = build_optimizer(model, name=config.train.optimizer, lr=config.train.lr,
                                 weight_decay=config.train.weight_decay, momentum=config.train.momentum)
     scheduler = build_scheduler(optimizer, name=config.train.schedule, epochs=config.train.epochs,
