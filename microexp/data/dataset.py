@@ -159,7 +159,8 @@ class MicroExpressionDataset(Dataset):
             flows = clip_flow(frames, method=self.flow.method, reference=self.flow.reference, strain=self.flow.strain)
         else:
             flows = cached_clip_flow(
-                self.cache, clip_key_parts(row, times, size=self.cache_size), lambda: frames,
+                self.cache, clip_key_parts(row, times, size=self.cache_size, source=self._fingerprint(row["path"])),
+                lambda: frames,
                 method=self.flow.method, reference=self.flow.reference, strain=self.flow.strain,
             )
         if flip:  # mirror the frames and the flow field; horizontal displacements change sign

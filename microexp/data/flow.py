@@ -340,7 +340,9 @@ def _field(row: Any, name: str) -> Any:
     return getattr(row, name)
 
 
-def clip_key_parts(row: Any, times: np.ndarray | list[float], *, size: int) -> dict[str, Any]:
+def clip_key_parts(
+    row: Any, times: np.ndarray | list[float], *, size: int, source: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Identity of a clip's sampled frames, for :func:`cached_clip_flow`.
 
     Args:
@@ -348,10 +350,12 @@ def clip_key_parts(row: Any, times: np.ndarray | list[float], *, size: int) -> d
             ``first_frame``.
         times: the sampled (possibly fractional) frame numbers.
         size: side of the square frames after :func:`sampled_frames`.
+        source: the clip's :func:`clip_fingerprint` when the caller already has it (a frame folder's
+            fingerprint stats every file, too costly to repeat per training item).
     """
     return {
         "clip": str(_field(row, "clip")),
-        "source": clip_fingerprint(_field(row, "path")),
+        "source": dict(source) if source is not None else clip_fingerprint(_field(row, "path")),
         "first_frame": int(_field(row, "first_frame")),
         "times": [round(float(t), 6) for t in np.asarray(times, dtype=np.float64).reshape(-1)],
         "size": int(size),
