@@ -43,6 +43,7 @@ class DataConfig:
     crop_scale: float = 0.85
     flip: bool = True
     grayscale: bool = False
+    frame_difference: str = "none"
     backend: str = "auto"
     cache_dir: str | None = None
     flow_method: str = "farneback"
@@ -191,12 +192,14 @@ def validate(config: ExperimentConfig, *, source: str = "config") -> None:
     """Check values that the types alone do not constrain."""
     from microexp.data.samplers import SAMPLERS
     from microexp.data.sampling import STRATEGIES
+    from microexp.data.transforms import FRAME_DIFFERENCES
     from microexp.data.video import BACKENDS
     from microexp.losses import LOSSES
 
     choices = {
         "data.sampling": (config.data.sampling, STRATEGIES),
         "data.backend": (config.data.backend, BACKENDS),
+        "data.frame_difference": (config.data.frame_difference, FRAME_DIFFERENCES),
         "cv.protocol": (config.cv.protocol, PROTOCOLS),
         "train.sampler": (config.train.sampler, SAMPLERS),
         "loss.name": (config.loss.name, LOSSES),

@@ -11,7 +11,7 @@ from microexp.data.dataset import MicroExpressionDataset
 from microexp.data.sampling import SamplingSpec
 from microexp.data.transforms import TransformSpec
 from microexp.data.video import write_video
-from microexp.errors import AnnotationError
+from microexp.errors import AnnotationError, ConfigError
 
 SIZE = 16
 IDENTITY = TransformSpec(size=SIZE, mean=(0, 0, 0), std=(1, 1, 1), flip=False, crop_scale=1.0)
@@ -195,3 +195,17 @@ def test_bad_modality_is_a_config_error(clip_table):
 
     with pytest.raises(ConfigError, match="rgb\\+flow"):
         MicroExpressionDataset(clip_table, sampling=SamplingSpec(), modality="depth")
+
+
+@pytest.mark.parametrize("mode, expected", [("first", [0, 7, 15, 22]), ("previous", [0, 7, 8, 7])])
+def test_frame_difference_shows_change_from_the_first_or_previous_frame(clip_table, mode, expected):
+    ds = MicroExpressionDataset(clip_table, sampling=SamplingSpec("uniform", num_frames=4), transform=IDENTITY,
+                                frame_difference=mode)
+    item = ds[0]  # frames 3, 10, 18, 25 whose grey value is the frame number
+    assert item["video"].shape == (3, 4, SIZE, SIZE)
+    assert _grey_levels(item["video"]) == expected
+
+
+def test_bad_frame_difference_is_a_config_error(clip_table):
+    with pytest.raises(ConfigError, match="frame_difference='last'"):
+        MicroExpressionDataset(clip_table, sampling=SamplingSpec("uniform", num_frames=4), frame_difference="last")

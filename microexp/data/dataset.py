@@ -2,7 +2,7 @@
 
 Each item is a dict::
 
-    video    float32 (C, T, H, W): normalised RGB (C=3); for ``modality='flow'`` the flow channels
+    video    float32 (C, T, H, W): normalised RGB (C=3), or its frame differences (``frame_difference``); for ``modality='flow'`` the flow channels
              (dx, dy[, strain]) in pixels; for ``'rgb+flow'`` RGB then flow (the two-stream input)
     label    int64 class index (from the table's ``label`` column, see ``apply_class_map``)
     subject  int
@@ -38,7 +38,14 @@ from torch.utils.data import Dataset
 from microexp.data.cache import ClipCache, clip_fingerprint
 from microexp.data.flow import FlowSpec, cached_clip_flow, clip_flow, clip_key_parts
 from microexp.data.sampling import SamplingSpec, frames_needed, interpolate_frames
-from microexp.data.transforms import TransformSpec, build_video_transform, frames_to_video, resize_frames
+from microexp.data.transforms import (
+    FRAME_DIFFERENCES,
+    TransformSpec,
+    build_video_transform,
+    difference_frames,
+    frames_to_video,
+    resize_frames,
+)
 from microexp.data.video import open_video
 from microexp.errors import AnnotationError, ConfigError
 
@@ -62,6 +69,8 @@ class MicroExpressionDataset(Dataset):
         seed: base seed of the per-item random draws in training mode.
         modality: 'rgb', 'flow' or 'rgb+flow' (a model's ``spec.modality``).
         flow: how flow channels are computed (default ``FlowSpec()``: TV-L1 against the onset).
+        frame_difference: 'none', 'first' or 'previous': the RGB channels show each normalised frame
+            minus the first sampled frame or the previous one (see ``difference_frames``).
     """
 
     def __init__(
@@ -77,6 +86,7 @@ class MicroExpressionDataset(Dataset):
         seed: int = 0,
         modality: str = "rgb",
         flow: FlowSpec | None = None,
+        frame_difference: str = "none",
     ) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
         if missing:
@@ -97,6 +107,9 @@ class MicroExpressionDataset(Dataset):
         if modality not in MODALITIES:
             raise ConfigError(f"modality={modality!r}: expected one of {', '.join(MODALITIES)}")
         self.modality = modality
+        if frame_difference not in FRAME_DIFFERENCES:
+            raise ConfigError(f"frame_difference={frame_difference!r}: expected one of {', '.join(FRAME_DIFFERENCES)}")
+        self.frame_difference = frame_difference
         self.flow = (flow or FlowSpec()) if "flow" in modality else None
         if self.flow is not None and self.cache_size != self.transform_spec.size:
             raise ConfigError(
@@ -148,8 +161,9 @@ class MicroExpressionDataset(Dataset):
 
     def _rgb(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> normalised float (3, T, H, W)."""
-        video = self._transform(frames_to_video(frames))
-        return video.permute(1, 0, 2, 3).contiguous().as_subclass(torch.Tensor)
+        video = self._transform(frames_to_video(frames)).as_subclass(torch.Tensor)
+        video = difference_frames(video, self.frame_difference, time_dim=0)
+        return video.permute(1, 0, 2, 3).contiguous()
 
     def _with_flow(self, row: dict[str, Any], times: np.ndarray, frames: np.ndarray, *, flip: bool) -> torch.Tensor:
         """Flow channels (and RGB before them for 'rgb+flow') as (C, T, H, W)."""

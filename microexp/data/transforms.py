@@ -85,6 +85,29 @@ class VideoGrayscale(v2.Transform):
         return inpt
 
 
+#: what the RGB stream shows: the frames, or their change from the first sampled frame or the previous one
+FRAME_DIFFERENCES = ("none", "first", "previous")
+
+
+def difference_frames(video: torch.Tensor, mode: str, *, time_dim: int = 1) -> torch.Tensor:
+    """Replace normalised frames by their differences along ``time_dim`` (default: ``(C, T, H, W)``).
+
+    A micro-expression is a small change of a face whose identity dominates every frame; differences
+    cancel the identity and keep the motion. ``'first'`` subtracts the first sampled frame (the onset
+    under onset-anchored sampling), so frame 0 becomes zero; ``'previous'`` gives consecutive
+    differences with frame 0 set to zero. Applied after normalisation, the result is ``delta / std``.
+    """
+    if mode == "none":
+        return video
+    if mode not in FRAME_DIFFERENCES:
+        raise ConfigError(f"frame_difference={mode!r}: expected one of {', '.join(FRAME_DIFFERENCES)}")
+    first = video.narrow(time_dim, 0, 1)
+    if mode == "first":
+        return video - first
+    previous = torch.cat([first, video.narrow(time_dim, 0, video.shape[time_dim] - 1)], dim=time_dim)
+    return video - previous
+
+
 def frames_to_video(frames: np.ndarray) -> tv_tensors.Video:
     """Wrap decoded frames ``(T, H, W, 3)`` uint8 as a ``tv_tensors.Video`` ``(T, 3, H, W)``."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
