@@ -128,6 +128,27 @@ def test_resume_continues_from_the_last_completed_epoch(tiny_data, tmp_path):
     assert pd.read_csv(run / "fold_00" / "log.csv")["epoch"].tolist() == [0, 1]
 
 
+def test_fold_killed_mid_training_resumes_to_identical_predictions(tiny_data, tmp_path, monkeypatch):
+    extra = {"train.epochs": 3, "cv.folds": 2, "model.kwargs": "{drop_rate: 0.3}"}
+    assert _train(tiny_data, tmp_path / "straight", **extra) == 0
+    real_train = experiment.train_one_epoch
+    calls = []
+
+    def killed_in_second_epoch(*args, **kwargs):
+        calls.append(kwargs["description"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_one_epoch", killed_in_second_epoch)
+    assert _train(tiny_data, tmp_path / "resumed", **extra) == 130
+    monkeypatch.setattr(experiment, "train_one_epoch", real_train)
+    assert _train(tiny_data, tmp_path / "resumed", **extra) == 0
+    straight = pd.read_csv(tmp_path / "straight" / "predictions.csv")
+    resumed = pd.read_csv(tmp_path / "resumed" / "predictions.csv")
+    pd.testing.assert_frame_equal(straight, resumed)  # sampler draws and dropout masks replayed exactly
+
+
 def test_config_change_in_an_existing_run_dir_is_refused(tiny_data, tmp_path, capsys):
     run = tmp_path / "run"
     assert _train(tiny_data, run) == 0

@@ -166,6 +166,11 @@ def run_fold(
     log_path = fold_dir / "log.csv"
     tensorboard = _tensorboard_writer(fold_dir.parent / "tensorboard" / fold_dir.name)
     for epoch in range(start_epoch, config.train.epochs):
+        # every epoch's random streams derive from (seed, fold, epoch) alone, so a resumed fold draws the
+        # same batches and dropout masks as an uninterrupted one
+        epoch_seed = int(np.random.SeedSequence([config.seed, fold.fold, epoch]).generate_state(1)[0])
+        generator.manual_seed(epoch_seed)
+        torch.manual_seed(epoch_seed)
         for part in (sampler, loss_fn, train_set):
             part.set_epoch(epoch)
         stats = train_one_epoch(model, train_loader, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
@@ -241,6 +246,7 @@ def _dataset(config: ExperimentConfig, table: pd.DataFrame, spec: Any, *, train:
         transform=TransformSpec(size=d.size, crop_scale=d.crop_scale, flip=d.flip, grayscale=d.grayscale,
                                 mean=rgb_mean, std=rgb_std),
         train=train, backend=d.backend, cache_dir=d.cache_dir, seed=config.seed, modality=spec.modality, flow=flow,
+        frame_difference=d.frame_difference,
     )
 
 
@@ -255,7 +261,8 @@ def _data_config(config: ExperimentConfig) -> dict[str, Any]:
     """What a predictor needs to preprocess a clip like training did (plain types)."""
     d = config.data
     return {"num_frames": d.num_frames, "sampling": d.sampling, "stride": d.stride, "reference_fps": d.reference_fps,
-            "size": d.size, "grayscale": d.grayscale, "flow_method": d.flow_method, "class_map": d.class_map}
+            "size": d.size, "grayscale": d.grayscale, "frame_difference": d.frame_difference,
+            "flow_method": d.flow_method, "class_map": d.class_map}
 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
