@@ -26,6 +26,7 @@ COMMANDS = {
     "flow": "microexp.cli.flow",
     "train": "microexp.cli.train",
     "evaluate": "microexp.cli.evaluate",
+    "sweep": "microexp.cli.sweep",
 }
 
 USER_ERROR_EXIT = 2

@@ -21,7 +21,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -131,8 +131,14 @@ def run_fold(
     *,
     device: torch.device,
     progress: bool | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
-    """Train a fresh model on the fold's training subjects, select it without test subjects, test once."""
+    """Train a fresh model on the fold's training subjects, select it without test subjects, test once.
+
+    ``on_epoch(epoch, record)``, when given, is called after each epoch has been logged and checkpointed,
+    with that epoch's ``log.csv`` record (``val_acc``/``val_uf1``/``val_uar`` when the fold has validation
+    subjects); an exception it raises (e.g. ``optuna.TrialPruned``) ends the fold and propagates.
+    """
     fold_dir.mkdir(parents=True, exist_ok=True)
     generator = seed_everything(config.seed * 1000 + fold.fold, deterministic=config.deterministic)
     table = data.table
@@ -200,6 +206,8 @@ def run_fold(
         logger.info("fold %d epoch %d: loss %.4f acc %.3f%s", fold.fold, epoch + 1, stats.loss, stats.accuracy,
                     f" val {config.train.selection_metric} {record.get('val_' + config.train.selection_metric, float('nan')):.3f}"
                     if val_loader is not None else "")
+        if on_epoch is not None:
+            on_epoch(epoch, record)
     if tensorboard is not None:
         tensorboard.close()
     if config.train.model_selection == "val" and (fold_dir / "best.pt").exists():

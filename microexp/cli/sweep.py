@@ -1,0 +1,232 @@
+"""``microexp sweep``: nested Optuna studies over a recipe (one study per outer fold), then a final test."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from microexp.config import load_config, valid_keys
+from microexp.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="hyperparameter study (Optuna), nested per outer fold, with a final nested test",
+        description="Search the keys of a space file with Optuna, nested per outer fold: fold f's study "
+        "({study}-foldNN) trains on fold f's training subjects and scores on inner validation subjects carved "
+        "from them; fold f's test subjects never reach its search. When every fold study has --trials finished "
+        "trials, each fold's best configuration is retrained and tested once: the nested test metrics "
+        "(DIR/final/). Writes DIR/best.yaml, DIR/fold_XX/best.yaml, DIR/trials.csv and DIR/plots/. Rerunning "
+        "the same command resumes; several processes or machines may run it against one storage.",
+        epilog="config keys: " + ", ".join(valid_keys()),
+    )
+    parser.add_argument("--config", default=None, help="base recipe YAML (defaults when omitted)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a base recipe key before the search space applies (repeatable)")
+    parser.add_argument("--space", required=True, help="search-space YAML (see recipes/sweeps/)")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="finished trials wanted per outer fold study (COMPLETE + PRUNED); may be omitted "
+                        "with --finalize to only finalize")
+    parser.add_argument("--study", required=True, help="study name; fold f's study is NAME-foldNN")
+    parser.add_argument("--storage", default=None,
+                        help="Optuna storage: sqlite:///PATH (default DIR/study.db), postgresql://..., "
+                        "or journal:///PATH.log")
+    parser.add_argument("--out", required=True, help="sweep directory")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds after which no new trial starts")
+    parser.add_argument("--metric", default="uf1", choices=("uf1", "uar", "acc"),
+                        help="objective on inner validation subjects (default uf1)")
+    parser.add_argument("--sampler", default="tpe", choices=("tpe", "random", "grid"),
+                        help="seeded sampler (grid: categorical-only spaces) (default tpe)")
+    parser.add_argument("--pruner", default="median", choices=("median", "halving", "none"),
+                        help="pruner of trials by per-epoch inner values (default median)")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    parser.add_argument("--inner-folds", type=int, default=1,
+                        help="1: one inner validation split (1/4 of the training subjects); k > 1: inner k-fold mean")
+    parser.add_argument("--outer-folds", default=None, metavar="F,F,...",
+                        help="search only these outer folds (a quick look: the final step then covers only them)")
+    parser.add_argument("--finalize", action="store_true",
+                        help="run the final step even if some fold studies are short of --trials")
+    parser.add_argument("--no-finalize", action="store_true", help="never run the final step")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="enqueue the parameters of failed trials again (into free slots)")
+    parser.add_argument("--fail-running", action="store_true",
+                        help="mark RUNNING trials failed first (only when no worker is alive, e.g. after a crash "
+                        "with journal storage; RDB storages detect dead workers by heartbeat)")
+    parser.add_argument("--max-failures", type=int, default=5, help="a worker stops after this many failures in a row")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from microexp.engine.sweep import SweepSettings, prepare_studies
+    from microexp.engine.sweep_space import load_space
+    from microexp.engine.sweep_storage import default_storage_url
+
+    if args.finalize and args.no_finalize:
+        raise ConfigError("--finalize and --no-finalize exclude each other")
+    if args.trials is None and not args.finalize:
+        raise ConfigError("--trials N is required (or --finalize alone to finalize existing studies)")
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: expected an integer >= 1")
+    out = Path(args.out)
+    base_raw = load_config(args.config, args.overrides).to_dict()
+    space = load_space(args.space)
+    settings = SweepSettings(study=args.study, storage=args.storage or default_storage_url(out), out_dir=out,
+                             trials=args.trials or 0, metric=args.metric, sampler=args.sampler, pruner=args.pruner,
+                             seed=args.seed, inner_folds=args.inner_folds, outer_folds=_parse_folds(args.outer_folds),
+                             timeout=args.timeout, max_failures=args.max_failures)
+    _quiet_optuna()
+    if not args.verbose:  # per-epoch lines of every trial drown the one line per trial; -v brings them back
+        logging.getLogger("microexp.engine.experiment").setLevel(logging.WARNING)
+    _, folds, studies = prepare_studies(settings, base_raw, space, retry=args.retry_failed,
+                                        fail_stale=args.fail_running)
+    progress = False if args.no_progress else None
+    started = time.monotonic()
+    if settings.trials > 0:
+        _search(settings, base_raw, space, workers=args.workers, studies=studies, progress=progress,
+                verbosity=logging.getLogger().level, epoch_logs=bool(args.verbose))
+    return _report(settings, base_raw, space, [f.fold for f in folds], finalize=args.finalize,
+                   no_finalize=args.no_finalize, progress=progress, seconds=time.monotonic() - started)
+
+
+def _search(settings: Any, base_raw: dict, space: Any, *, workers: int, studies: dict, progress: bool | None,
+            verbosity: int, epoch_logs: bool) -> None:
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from microexp.engine.sweep import FINISHED, run_worker, trial_target
+
+    target = trial_target(settings, space)
+    finished = lambda: sum(len(s.get_trials(deepcopy=False, states=FINISHED)) for s in studies.values())  # noqa: E731
+    total = target * len(studies)
+    with tqdm(total=total, initial=min(total, finished()), desc="trials", unit="trial", disable=True if progress is False else None,
+              dynamic_ncols=True) as bar, logging_redirect_tqdm():
+        if workers == 1:
+            run_worker(settings, base_raw, space, worker=0, on_trial=lambda record: _refresh(bar, finished()))
+            return
+        context = multiprocessing.get_context("spawn")
+        processes = [context.Process(target=_worker_main, args=(settings, base_raw, space, index, workers, verbosity, epoch_logs),
+                                     name=f"sweep-worker-{index}") for index in range(workers)]
+        for process in processes:
+            process.start()
+        try:
+            while any(p.is_alive() for p in processes):
+                time.sleep(2.0)
+                _refresh(bar, finished())
+        except KeyboardInterrupt:
+            for process in processes:
+                process.terminate()
+            raise
+        for process in processes:
+            process.join()
+        _refresh(bar, finished())
+    failed = [p.name for p in processes if p.exitcode not in (0, None)]
+    if failed:
+        logger.warning("worker(s) %s stopped with an error (see above); the studies keep their trials", ", ".join(failed))
+
+
+def _worker_main(settings: Any, base_raw: dict, space: Any, index: int, workers: int, verbosity: int,
+                 epoch_logs: bool) -> None:
+    """Entry point of a worker process (spawned): logging, CPU threads, then the engine's worker loop."""
+    import sys
+
+    import torch
+
+    from microexp.engine.sweep import run_worker
+    from microexp.errors import MicroexpError
+
+    logging.basicConfig(level=verbosity or logging.INFO, format=f"%(levelname)s worker {index}: %(message)s", force=True)
+    _quiet_optuna()
+    if not epoch_logs:
+        logging.getLogger("microexp.engine.experiment").setLevel(logging.WARNING)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    try:
+        run_worker(settings, base_raw, space, worker=index)
+    except MicroexpError as exc:
+        print(f"microexp sweep worker {index}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _report(settings: Any, base_raw: dict, space: Any, folds: list[int], *, finalize: bool, no_finalize: bool,
+            progress: bool | None, seconds: float) -> int:
+    from optuna.trial import TrialState
+
+    from microexp.cli.train import format_results
+    from microexp.engine.sweep import FINISHED, fold_studies, trial_target
+    from microexp.engine.sweep_finalize import ESTIMATE_LABEL
+    from microexp.engine.sweep_finalize import finalize as run_final
+    from microexp.engine.sweep_report import best_trials, plot_sweep, write_best, write_trials_csv
+
+    out = Path(settings.out_dir)
+    studies = fold_studies(settings, folds)
+    write_trials_csv(out, studies)
+    best = best_trials(studies)
+    overall = write_best(out, best, study=settings.study, metric=settings.metric)
+    plot_sweep(out, studies, space, metric=settings.metric)
+    target = trial_target(settings, space)
+    ready = True
+    print(f"sweep {settings.study}: {settings.trials} trials per outer fold, {len(folds)} fold(s), "
+          f"objective inner validation {settings.metric} ({time.strftime('%H:%M:%S', time.gmtime(seconds))} wall)")
+    for fold, study in sorted(studies.items()):
+        states = [t.state for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+        count = {s: states.count(s) for s in TrialState}
+        done = count[TrialState.COMPLETE] + count[TrialState.PRUNED]
+        ready &= done >= target and fold in best
+        top = f", best inner {settings.metric} {best[fold].value:.4f} (trial {best[fold].number})" if fold in best else ""
+        print(f"  fold {fold}: {done}/{target} finished ({count[TrialState.COMPLETE]} complete, "
+              f"{count[TrialState.PRUNED]} pruned, {count[TrialState.FAIL]} failed, "
+              f"{count[TrialState.RUNNING]} running){top}")
+    if overall is not None:
+        print(f"best.yaml: fold {overall.fold} trial {overall.number}, inner validation {settings.metric} "
+              f"{overall.value:.4f} (the best of many trials: optimistic; the honest estimate is the nested test "
+              "metrics)")
+    print(f"outputs: {out} (trials.csv, best.yaml, fold_XX/best.yaml, plots/)")
+    if no_finalize or not (finalize or ready):
+        if not no_finalize:
+            print("final step not run yet: some fold studies are short of --trials (rerun to continue, or --finalize)")
+        return 0
+    unfinished = sum(1 for f in folds if len(studies[f].get_trials(deepcopy=False, states=FINISHED)) < target)
+    if unfinished:
+        print(f"note: {unfinished} fold study(ies) are short of --trials; finalizing with the trials they have")
+    result = run_final(settings, base_raw, progress=progress)
+    scope = "all outer folds" if result.complete else (
+        f"outer folds {','.join(map(str, result.folds))} of {result.total_folds} only (partial: not a full "
+        "cross-validation estimate)")
+    print(f"{ESTIMATE_LABEL}, {scope}:")
+    print(format_results(result.metrics))
+    print(f"final: {result.out_dir}")
+    return 0
+
+
+def _refresh(bar: Any, value: int) -> None:
+    bar.n = min(bar.total, value)
+    bar.refresh()
+
+
+def _parse_folds(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        folds = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise ConfigError(f"--outer-folds {text!r}: expected comma-separated fold numbers, e.g. 0,2") from None
+    if not folds:
+        raise ConfigError(f"--outer-folds {text!r}: expected at least one fold number")
+    return folds
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)

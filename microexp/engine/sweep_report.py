@@ -1,0 +1,208 @@
+"""What a sweep writes from its studies: ``trials.csv``, ``best.yaml`` (overall and per fold) and plots.
+
+Everything here reads the fold studies only; it can be rerun at any time (``microexp sweep`` does so
+after its workers stop), also while other workers are still adding trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import optuna
+import pandas as pd
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from microexp.engine.sweep_space import SearchSpace
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BestTrial", "best_trials", "plot_sweep", "trials_frame", "write_best", "write_trials_csv"]
+
+#: the keys whose values label the heat map's rows (sampling) and columns (imbalance handling)
+SAMPLING_KEY = "data.sampling"
+IMBALANCE_KEYS = ("train.sampler", "loss.name")
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """The best COMPLETE trial of one fold study by inner validation value."""
+
+    fold: int
+    number: int
+    value: float
+    params: dict[str, Any]
+    config: dict[str, Any]
+
+
+def trials_frame(studies: Mapping[int, optuna.Study]) -> pd.DataFrame:
+    """All trials of all fold studies, one row each.
+
+    Columns: ``fold, number, state, value, duration_s, prune_reason, fail_reason, retry_of`` and one
+    column per searched key (empty where a conditional key was inactive). Surplus records (asked by a
+    worker after another filled the study's last slot, never run) are left out.
+    """
+    rows = []
+    for fold, study in sorted(studies.items()):
+        for t in study.get_trials(deepcopy=False):
+            if t.user_attrs.get("surplus"):
+                continue
+            rows.append({"fold": fold, "number": t.number, "state": t.state.name, "value": t.value,
+                         "duration_s": None if t.duration is None else round(t.duration.total_seconds(), 3),
+                         "prune_reason": t.user_attrs.get("prune_reason", ""),
+                         "fail_reason": t.user_attrs.get("fail_reason", ""),
+                         "retry_of": t.user_attrs.get("retry_of"), **t.params})
+    columns = ["fold", "number", "state", "value", "duration_s", "prune_reason", "fail_reason", "retry_of"]
+    frame = pd.DataFrame(rows)
+    return frame if not frame.empty else pd.DataFrame(columns=columns)
+
+
+def write_trials_csv(out: Path, studies: Mapping[int, optuna.Study]) -> Path:
+    """``out/trials.csv`` from :func:`trials_frame`."""
+    path = Path(out) / "trials.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trials_frame(studies).to_csv(path, index=False)
+    return path
+
+
+def best_trials(studies: Mapping[int, optuna.Study]) -> dict[int, BestTrial]:
+    """The best COMPLETE trial of each fold study that has one."""
+    best = {}
+    for fold, study in sorted(studies.items()):
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+        if not complete:
+            continue
+        top = max(complete, key=lambda t: (t.value, -t.number))
+        best[fold] = BestTrial(fold=fold, number=top.number, value=float(top.value), params=dict(top.params),
+                               config=top.user_attrs["config"])
+    return best
+
+
+def write_best(out: Path, best: Mapping[int, BestTrial], *, study: str, metric: str) -> BestTrial | None:
+    """``out/fold_XX/best.yaml`` for each fold and ``out/best.yaml`` for the best trial over all folds.
+
+    Each file is a full recipe that ``microexp train --config`` accepts unchanged; its header says which
+    trial it is and that its inner validation value is not an estimate of test performance.
+    """
+    out = Path(out)
+    for fold, trial in best.items():
+        _write_recipe(out / f"fold_{fold:02d}" / "best.yaml", trial, study=study, metric=metric, scope=f"fold {fold}'s study")
+    if not best:
+        return None
+    overall = max(best.values(), key=lambda t: (t.value, -t.fold))
+    _write_recipe(out / "best.yaml", overall, study=study, metric=metric, scope="all fold studies")
+    return overall
+
+
+def plot_sweep(out: Path, studies: Mapping[int, optuna.Study], space: SearchSpace, *, metric: str) -> list[Path]:
+    """Optimisation history and parameter importances per fold study, and the sampling x imbalance heat map.
+
+    Plots that cannot be drawn yet (too few completed trials, a single parameter) are skipped with a
+    logged note.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    plots = Path(out) / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fold, study in sorted(studies.items()):
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            logger.info("fold %d: no completed trial yet; no plots", fold)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optuna's matplotlib backend is marked experimental
+            ax = ovm.plot_optimization_history(study, target_name=f"inner {metric}")
+            written.append(_save(plt, ax, plots / f"history_fold{fold:02d}.png"))
+            common = optuna.search_space.intersection_search_space(complete)
+            if len(complete) >= 2 and len(common) > 1:
+                try:
+                    ax = ovm.plot_param_importances(study, target_name=f"inner {metric}")
+                    written.append(_save(plt, ax, plots / f"importance_fold{fold:02d}.png"))
+                except (RuntimeError, ValueError) as exc:
+                    logger.info("fold %d: parameter importances skipped (%s)", fold, exc)
+            else:
+                logger.info("fold %d: parameter importances need >= 2 completed trials sharing > 1 parameter "
+                            "(have %d trials, %d shared parameters); skipped", fold, len(complete), len(common))
+    if SAMPLING_KEY in space.keys or any(k in space.keys for k in IMBALANCE_KEYS):
+        path = plot_heatmap(plots / "sampling_x_imbalance.png", studies, metric=metric)
+        if path is not None:
+            written.append(path)
+    return written
+
+
+def heatmap_table(studies: Mapping[int, optuna.Study]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean objective and trial count per (sampling strategy, sampler + loss) over COMPLETE trials."""
+    rows = []
+    for study in studies.values():
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            config = t.user_attrs.get("config")
+            if config is None or t.value is None:
+                continue
+            rows.append({"sampling": config["data"]["sampling"],
+                         "imbalance": f"{config['train']['sampler']} + {config['loss']['name']}", "value": t.value})
+    frame = pd.DataFrame(rows, columns=["sampling", "imbalance", "value"])
+    mean = frame.pivot_table(index="sampling", columns="imbalance", values="value", aggfunc="mean")
+    count = frame.pivot_table(index="sampling", columns="imbalance", values="value", aggfunc="count")
+    return mean, count
+
+
+def plot_heatmap(path: Path, studies: Mapping[int, optuna.Study], *, metric: str) -> Path | None:
+    """Heat map of the mean inner objective per data.sampling x (train.sampler + loss.name) cell."""
+    import matplotlib.pyplot as plt
+
+    mean, count = heatmap_table(studies)
+    if mean.empty:
+        logger.info("no completed trial yet; heat map skipped")
+        return None
+    values = mean.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(2.0 + 1.1 * values.shape[1], 1.5 + 0.6 * values.shape[0]))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.3f}\nn={int(count.iat[i, j])}", ha="center", va="center",
+                        color="white", fontsize=7)
+    ax.set_xticks(range(values.shape[1]), mean.columns, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(values.shape[0]), mean.index, fontsize=8)
+    ax.set_xlabel("imbalance strategy (train.sampler + loss.name)")
+    ax.set_ylabel("sampling strategy (data.sampling)")
+    ax.set_title(f"mean inner validation {metric} of completed trials (all fold studies)", fontsize=9)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _write_recipe(path: Path, trial: BestTrial, *, study: str, metric: str, scope: str) -> None:
+    params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+    header = (
+        f"# microexp sweep {study}: the best trial of {scope} by inner validation {metric}\n"
+        f"# fold {trial.fold} trial {trial.number}: inner validation {metric} = {trial.value:.4f} "
+        f"(subjects carved from fold {trial.fold}'s training subjects)\n"
+        f"# searched: {params}\n"
+        "# The inner value is the best of many trials and therefore optimistic. The honest estimate of what\n"
+        "# the search procedure achieves is the nested test metrics in final/metrics.json (each outer fold's\n"
+        "# best configuration, retrained and tested once), not a number for this exact configuration.\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump(trial.config, sort_keys=False), encoding="utf-8")
+
+
+def _save(plt: Any, ax: Any, path: Path) -> Path:
+    fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    fig.set_size_inches(7, 4.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
