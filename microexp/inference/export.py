@@ -1,0 +1,240 @@
+"""Export a checkpoint's model to TorchScript or ONNX, with the metadata a predictor needs, and run it.
+
+``export_checkpoint(ckpt, fmt="torchscript"|"onnx", out=FILE)`` rebuilds the model from the checkpoint,
+exports it with a dynamic batch dimension and an example input of the model's shape ``(1, C, T, H, W)``,
+checks that the exported model and the eager one agree on a random batch (``max_abs_diff``), and
+stores the metadata (class names, data config, model spec) inside the file: as the TorchScript extra
+file ``microexp.json``, or as the ONNX ``metadata_props`` entry ``microexp``. So one file is all
+:meth:`ClipPredictor.from_exported` needs.
+
+TorchScript uses ``torch.jit.trace`` (the models' forward has no data-dependent control flow).
+ONNX uses ``torch.onnx.export`` (the TorchScript-based exporter, opset 17) and ``onnxruntime`` for the
+check and for running; both come with ``pip install microexp[export]``.
+
+An exported file is a program: load exported models only from sources you trust (a checkpoint, by
+contrast, is loaded with ``weights_only=True`` and never runs code).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from microexp import __version__
+from microexp.errors import ConfigError, MicroexpError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EXPORT_FORMATS", "ExportError", "ExportResult", "ExportedModel", "detect_export_format",
+           "export_checkpoint", "load_exported"]
+
+EXPORT_FORMATS = ("torchscript", "onnx")
+EXPORT_FORMAT = "microexp-export"
+METADATA_KEY = "microexp.json"
+ONNX_METADATA_KEY = "microexp"
+ONNX_OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "video", "logits"
+
+
+class ExportError(MicroexpError, ValueError):
+    """An export cannot be written or read (missing package, not a microexp export, parity failure)."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_checkpoint` wrote and how closely it matches the eager model."""
+
+    path: Path
+    format: str
+    input_shape: tuple[int, ...]
+    max_abs_diff: float
+
+
+def _require(package: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise ExportError(
+            f"ONNX export/inference needs the '{package}' package, which is not installed "
+            f"(pip install 'microexp[export]' or pip install onnx onnxruntime)"
+        ) from None
+
+
+def _metadata(payload: Mapping[str, Any], spec: Any, input_shape: tuple[int, ...], source: str) -> dict[str, Any]:
+    return {"format": EXPORT_FORMAT, "format_version": 1, "microexp_version": __version__,
+            "model_name": payload["model_name"], "model_kwargs": dict(payload["model_kwargs"]),
+            "spec": spec.to_dict(), "class_names": list(payload["class_names"]), "data": dict(payload.get("data") or {}),
+            "input_shape": list(input_shape), "source_checkpoint": Path(source).name}
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    *,
+    fmt: str,
+    out: str | Path,
+    atol: float = 1e-4,
+    seed: int = 0,
+) -> ExportResult:
+    """Export the model of a microexp checkpoint and check it against the eager model.
+
+    Args:
+        checkpoint: a microexp checkpoint (``fold_XX/model.pt``).
+        fmt: ``'torchscript'`` or ``'onnx'``.
+        out: the file to write (replaced atomically).
+        atol: largest accepted absolute difference between exported and eager logits.
+        seed: seed of the random check input.
+
+    Raises:
+        ConfigError: unknown format. ExportError: missing package or outputs that disagree.
+        CheckpointError, FileNotFoundError: a bad checkpoint.
+    """
+    from microexp.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from microexp.inference.predictor import Preprocessing
+
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    if fmt == "onnx":
+        _require("onnx"), _require("onnxruntime")
+    payload = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload, source=str(checkpoint)).eval()
+    spec = model.spec
+    shape = Preprocessing.from_config(payload.get("data") or {}, spec).input_shape(spec)
+    generator = torch.Generator().manual_seed(seed)
+    example = torch.randn((1, *shape), generator=generator)
+    check = torch.randn((3, *shape), generator=generator)
+    meta = _metadata(payload, spec, shape, str(checkpoint))
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer and deprecation warnings of torch.jit / torch.onnx
+            if fmt == "torchscript":
+                with torch.no_grad():
+                    traced = torch.jit.trace(model, example, check_trace=False)
+                torch.jit.save(traced, tmp, _extra_files={METADATA_KEY: json.dumps(meta)})
+            else:
+                _export_onnx(model, example, tmp, meta)
+        exported = load_exported(tmp)
+        with torch.no_grad():
+            expected = model(check)
+        diff = float((exported(check) - expected).abs().max())
+        if not diff <= atol:
+            raise ExportError(f"{checkpoint}: {fmt} export disagrees with the eager model (max |diff| {diff:.3g} > {atol})")
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    logger.info("exported %s to %s (%s), max |exported - eager| = %.3g", checkpoint, target, fmt, diff)
+    return ExportResult(target, fmt, (1, *shape), diff)
+
+
+def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, meta: Mapping[str, Any]) -> None:
+    onnx = _require("onnx")
+    torch.onnx.export(model, (example,), path, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                      opset_version=ONNX_OPSET, dynamo=False)
+    proto = onnx.load(path)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(meta)
+    onnx.save(proto, path)
+
+
+def detect_export_format(path: str | Path) -> str | None:
+    """'torchscript' or 'onnx' for an exported file, None for anything else (e.g. a checkpoint)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    if p.suffix.lower() == ".onnx":
+        return "onnx"
+    if zipfile.is_zipfile(p):
+        try:
+            with zipfile.ZipFile(p) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return None
+        if any("/code/" in n or n.startswith("code/") for n in names):
+            return "torchscript"
+    return None
+
+
+class ExportedModel:
+    """An exported model as a callable: float ``(B, C, T, H, W)`` -> logits ``(B, num_classes)`` on CPU.
+
+    Attributes:
+        metadata: the microexp metadata stored in the file.
+        format: 'torchscript' or 'onnx'.
+    """
+
+    def __init__(self, run: Any, metadata: dict[str, Any], fmt: str) -> None:
+        self._run = run
+        self.metadata = metadata
+        self.format = fmt
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x)
+
+
+def load_exported(path: str | Path, *, device: str | torch.device = "cpu") -> ExportedModel:
+    """Load a file written by :func:`export_checkpoint` (format detected from the file).
+
+    Raises:
+        FileNotFoundError: no such file. ExportError: not a microexp export, or a missing package.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"exported model not found: {p}")
+    fmt = detect_export_format(p) or "torchscript"
+    dev = torch.device(device)
+    if fmt == "torchscript":
+        extra = {METADATA_KEY: ""}
+        try:
+            module = torch.jit.load(str(p), map_location=dev, _extra_files=extra)
+        except (RuntimeError, ValueError) as exc:
+            raise ExportError(f"{p}: not a loadable TorchScript file ({' '.join(str(exc).split())[:200]})") from None
+        meta = _parse_metadata(p, extra[METADATA_KEY])
+        module.eval()
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return module(x.to(dev)).float().cpu()
+
+        return ExportedModel(run, meta, fmt)
+    onnx = _require("onnx")
+    ort = _require("onnxruntime")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for a damaged file
+        raise ExportError(f"{p}: not a loadable ONNX file ({' '.join(str(exc).split())[:200]})") from None
+    props = {e.key: e.value for e in proto.metadata_props}
+    meta = _parse_metadata(p, props.get(ONNX_METADATA_KEY, ""))
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if dev.type == "cuda" else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(p), providers=[x for x in providers if x in ort.get_available_providers()])
+    input_name = session.get_inputs()[0].name
+
+    def run_onnx(x: torch.Tensor) -> torch.Tensor:
+        out = session.run(None, {input_name: x.detach().cpu().float().numpy()})[0]
+        return torch.from_numpy(out).float()
+
+    return ExportedModel(run_onnx, meta, fmt)
+
+
+def _parse_metadata(path: Path, text: str | bytes) -> dict[str, Any]:
+    try:
+        meta = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
+        raise ExportError(f"{path}: not a microexp export (no {EXPORT_FORMAT!r} metadata; use microexp export)")
+    return meta

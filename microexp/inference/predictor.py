@@ -1,0 +1,474 @@
+"""Clip-level prediction: a raw video or frame folder -> emotion probabilities.
+
+``ClipPredictor.from_checkpoint(path)`` rebuilds the model and its preprocessing from the checkpoint
+alone (a ``fold_XX/model.pt`` of ``microexp train``, or a file written by ``microexp export``), and
+:meth:`ClipPredictor.predict` runs one clip::
+
+    predictor = ClipPredictor.from_checkpoint("runs/tsm/fold_00/model.pt")
+    result = predictor.predict("clip.mp4")                 # onset/apex/offset spotted
+    result.label, result.probabilities, result.apex, result.estimated
+
+Preprocessing is the evaluation-mode path of :class:`microexp.data.dataset.MicroExpressionDataset`,
+through the same functions: ``SamplingSpec.times(train=False)`` -> ``frames_needed`` -> decode ->
+(face crop) -> ``resize_frames`` -> ``interpolate_frames`` -> ``build_video_transform(train=False)`` ->
+``difference_frames``, and ``clip_flow`` for flow modalities; ``tests/test_inference_predictor.py``
+checks that the model input equals the Dataset's item.
+
+Nothing is written anywhere unless ``save_crops`` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from microexp.data.flow import FlowSpec, clip_flow
+from microexp.data.sampling import SamplingSpec, frames_needed, interpolate_frames
+from microexp.data.transforms import (
+    TransformSpec,
+    build_video_transform,
+    difference_frames,
+    frames_to_video,
+    resize_frames,
+)
+from microexp.data.video import open_video
+from microexp.errors import ConfigError, MicroexpError
+from microexp.inference.face import DEFAULT_MARGIN, FaceBox, NoFaceError, crop_frames, stable_face_box
+from microexp.inference.spotting import Phases, default_sigma, motion_signal, spot_phases
+from microexp.models import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClipInput", "ClipFailure", "ClipPredictor", "Prediction", "BatchResult", "Preprocessing",
+           "PredictionError", "STAGES"]
+
+#: timing stages recorded in :attr:`Prediction.timings` (seconds)
+STAGES = ("decode", "face_crop", "spotting", "flow", "transform", "model", "total")
+#: frames searched for a face, spread evenly over the clip
+FACE_PROBES = 5
+_CHUNK = 64
+
+
+class PredictionError(MicroexpError, ValueError):
+    """A clip cannot be predicted (bad phases, no face, unreadable file); the message names the clip."""
+
+
+class ClipInput(NamedTuple):
+    """One clip to predict: its path and what is known about it (None: unknown / spotted)."""
+
+    path: str
+    onset: int | None = None
+    apex: int | None = None
+    offset: int | None = None
+    first_frame: int = 0
+    fps: float | None = None
+    name: str | None = None
+
+
+@dataclass
+class Prediction:
+    """The result for one clip; :meth:`to_dict` gives the JSON fields."""
+
+    clip: str
+    label: str
+    probabilities: dict[str, float]
+    onset: int
+    apex: int
+    offset: int
+    estimated: bool
+    face_box: list[int] | None
+    model: str
+    checkpoint: str
+    estimated_fields: tuple[str, ...] = ()
+    motion_curve: list[float] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self, *, motion_curve: bool = False) -> dict[str, Any]:
+        out = {"clip": self.clip, "label": self.label, "probabilities": dict(self.probabilities),
+               "onset": self.onset, "apex": self.apex, "offset": self.offset, "estimated": self.estimated,
+               "face_box": self.face_box, "model": self.model, "checkpoint": self.checkpoint}
+        if motion_curve:
+            out["motion_curve"] = self.motion_curve
+        return out
+
+
+@dataclass(frozen=True)
+class ClipFailure:
+    """A clip that could not be predicted, and why (one line)."""
+
+    clip: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.clip}: {self.reason}"
+
+
+@dataclass
+class BatchResult:
+    """Predictions in input order, and the clips that failed."""
+
+    predictions: list[Prediction]
+    failures: list[ClipFailure]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a checkpoint's model wants its clips: the evaluation-mode Dataset settings.
+
+    Built from the checkpoint's ``data`` dict and the model spec (see :meth:`from_config`).
+    """
+
+    sampling: SamplingSpec
+    transform: TransformSpec
+    modality: str
+    frame_difference: str = "none"
+    flow: FlowSpec | None = None
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any], spec: ModelSpec) -> "Preprocessing":
+        """Mirror of ``microexp.engine.experiment._dataset`` with ``train=False``.
+
+        A checkpoint without a data config (saved outside ``microexp train``) falls back to the model's
+        own ``num_frames``/``input_size`` with uniform sampling.
+        """
+        if not data:
+            logger.warning("checkpoint has no data config: using the model's %d frames at %d px, uniform sampling",
+                           spec.num_frames, spec.input_size)
+        num_frames = int(data.get("num_frames", spec.num_frames))
+        sampling = SamplingSpec(str(data.get("sampling", "uniform")), num_frames=num_frames,
+                                stride=int(data.get("stride", 1)), reference_fps=data.get("reference_fps"))
+        rgb_mean = tuple(spec.mean[:3]) if spec.modality != "flow" else (0.485, 0.456, 0.406)
+        rgb_std = tuple(spec.std[:3]) if spec.modality != "flow" else (0.229, 0.224, 0.225)
+        transform = TransformSpec(size=int(data.get("size", spec.input_size)), grayscale=bool(data.get("grayscale", False)),
+                                  mean=rgb_mean, std=rgb_std)
+        flow = (FlowSpec(method=str(data.get("flow_method", "farneback")), strain=spec.flow_channels == 3)
+                if "flow" in spec.modality else None)
+        return cls(sampling=sampling, transform=transform, modality=spec.modality,
+                   frame_difference=str(data.get("frame_difference", "none")), flow=flow)
+
+    def input_shape(self, spec: ModelSpec) -> tuple[int, int, int, int]:
+        """``(C, T, H, W)`` of one clip's model input."""
+        return (spec.in_channels, self.sampling.num_frames, self.transform.size, self.transform.size)
+
+
+class _Prepared(NamedTuple):
+    name: str
+    video: torch.Tensor
+    phases: Phases
+    box: FaceBox | None
+    timings: dict[str, float]
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={str(device)!r} but torch sees no CUDA device; use --device cpu")
+    return dev
+
+
+class ClipPredictor:
+    """Runs a trained model on clips, preprocessing them as evaluation did.
+
+    Args:
+        runner: maps a float batch ``(B, C, T, H, W)`` (on CPU) to logits ``(B, num_classes)``.
+        spec: the model's :class:`ModelSpec`.
+        data: the checkpoint's data config.
+        class_names: label index -> class name.
+        model_name: shown in results.
+        source: the checkpoint path, shown in results.
+        face_crop: detect the face and crop one stable box per clip (False for already cropped clips).
+        face_margin: enlargement of the detected face box (see :mod:`microexp.inference.face`).
+        backend: video backend for files ('auto', 'decord', 'pyav').
+    """
+
+    def __init__(
+        self,
+        runner: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        spec: ModelSpec,
+        data: Mapping[str, Any],
+        class_names: Sequence[str],
+        model_name: str,
+        source: str,
+        face_crop: bool = True,
+        face_margin: float = DEFAULT_MARGIN,
+        backend: str = "auto",
+    ) -> None:
+        self.runner = runner
+        self.spec = spec
+        self.data = dict(data)
+        self.class_names = list(class_names)
+        self.model_name = model_name
+        self.source = source
+        self.face_crop = face_crop
+        self.face_margin = face_margin
+        self.backend = backend
+        self.preprocessing = Preprocessing.from_config(self.data, spec)
+        self._transform = build_video_transform(self.preprocessing.transform, train=False)
+
+    # -- construction ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", **options: Any) -> "ClipPredictor":
+        """A predictor from a microexp checkpoint, or from a TorchScript/ONNX export (detected).
+
+        Raises:
+            FileNotFoundError: no such file.
+            CheckpointError: not a microexp checkpoint (foreign, damaged or tampered: never executed).
+        """
+        from microexp.inference.export import detect_export_format
+
+        if detect_export_format(path) is not None:
+            return cls.from_exported(path, device=device, **options)
+        from microexp.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+        dev = _check_device(device)
+        payload = load_checkpoint(path)
+        model = model_from_checkpoint(payload, source=str(path)).to(dev).eval()
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(x.to(dev)).float().cpu()
+
+        return cls(run, spec=model.spec, data=payload.get("data") or {}, class_names=payload["class_names"],
+                   model_name=payload["model_name"], source=str(path), **options)
+
+    @classmethod
+    def from_exported(cls, path: str | Path, *, device: str | torch.device = "cpu", **options: Any) -> "ClipPredictor":
+        """A predictor running a model written by ``microexp export`` (TorchScript or ONNX)."""
+        from microexp.inference.export import load_exported
+
+        exported = load_exported(path, device=_check_device(device))
+        meta = exported.metadata
+        return cls(exported, spec=ModelSpec.from_dict(meta["spec"]), data=meta.get("data") or {},
+                   class_names=meta["class_names"], model_name=meta["model_name"], source=str(path), **options)
+
+    # -- prediction --------------------------------------------------------------------------------
+
+    def predict(
+        self,
+        clip: str | Path,
+        onset: int | None = None,
+        apex: int | None = None,
+        offset: int | None = None,
+        *,
+        first_frame: int = 0,
+        fps: float | None = None,
+        name: str | None = None,
+        save_crops: str | Path | None = None,
+    ) -> Prediction:
+        """Predict one clip.
+
+        Args:
+            clip: a video file or a folder of numbered frames.
+            onset, apex, offset: known frame numbers; those not given are spotted from the motion signal.
+            first_frame: frame number of a video's first frame (frame folders use their file names).
+            fps: the clip's frame rate (default: the video's; folders have none).
+            name: how the clip is named in the result (default: the path).
+            save_crops: folder to save the sampled (face-cropped) frames to as PNG; None saves nothing.
+
+        Raises:
+            PredictionError, VideoReadError, FileNotFoundError: the clip cannot be predicted.
+        """
+        item = ClipInput(str(clip), onset, apex, offset, first_frame, fps, name)
+        prepared = self._prepare(item, save_crops=save_crops)
+        return self._finish([prepared])[0]
+
+    def predict_many(
+        self,
+        clips: Iterable[ClipInput | str | Path],
+        *,
+        batch_size: int = 8,
+        progress: bool | None = None,
+        save_crops: str | Path | None = None,
+    ) -> BatchResult:
+        """Predict many clips, batching the model; a failing clip is listed and the others still predicted.
+
+        Args:
+            clips: paths or :class:`ClipInput` rows.
+            batch_size: clips per model call.
+            progress: tqdm bar; None = only when stderr is a terminal.
+        """
+        from tqdm import tqdm
+
+        if batch_size < 1:
+            raise ConfigError(f"batch size {batch_size}: expected an integer >= 1")
+        items = [c if isinstance(c, ClipInput) else ClipInput(str(c)) for c in clips]
+        predictions: list[Prediction] = []
+        failures: list[ClipFailure] = []
+        pending: list[_Prepared] = []
+        with tqdm(total=len(items), unit="clip", desc="predict", disable=None if progress is None else not progress) as bar:
+            for item in items:
+                try:
+                    pending.append(self._prepare(item, save_crops=save_crops))
+                except (MicroexpError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+                    failures.append(ClipFailure(item.name or item.path, _one_line(exc, item)))
+                    bar.update()
+                if len(pending) == batch_size:
+                    predictions += self._finish(pending)
+                    bar.update(len(pending))
+                    pending = []
+            if pending:
+                predictions += self._finish(pending)
+                bar.update(len(pending))
+        order = {(it.name or it.path): i for i, it in enumerate(items)}
+        predictions.sort(key=lambda p: order.get(p.clip, 0))
+        return BatchResult(predictions, failures)
+
+    def preprocess(self, clip: str | Path | ClipInput, **kwargs: Any) -> torch.Tensor:
+        """The model input ``(C, T, H, W)`` of one clip (arguments as for :meth:`predict`)."""
+        item = clip if isinstance(clip, ClipInput) else ClipInput(str(clip), **kwargs)
+        return self._prepare(item).video
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _prepare(self, item: ClipInput, *, save_crops: str | Path | None = None) -> _Prepared:
+        name = item.name or item.path
+        timings = dict.fromkeys(STAGES, 0.0)
+        start = time.perf_counter()
+        reader = open_video(item.path, backend=self.backend, first_frame=item.first_frame)
+        try:
+            tick = time.perf_counter()
+            numbers = reader.frame_numbers  # opens the file: corrupt or empty clips fail here
+            fps = item.fps or reader.fps
+            given = _check_phases(name, numbers, item.onset, item.apex, item.offset)
+            timings["decode"] += time.perf_counter() - tick
+            box = None
+            if self.face_crop:
+                tick = time.perf_counter()
+                probes = sorted({int(round(p)) for p in np.linspace(0, len(numbers) - 1, FACE_PROBES)})
+                probe_frames = reader.get_frames(probes)
+                timings["decode"] += time.perf_counter() - tick
+                tick = time.perf_counter()
+                try:
+                    box, _ = stable_face_box(probe_frames, margin=self.face_margin)
+                except NoFaceError as exc:
+                    raise PredictionError(f"{name}: {exc} (use --no-face-crop for clips that are already face crops)") from None
+                timings["face_crop"] += time.perf_counter() - tick
+            kept: dict[int, np.ndarray] = {}
+            if None in given:
+                phases = self._spot(reader, numbers, given, box, fps, kept, timings)
+            else:
+                phases = Phases(*given)
+            times = self.preprocessing.sampling.times(phases.onset, phases.apex, phases.offset, fps=fps, train=False)
+            needed = frames_needed(times)
+            missing = [n for n in needed if n not in kept]
+            if missing:
+                tick = time.perf_counter()
+                decoded = reader.get_frames_by_number(missing)
+                timings["decode"] += time.perf_counter() - tick
+                tick = time.perf_counter()
+                for n, frame in zip(missing, crop_frames(decoded, box)):
+                    kept[n] = frame
+                timings["face_crop"] += time.perf_counter() - tick
+        finally:
+            reader.close()
+        crops = np.stack([kept[n] for n in needed])
+        if save_crops is not None:
+            _save_crops(Path(save_crops), name, needed, crops)
+        tick = time.perf_counter()
+        frames = interpolate_frames(resize_frames(crops, self.preprocessing.transform.size), times, numbers=needed)
+        video = self._to_input(frames, timings)
+        timings["transform"] += time.perf_counter() - tick - timings["flow"]
+        timings["total"] = time.perf_counter() - start
+        return _Prepared(name, video, phases, box, timings)
+
+    def _spot(self, reader: Any, numbers: list[int], given: tuple[int | None, int | None, int | None],
+              box: FaceBox | None, fps: float | None, kept: dict[int, np.ndarray], timings: dict[str, float]) -> Phases:
+        onset, apex, offset = given
+        lo = onset if onset is not None else numbers[0]
+        hi = offset if offset is not None else numbers[-1]
+        span = [n for n in numbers if lo <= n <= hi]
+        for i in range(0, len(span), _CHUNK):
+            chunk = span[i:i + _CHUNK]
+            tick = time.perf_counter()
+            decoded = reader.get_frames_by_number(chunk)
+            timings["decode"] += time.perf_counter() - tick
+            tick = time.perf_counter()
+            for n, frame in zip(chunk, crop_frames(decoded, box)):
+                kept[n] = frame
+            timings["face_crop"] += time.perf_counter() - tick
+        tick = time.perf_counter()
+        signal = motion_signal(np.stack([kept[n] for n in span]), reference=0)
+        phases = spot_phases(signal, span, onset=onset, apex=apex, offset=offset, sigma=default_sigma(fps))
+        timings["spotting"] += time.perf_counter() - tick
+        return phases
+
+    def _to_input(self, frames: np.ndarray, timings: dict[str, float]) -> torch.Tensor:
+        """The Dataset's ``_rgb`` / ``_with_flow`` (evaluation mode, no flip) on sampled frames."""
+        pre = self.preprocessing
+        if pre.flow is None:
+            return self._rgb(frames)
+        frames = np.ascontiguousarray(frames)
+        tick = time.perf_counter()
+        flows = clip_flow(frames, method=pre.flow.method, reference=pre.flow.reference, strain=pre.flow.strain)
+        timings["flow"] += time.perf_counter() - tick
+        flow_tensor = torch.from_numpy(np.ascontiguousarray(flows, dtype=np.float32)).permute(3, 0, 1, 2)
+        if pre.modality == "flow":
+            return flow_tensor.contiguous()
+        return torch.cat([self._rgb(frames), flow_tensor])
+
+    def _rgb(self, frames: np.ndarray) -> torch.Tensor:
+        video = self._transform(frames_to_video(frames)).as_subclass(torch.Tensor)
+        video = difference_frames(video, self.preprocessing.frame_difference, time_dim=0)
+        return video.permute(1, 0, 2, 3).contiguous()
+
+    def _finish(self, prepared: list[_Prepared]) -> list[Prediction]:
+        tick = time.perf_counter()
+        logits = self.runner(torch.stack([p.video for p in prepared]))
+        probabilities = torch.softmax(logits.double(), dim=1).numpy()
+        model_seconds = (time.perf_counter() - tick) / len(prepared)
+        out = []
+        for p, probs in zip(prepared, probabilities):
+            timings = dict(p.timings, model=model_seconds)
+            timings["total"] += model_seconds
+            curve = p.phases.curve
+            out.append(Prediction(
+                clip=p.name, label=self.class_names[int(np.argmax(probs))],
+                probabilities={c: float(v) for c, v in zip(self.class_names, probs)},
+                onset=p.phases.onset, apex=p.phases.apex, offset=p.phases.offset,
+                estimated=bool(p.phases.estimated), estimated_fields=p.phases.estimated,
+                face_box=p.box.as_list() if p.box is not None else None, model=self.model_name,
+                checkpoint=self.source, motion_curve=None if curve is None else [round(float(v), 4) for v in curve],
+                timings=timings,
+            ))
+        return out
+
+
+def _check_phases(name: str, numbers: list[int], onset: int | None, apex: int | None,
+                  offset: int | None) -> tuple[int | None, int | None, int | None]:
+    """Given phases must be frames of the clip, in order."""
+    valid = set(numbers)
+    for key, value in (("onset", onset), ("apex", apex), ("offset", offset)):
+        if value is not None and int(value) not in valid:
+            raise PredictionError(f"{name}: {key}={value} is outside the clip (valid frames {numbers[0]}..{numbers[-1]})")
+    given = [v for v in (onset, apex, offset) if v is not None]
+    if given != sorted(given):
+        raise PredictionError(f"{name}: onset={onset}, apex={apex}, offset={offset} are not in order onset <= apex <= offset")
+    return (None if onset is None else int(onset), None if apex is None else int(apex),
+            None if offset is None else int(offset))
+
+
+def _save_crops(folder: Path, name: str, numbers: list[int], crops: np.ndarray) -> None:
+    import cv2
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name) or "clip"
+    out = folder / safe
+    out.mkdir(parents=True, exist_ok=True)
+    for n, crop in zip(numbers, crops):
+        cv2.imwrite(str(out / f"{n:05d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+
+
+def _one_line(exc: BaseException, item: ClipInput) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    name = item.name or item.path
+    for prefix in (f"{name}: ", f"{item.path}: "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return text
