@@ -26,6 +26,8 @@ COMMANDS = {
     "flow": "microexp.cli.flow",
     "train": "microexp.cli.train",
     "evaluate": "microexp.cli.evaluate",
+    "predict": "microexp.cli.predict",
+    "export": "microexp.cli.export",
     "sweep": "microexp.cli.sweep",
 }
 
