@@ -29,6 +29,7 @@ import math
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -392,7 +393,9 @@ def retry_failed(study: optuna.Study, target: int) -> list[int]:
     """Enqueue failed trials' parameters again, as many as there are free slots; returns their numbers."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
-    retried |= {optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) for t in trials}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retried |= {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
     free = target - counted(study)
     enqueued = []
     for t in trials:

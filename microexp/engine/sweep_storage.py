@@ -8,13 +8,14 @@
   working file locks.
 
 RDB storages run a heartbeat: a trial whose worker died (killed, machine lost) is marked FAIL after
-``grace_period`` seconds by the next worker that starts a trial, and re-enqueued once with the same
-parameters (``RetryFailedTrialCallback``). The journal storage has no heartbeat; ``--fail-running``
+``grace_period`` seconds by the next worker that starts a trial, and re-enqueued with the same parameters
+(``RetryHeartbeatStaleTrialCallback``, at most twice). The journal storage has no heartbeat; ``--fail-running``
 marks RUNNING trials FAIL when you know no worker is alive.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,15 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    kwargs: dict[str, Any] = {}
-    if heartbeat:
-        kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL, "grace_period": GRACE_PERIOD,
-                  "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat API
+            kwargs: dict[str, Any] = {}
+            if heartbeat:
+                kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL, "grace_period": GRACE_PERIOD,
+                          "heartbeat_stale_trial_callback":
+                              optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except ImportError as exc:  # e.g. psycopg2 missing for postgresql://
         raise ConfigError(f"--storage {url!r}: database driver missing ({exc}); e.g. pip install psycopg2-binary") from None
     except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: server down, bad credentials
