@@ -127,7 +127,7 @@ def export_checkpoint(
                 torch.jit.save(traced, tmp, _extra_files={METADATA_KEY: json.dumps(meta)})
             else:
                 _export_onnx(model, example, tmp, meta)
-        exported = load_exported(tmp)
+        exported = load_exported(tmp, fmt=fmt)
         with torch.no_grad():
             expected = model(check)
         diff = float((exported(check) - expected).abs().max())
@@ -186,8 +186,8 @@ class ExportedModel:
         return self._run(x)
 
 
-def load_exported(path: str | Path, *, device: str | torch.device = "cpu") -> ExportedModel:
-    """Load a file written by :func:`export_checkpoint` (format detected from the file).
+def load_exported(path: str | Path, *, device: str | torch.device = "cpu", fmt: str | None = None) -> ExportedModel:
+    """Load a file written by :func:`export_checkpoint` (format detected from the file unless ``fmt``).
 
     Raises:
         FileNotFoundError: no such file. ExportError: not a microexp export, or a missing package.
@@ -195,12 +195,14 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu") -> Ex
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"exported model not found: {p}")
-    fmt = detect_export_format(p) or "torchscript"
+    fmt = fmt or detect_export_format(p) or "torchscript"
     dev = torch.device(device)
     if fmt == "torchscript":
         extra = {METADATA_KEY: ""}
         try:
-            module = torch.jit.load(str(p), map_location=dev, _extra_files=extra)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+                module = torch.jit.load(str(p), map_location=dev, _extra_files=extra)
         except (RuntimeError, ValueError) as exc:
             raise ExportError(f"{p}: not a loadable TorchScript file ({' '.join(str(exc).split())[:200]})") from None
         meta = _parse_metadata(p, extra[METADATA_KEY])
