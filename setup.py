@@ -36,6 +36,9 @@ setup(
     packages=find_packages(include=["microexp", "microexp.*"]),
     package_data={"microexp.data": ["*.yaml"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7", "onnx>=1.16,<2", "onnxruntime>=1.18,<2", "onnxscript>=0.1,<1"],
+        "export": ["onnx>=1.16,<2", "onnxruntime>=1.18,<2", "onnxscript>=0.1,<1"],
+    },
     entry_points={"console_scripts": ["microexp=microexp.cli:main"]},
 )
