@@ -37,7 +37,8 @@ setup(
     package_data={"microexp.data": ["*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=7", "onnx>=1.16,<2", "onnxruntime>=1.18,<2", "onnxscript>=0.1,<1"],
+        "test": ["pytest>=7", "onnx>=1.16,<2", "onnxruntime>=1.18,<2", "onnxscript>=0.1,<1",
+                 "psycopg2-binary>=2.9"],  # psycopg2: the PostgreSQL sweep test
         "export": ["onnx>=1.16,<2", "onnxruntime>=1.18,<2", "onnxscript>=0.1,<1"],
     },
     entry_points={"console_scripts": ["microexp=microexp.cli:main"]},

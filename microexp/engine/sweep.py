@@ -372,6 +372,10 @@ def prepare_studies(settings: SweepSettings, base_raw: Mapping[str, Any], space:
         study = open_fold_study(storage, settings, fold, base=base, space=space)
         if fail_stale:
             fail_running(study, storage)
+        elif isinstance(storage, optuna.storages.RDBStorage):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # heartbeat older than the grace period: worker gone
         if retry:
             retry_failed(study, target)
         studies[fold.fold] = study

@@ -165,18 +165,19 @@ def plot_heatmap(path: Path, studies: Mapping[int, optuna.Study], *, metric: str
         logger.info("no completed trial yet; heat map skipped")
         return None
     values = mean.to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(2.0 + 1.1 * values.shape[1], 1.5 + 0.6 * values.shape[0]))
+    fig, ax = plt.subplots(figsize=(3.0 + 1.0 * values.shape[1], 3.0 + 0.5 * values.shape[0]))
     image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    middle = (np.nanmin(values) + np.nanmax(values)) / 2
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             if np.isfinite(values[i, j]):
                 ax.text(j, i, f"{values[i, j]:.3f}\nn={int(count.iat[i, j])}", ha="center", va="center",
-                        color="white", fontsize=7)
+                        color="black" if values[i, j] > middle else "white", fontsize=7)
     ax.set_xticks(range(values.shape[1]), mean.columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(values.shape[0]), mean.index, fontsize=8)
-    ax.set_xlabel("imbalance strategy (train.sampler + loss.name)")
-    ax.set_ylabel("sampling strategy (data.sampling)")
-    ax.set_title(f"mean inner validation {metric} of completed trials (all fold studies)", fontsize=9)
+    ax.set_xlabel("imbalance strategy (train.sampler + loss.name)", fontsize=9)
+    ax.set_ylabel("data.sampling", fontsize=9)
+    ax.set_title(f"mean inner validation {metric}, completed trials of all fold studies", fontsize=9)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
