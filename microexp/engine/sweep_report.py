@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import yaml
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from microexp.engine.sweep_space import SearchSpace
 

@@ -30,7 +30,7 @@ import yaml
 from microexp.config import valid_keys
 from microexp.errors import ConfigError
 
-__all__ = ["FIXED_KEYS", "ParamSpec", "SearchSpace", "apply_params", "load_space", "parse_space"]
+__all__ = ["FIXED_KEYS", "ParamSpec", "SearchSpace", "apply_params", "flatten", "load_space", "parse_space"]
 
 TYPES = ("categorical", "int", "float")
 _FIELDS = {
@@ -159,7 +159,7 @@ def parse_space(raw: Any, *, source: str = "space") -> SearchSpace:
         if not isinstance(key, str):
             raise ConfigError(f"{source}: key {key!r}: expected a dotted config key such as train.lr")
         _check_key(key, known, source)
-        params.append(_parse_param(key, spec, [p.key for p in params], source))
+        params.append(_parse_param(key, spec, source))
     order = [p.key for p in params]
     for index, param in enumerate(params):
         for other in param.when:
@@ -216,7 +216,7 @@ def _check_key(key: str, known: set[str], source: str) -> None:
                       "or model.kwargs.<argument>")
 
 
-def _parse_param(key: str, spec: Any, earlier: list[str], source: str) -> ParamSpec:
+def _parse_param(key: str, spec: Any, source: str) -> ParamSpec:
     where = f"{source}: key {key!r}"
     if isinstance(spec, list):
         spec = {"type": "categorical", "choices": spec}
@@ -230,7 +230,7 @@ def _parse_param(key: str, spec: Any, earlier: list[str], source: str) -> ParamS
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(map(str, unknown))} for type {kind}; "
                           f"allowed: {', '.join(_FIELDS[kind])}")
-    when = _parse_when(spec.get("when"), key, earlier, where)
+    when = _parse_when(spec.get("when"), key, where)
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -264,7 +264,7 @@ def _parse_param(key: str, spec: Any, earlier: list[str], source: str) -> ParamS
     return ParamSpec(key=key, kind=kind, low=low, high=high, step=step, log=log, when=when)
 
 
-def _parse_when(when: Any, key: str, earlier: list[str], where: str) -> dict[str, tuple[Any, ...]]:
+def _parse_when(when: Any, key: str, where: str) -> dict[str, tuple[Any, ...]]:
     if when is None:
         return {}
     if not isinstance(when, Mapping) or not when:
