@@ -1,0 +1,10 @@
+#!/usr/bin/env python
+"""The DFME models study: see `python recipes/dfme_models.py --help` and microexp/studies/dfme.py."""
+
+import sys
+from pathlib import Path
+
+from microexp.studies.script import main
+
+if __name__ == "__main__":
+    sys.exit(main("dfme_models", recipes_dir=Path(__file__).resolve().parent))
