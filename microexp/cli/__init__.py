@@ -29,6 +29,7 @@ COMMANDS = {
     "predict": "microexp.cli.predict",
     "export": "microexp.cli.export",
     "sweep": "microexp.cli.sweep",
+    "benchmark": "microexp.cli.benchmark",
 }
 
 USER_ERROR_EXIT = 2
