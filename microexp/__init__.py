@@ -7,6 +7,7 @@ The curated public API (imported on first use, so ``import microexp`` stays chea
   ``MicroExpressionDataset``, ``FlowSpec``, ``compute_flow``
 - the synthetic benchmark: ``generate_dataset``, ``render_clip``
 - models: ``create_model``, ``list_models``
+- inference: ``ClipPredictor`` (``from_checkpoint(path).predict(clip)``)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ _EXPORTS = {
     "render_clip": "microexp.data.synthetic",
     "create_model": "microexp.models",
     "list_models": "microexp.models",
+    "ClipPredictor": "microexp.inference.predictor",
 }
 
 __all__ = ["__version__", *_EXPORTS]

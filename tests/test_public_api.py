@@ -27,6 +27,7 @@ def _imports(path):
 @pytest.mark.parametrize("layer,forbidden", [
     ("data", ("microexp.models", "microexp.cli", "microexp.engine", "microexp.sweep", "microexp.predict")),
     ("models", ("microexp.data", "microexp.cli", "microexp.engine", "microexp.sweep", "microexp.predict")),
+    ("inference", ("microexp.cli", "microexp.sweep")),
 ])
 def test_layers_do_not_import_upwards(layer, forbidden):
     offenders = [
