@@ -154,3 +154,13 @@ def test_config_change_in_an_existing_run_dir_is_refused(tiny_data, tmp_path, ca
     assert _train(tiny_data, run) == 0
     assert _train(tiny_data, run, **{"train.lr": 0.5}) == 2
     assert "different config.yaml" in capsys.readouterr().err
+
+
+def test_fixed_split_protocol_tests_exactly_the_listed_subjects(tiny_data, tmp_path):
+    subjects = sorted(pd.read_csv(tiny_data)["subject"].unique())
+    test_subjects = [int(s) for s in subjects[:2]]
+    assert _train(tiny_data, tmp_path / "run", **{"cv.protocol": "split",
+                                                  "cv.test_subjects": f"[{test_subjects[0]}, {test_subjects[1]}]"}) == 0
+    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    assert sorted(predictions["subject"].unique()) == test_subjects
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["protocol"] == "split"

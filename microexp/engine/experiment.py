@@ -46,6 +46,9 @@ from microexp.splits import Fold, check_folds, fixed_split, kfold_subject_splits
 
 logger = logging.getLogger(__name__)
 
+#: cv.protocol (the recipe's word) -> the protocol name microexp.splits checks folds under
+SPLITS_PROTOCOL = {"kfold": "kfold", "loso": "loso", "split": "fixed"}
+
 LOSS_FIELDS = {"gamma": "gamma", "beta": "beta", "label_smoothing": "label_smoothing", "max_m": "max_m",
                "scale": "s", "drw_epoch": "drw_epoch"}
 
@@ -86,7 +89,7 @@ def build_folds(config: ExperimentConfig, table: pd.DataFrame) -> list[Fold]:
     else:
         folds = [fixed_split(subjects, cv.test_subjects, labels=labels, val_fraction=cv.val_fraction,
                              seed=config.seed)]
-    check_folds(folds, subjects, protocol=cv.protocol)
+    check_folds(folds, subjects, protocol=SPLITS_PROTOCOL[cv.protocol])
     return folds
 
 
@@ -104,7 +107,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
     folds_path = out / "folds.json"
     if folds_path.exists():
         folds = load_folds(folds_path)
-        check_folds(folds, data.table["subject"].to_numpy(), protocol=config.cv.protocol)
+        check_folds(folds, data.table["subject"].to_numpy(), protocol=SPLITS_PROTOCOL[config.cv.protocol])
     else:
         folds = build_folds(config, data.table)
         save_folds(folds, folds_path)
