@@ -167,25 +167,24 @@ def test_cell_names_are_checked():
 
 
 def test_grid_runs_cells_resumes_finished_ones_and_refuses_to_mix(tiny_data, tmp_path):
-    cells = [Cell(name=f"{loss}_s0", recipe=FRAME, overrides=(f"loss.name={loss}",), axes={"loss": loss})
-             for loss in ("ce", "focal")]
+    cells = [Cell(name="focal_s0", recipe=FRAME, overrides=("loss.name=focal",), axes={"loss": "focal"})]
     base = _tiny_overrides(tiny_data, tmp_path / "cache")
     out = tmp_path / "grid"
     results = run_grid(cells, out, base_overrides=base, progress=False)
-    assert [r.cell.name for r in results] == ["ce_s0", "focal_s0"] and not any(r.resumed for r in results)
+    assert [r.cell.name for r in results] == ["focal_s0"] and not any(r.resumed for r in results)
     for result in results:
         record = json.loads((result.run_dir / "cell.json").read_text())
         assert record["num_params"] == result.num_params > 0 and record["axes"] == dict(result.cell.axes)
         assert result.train_seconds > 0 and result.wall_seconds > 0
         assert set(result.metrics["pooled"]) == {"acc", "uf1", "uar"}
-    stamp = (out / "cells" / "ce_s0" / "metrics.json").stat().st_mtime_ns
+    stamp = (out / "cells" / "focal_s0" / "metrics.json").stat().st_mtime_ns
 
     with pytest.raises(ConfigError, match="--resume"):
         run_grid(cells, out, base_overrides=base, progress=False)
     again = run_grid(cells, out, base_overrides=base, resume=True, progress=False)
     assert all(r.resumed for r in again)
     assert [r.metrics for r in again] == [r.metrics for r in results]
-    assert (out / "cells" / "ce_s0" / "metrics.json").stat().st_mtime_ns == stamp  # not recomputed
+    assert (out / "cells" / "focal_s0" / "metrics.json").stat().st_mtime_ns == stamp  # not recomputed
     with pytest.raises(ConfigError, match="different config"):
         run_grid(cells, out, base_overrides=[*base, "train.lr=0.01"], resume=True, progress=False)
     with pytest.raises(ConfigError, match="duplicate"):
@@ -249,13 +248,14 @@ def test_sampling_recipe_quick(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_imbalance_recipe_quick_with_two_seeds(tiny_data, tmp_path):
-    assert _run_script("dfme_imbalance", tiny_data, tmp_path, "--seeds", "2") == 0
+def test_imbalance_recipe_quick(tiny_data, tmp_path):
+    # quick runs one seed (the spread over seeds is checked in test_aggregate_over_seeds_...)
+    assert _run_script("dfme_imbalance", tiny_data, tmp_path) == 0
     out = tmp_path / "dfme_imbalance"
     table = pd.read_csv(out / "imbalance.csv")
-    assert len(table) == len(SAMPLERS) + len(LOSSES) - 1 and (table["seeds"] == 2).all()
-    assert table["pooled_uar_std"].notna().all()  # a spread over the two seeds
+    assert len(table) == len(SAMPLERS) + len(LOSSES) - 1 and (table["seeds"] == 1).all()
+    assert set(zip(table["sampler"], table["loss"])) >= {("none", "ce"), ("progressive", "ce"), ("none", "ldam")}
     assert [c for c in table.columns if c.startswith("recall_") and c.endswith("_mean")]
     markdown = (out / "imbalance.md").read_text()
-    assert " ± " in markdown and "happiness" in markdown
+    assert "happiness" in markdown and "Test clips per class" in markdown
     assert (out / "imbalance.png").stat().st_size > 0 and (out / "imbalance_recall.png").stat().st_size > 0

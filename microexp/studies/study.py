@@ -123,7 +123,8 @@ def machine_summary() -> dict[str, Any]:
     summary = {"cpu_count": os.cpu_count(), "usable_cpus": usable, "torch_threads": torch.get_num_threads(),
                "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                "python": platform.python_version(), "torch": torch.__version__,
-               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+               "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
     return summary
 
 
@@ -158,7 +159,8 @@ def run_study(study: Study, options: StudyOptions) -> Report:
     resumed = sum(r.resumed for r in results)
     lines = [f"# {study.title}", "", f"Command: `{options.command}`", "",
              f"Data: `{data}`. Machine: {machine['usable_cpus']} usable CPU core(s) of {machine['cpu_count']}, "
-             f"torch {machine['torch']}, {machine['cuda'] or 'no GPU'}. Wall time: {format_duration(wall)}"
+             f"load average {machine['load_average_1min']} at the end, torch {machine['torch']}, "
+             f"{machine['cuda'] or 'no GPU'}. Wall time: {format_duration(wall)}"
              + (f" ({resumed} of {len(results)} cells kept from an earlier run)" if resumed else "") + ".", "",
              report.markdown.rstrip(), ""]
     lines += [f"- {note}" for note in study.notes]
