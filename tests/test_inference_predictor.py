@@ -17,7 +17,8 @@ from microexp.engine.checkpoint import save_checkpoint
 from microexp.inference import ClipInput, ClipPredictor
 from microexp.inference.export import ExportError, export_checkpoint, load_exported
 from microexp.inference.latency import measure_latency, measure_throughput
-from microexp.inference.predictor import STAGES
+from microexp.errors import ConfigError
+from microexp.inference.predictor import STAGES, PredictionError, crop_folder_name
 from microexp.models import create_model
 
 
@@ -135,4 +136,52 @@ def test_latency_and_throughput_report_every_stage(data, tmp_path):
     stats = measure_latency(ckpt, clips[0], repeats=2, face_crop=False)
     assert set(stats) == set(STAGES) and stats["spotting"]["p95"] == 0  # phases given: nothing spotted
     assert all(0 <= s["p50"] <= s["p95"] for s in stats.values()) and stats["flow"]["p50"] > 0
-    assert measure_throughput(ckpt, clips, 2, face_crop=False) > 0
+    assert float(measure_throughput(ckpt, clips, 2, face_crop=False)) > 0
+
+
+def test_throughput_counts_only_predicted_clips(data, tmp_path):
+    root, table = data
+    config = {"num_frames": 4, "sampling": "uniform", "stride": 1, "reference_fps": None, "size": 32, "grayscale": False,
+              "frame_difference": "none", "flow_method": "farneback", "class_map": "dfme7"}
+    ckpt = _checkpoint(tmp_path / "model.pt", "tsm_tiny", config)
+    clips = [ClipInput(r.path, r.onset, r.apex, r.offset, r.first_frame, r.fps) for r in table.itertuples()][:2]
+    result = measure_throughput(ckpt, [*clips, str(tmp_path / "missing.mp4")], 2, face_crop=False, device="cpu")
+    assert (result.predicted, result.failed) == (2, 1) and "missing.mp4" in result.failures[0]
+    assert float(result) == pytest.approx(2 / result.seconds)
+    with pytest.raises(PredictionError, match="none of the 1 clip"):
+        measure_throughput(ckpt, [str(tmp_path / "missing.mp4")], 2, face_crop=False)
+
+
+def test_unknown_fps_with_a_reference_fps_checkpoint_warns_per_clip(data, tmp_path, caplog):
+    root, table = data
+    config = {"num_frames": 4, "sampling": "apex_centered", "stride": 2, "reference_fps": 100.0, "size": 32,
+              "grayscale": False, "frame_difference": "none", "flow_method": "farneback", "class_map": "dfme7"}
+    predictor = ClipPredictor.from_checkpoint(_checkpoint(tmp_path / "model.pt", "tsm_tiny", config), face_crop=False)
+    row = table.iloc[0]
+    phases = {"onset": int(row["onset"]), "apex": int(row["apex"]), "offset": int(row["offset"])}
+    with caplog.at_level("WARNING", logger="microexp.inference.predictor"):
+        predictor.preprocess(row["path"], fps=200.0, **phases)
+        assert not caplog.records
+        predictor.preprocess(row["path"], name="clipA", **phases)  # a frame folder: no fps of its own
+    [record] = caplog.records
+    assert record.getMessage().startswith("clipA: frame rate unknown") and "--fps" in record.getMessage()
+
+
+def test_bad_device_and_face_margin_are_config_errors(data, tmp_path):
+    config = {"num_frames": 4, "sampling": "uniform", "stride": 1, "reference_fps": None, "size": 32, "grayscale": False,
+              "frame_difference": "none", "flow_method": "farneback", "class_map": "dfme7"}
+    ckpt = _checkpoint(tmp_path / "model.pt", "tsm_tiny", config)
+    for device in ("gpu", "cuda:x", "meta"):
+        with pytest.raises(ConfigError, match="expected cpu, cuda or cuda:N"):
+            ClipPredictor.from_checkpoint(ckpt, device=device)
+    for margin in (-1, float("nan"), "wide"):
+        with pytest.raises(ConfigError, match="face margin"):
+            ClipPredictor.from_checkpoint(ckpt, face_margin=margin)
+
+
+def test_crop_folder_names_are_unique_per_clip():
+    names = ["sub01/EP01", "sub02/EP01", "/data/sub01/EP01", "a/b", "a__b", "a_b", "a?b", "a b", "..", "../x", "x"]
+    folders = [crop_folder_name(n) for n in names]
+    assert folders[0] == "sub01__EP01" and folders[-1] == "x" and folders[2] == "data__sub01__EP01"
+    assert len(set(folders) - {folders[2]}) == len(names) - 1  # only '/data/..' vs 'data/..' may meet (leading / dropped)
+    assert all("/" not in f and f not in (".", "..") and not f.startswith(".") for f in folders)

@@ -157,3 +157,54 @@ def test_export_then_predict_with_the_export(trained, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(out), *args]) == 0  # parity with eager: test_inference_predictor
     exported = json.loads(capsys.readouterr().out)[0]
     assert exported["model"] == "tsm_tiny" and abs(sum(exported["probabilities"].values()) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("option,expected", [
+    (["--device", "gpu"], "device 'gpu': expected cpu, cuda or cuda:N"),
+    (["--device", "cuda:x"], "device 'cuda:x': expected cpu, cuda or cuda:N"),
+    (["--device", "cuda"], "torch sees no CUDA device"),
+    (["--face-margin", "-1"], "face margin -1.0: expected a number >= 0"),
+], ids=["gpu", "cuda_x", "cuda_without_gpu", "negative_margin"])
+def test_bad_options_are_one_line_errors(trained, capsys, option, expected):
+    if option[-1] == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    root, ckpt = trained
+    _, clip = _clip(root)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(ckpt), clip, "--json", "--no-progress", *option]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and lines[0].startswith("microexp predict: error: "), lines
+    assert captured.out == ""
+
+
+def test_save_crops_keeps_clips_with_the_same_folder_name_apart(trained, tmp_path, capsys):
+    import shutil
+
+    root, ckpt = trained
+    table, _ = _clip(root)
+    for subject, index in (("sub01", 0), ("sub02", 1)):  # two different clips both called EP01
+        shutil.copytree(root / "data" / table["path"][index], tmp_path / "clips" / subject / "EP01")
+    crops = tmp_path / "crops"
+    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "clips"), "--no-face-crop", "--json",
+                 "--save-crops", str(crops), "--no-progress"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    folders = sorted(p.name for p in crops.iterdir())
+    assert len(rows) == 2 and len(folders) == 2, folders
+    assert folders[0].endswith("clips__sub01__EP01") and folders[1].endswith("clips__sub02__EP01")
+    assert all(len(list((crops / f).glob("*.png"))) == 4 for f in folders)
+
+
+def test_exports_without_microexp_metadata_are_refused_before_loading(tmp_path, capsys):
+    import zipfile
+
+    plain = tmp_path / "plain.ts"  # a real TorchScript file, saved without microexp metadata
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), plain)
+    fake = tmp_path / "fake.pt"  # has code/ (so detected as TorchScript) but torch.jit.load would choke on it
+    with zipfile.ZipFile(fake, "w") as archive:
+        archive.writestr("fake/code/__torch__/m.py", "def forward(self): ...\n")
+    for path in (plain, fake):
+        capsys.readouterr()
+        assert main(["predict", "--checkpoint", str(path), str(tmp_path), "--no-face-crop"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and f"{path}: not a microexp export" in err, err

@@ -30,15 +30,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--offset", type=int, default=None, help="offset frame number (spotted when omitted)")
     parser.add_argument("--first-frame", type=int, default=0,
                         help="frame number of a video's first frame (default 0; frame folders use their file names)")
-    parser.add_argument("--fps", type=float, default=None, help="frame rate of the clips (default: the video's)")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frame rate of the clips (default: the video's; frame folders have none, so give it when "
+                        "the checkpoint samples at a reference_fps)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON list of per-clip results")
     out.add_argument("--csv", default=None, metavar="FILE", help="write one CSV row per clip to FILE ('-': stdout)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per model call (default 8)")
     parser.add_argument("--no-face-crop", action="store_true", help="clips are already face crops: no face detection")
     parser.add_argument("--face-margin", type=float, default=None, help="enlargement of the detected face box (default 0.55)")
-    parser.add_argument("--save-crops", default=None, metavar="DIR", help="save the sampled face crops as PNG under DIR")
+    parser.add_argument("--save-crops", default=None, metavar="DIR",
+                        help="save the sampled face crops as PNG under DIR, one folder per clip named after its full "
+                        "path or table name (sub01/EP01 -> sub01__EP01)")
     parser.add_argument("--motion-curve", action="store_true", help="include the motion curve in JSON/CSV output")
     parser.add_argument("--backend", default="auto", choices=("auto", "decord", "pyav"), help="video decoder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

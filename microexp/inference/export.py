@@ -43,6 +43,8 @@ METADATA_KEY = "microexp.json"
 ONNX_METADATA_KEY = "microexp"
 ONNX_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "video", "logits"
+#: largest metadata entry read from an export (ours are a few kB)
+_MAX_METADATA = 1 << 20
 
 
 class ExportError(MicroexpError, ValueError):
@@ -198,14 +200,13 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu", fmt: 
     fmt = fmt or detect_export_format(p) or "torchscript"
     dev = torch.device(device)
     if fmt == "torchscript":
-        extra = {METADATA_KEY: ""}
+        meta = _parse_metadata(p, _torchscript_metadata(p))  # checked before torch.jit.load runs the file's code
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
-                module = torch.jit.load(str(p), map_location=dev, _extra_files=extra)
+                module = torch.jit.load(str(p), map_location=dev)
         except (RuntimeError, ValueError) as exc:
             raise ExportError(f"{p}: not a loadable TorchScript file ({' '.join(str(exc).split())[:200]})") from None
-        meta = _parse_metadata(p, extra[METADATA_KEY])
         module.eval()
 
         def run(x: torch.Tensor) -> torch.Tensor:
@@ -220,7 +221,7 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu", fmt: 
     except Exception as exc:  # onnx raises DecodeError and others for a damaged file
         raise ExportError(f"{p}: not a loadable ONNX file ({' '.join(str(exc).split())[:200]})") from None
     props = {e.key: e.value for e in proto.metadata_props}
-    meta = _parse_metadata(p, props.get(ONNX_METADATA_KEY, ""))
+    meta = _parse_metadata(p, props.get(ONNX_METADATA_KEY, ""))  # checked before a session is created
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if dev.type == "cuda" else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(p), providers=[x for x in providers if x in ort.get_available_providers()])
     input_name = session.get_inputs()[0].name
@@ -232,10 +233,26 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu", fmt: 
     return ExportedModel(run_onnx, meta, fmt)
 
 
+def _torchscript_metadata(path: Path) -> bytes:
+    """The ``<archive>/extra/microexp.json`` entry of a TorchScript zip, read without loading the model.
+
+    Empty when the file has none (or is no zip); a larger entry than any export writes counts as none.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                parts = info.filename.split("/")
+                if len(parts) == 3 and parts[1:] == ["extra", METADATA_KEY] and info.file_size <= _MAX_METADATA:
+                    return archive.read(info)
+    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError):
+        pass
+    return b""
+
+
 def _parse_metadata(path: Path, text: str | bytes) -> dict[str, Any]:
     try:
         meta = json.loads(text) if text else None
-    except json.JSONDecodeError:
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{path}: not a microexp export (no {EXPORT_FORMAT!r} metadata; use microexp export)")

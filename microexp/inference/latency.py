@@ -9,15 +9,19 @@ normalisation), ``model`` (the forward pass) and ``total``.
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from microexp.inference.predictor import STAGES, ClipInput, ClipPredictor
+from microexp.inference.predictor import STAGES, ClipInput, ClipPredictor, PredictionError
 
-__all__ = ["measure_latency", "measure_throughput"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["Throughput", "measure_latency", "measure_throughput"]
 
 
 def measure_latency(
@@ -52,6 +56,29 @@ def measure_latency(
                     "p95": float(np.percentile([r[stage] for r in runs], 95))} for stage in STAGES}
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """Batch-prediction throughput; ``float(result)`` is :attr:`clips_per_s`.
+
+    Attributes:
+        clips_per_s: successfully predicted clips per second of wall time (failed clips are not counted,
+            though the time spent on them is).
+        predicted: clips predicted.
+        failed: clips that failed (see :attr:`failures`).
+        seconds: wall time of ``predict_many``.
+        failures: the failures, one line each.
+    """
+
+    clips_per_s: float
+    predicted: int
+    failed: int
+    seconds: float
+    failures: tuple[str, ...] = ()
+
+    def __float__(self) -> float:
+        return self.clips_per_s
+
+
 def measure_throughput(
     checkpoint: str | Path,
     clips: Sequence[str | Path | ClipInput],
@@ -59,10 +86,23 @@ def measure_throughput(
     *,
     face_crop: bool = True,
     device: str = "cpu",
-) -> float:
-    """Clips per second of batch prediction (``predict_many``) over ``clips``, failures included."""
+) -> Throughput:
+    """Throughput of batch prediction (``predict_many``) over ``clips``, on ``device``.
+
+    Only successful predictions count; failed clips are logged and reported in the result.
+
+    Raises:
+        PredictionError: no clip could be predicted (the first failure is named).
+    """
     predictor = ClipPredictor.from_checkpoint(checkpoint, device=device, face_crop=face_crop)
     start = time.perf_counter()
     result = predictor.predict_many(clips, batch_size=batch_size, progress=False)
     seconds = time.perf_counter() - start
-    return (len(result.predictions) + len(result.failures)) / seconds
+    failures = tuple(str(f) for f in result.failures)
+    if failures:
+        logger.warning("throughput: %d of %d clip(s) failed and are not counted (first: %s)", len(failures),
+                       len(failures) + len(result.predictions), failures[0])
+    if not result.predictions:
+        raise PredictionError(f"throughput: none of the {len(failures)} clip(s) could be predicted"
+                              + (f" (first: {failures[0]})" if failures else ""))
+    return Throughput(len(result.predictions) / seconds, len(result.predictions), len(failures), seconds, failures)

@@ -19,7 +19,9 @@ Nothing is written anywhere unless ``save_crops`` is given.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,10 +168,31 @@ class _Prepared(NamedTuple):
 
 
 def _check_device(device: str | torch.device) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={str(device)!r} but torch sees no CUDA device; use --device cpu")
+    """``cpu``, ``cuda`` or ``cuda:N`` as a torch device; ConfigError (one line) for anything else."""
+    expected = "expected cpu, cuda or cuda:N"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device {str(device)!r}: {expected}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {str(device)!r}: {expected}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {str(device)!r}: torch sees no CUDA device on this machine; use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"device {str(device)!r}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
     return dev
+
+
+def _check_margin(margin: Any) -> float:
+    try:
+        value = float(margin)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"face margin {margin!r}: expected a number >= 0 (default {DEFAULT_MARGIN})")
+    return value
 
 
 class ClipPredictor:
@@ -207,7 +230,7 @@ class ClipPredictor:
         self.model_name = model_name
         self.source = source
         self.face_crop = face_crop
-        self.face_margin = face_margin
+        self.face_margin = _check_margin(face_margin)
         self.backend = backend
         self.preprocessing = Preprocessing.from_config(self.data, spec)
         self._transform = build_video_transform(self.preprocessing.transform, train=False)
@@ -337,6 +360,10 @@ class ClipPredictor:
             tick = time.perf_counter()
             numbers = reader.frame_numbers  # opens the file: corrupt or empty clips fail here
             fps = item.fps or reader.fps
+            if fps is None and self.preprocessing.sampling.reference_fps is not None:
+                logger.warning("%s: frame rate unknown, so the checkpoint's stride (given at reference_fps=%g) is not "
+                               "scaled and sampling may differ from training; pass --fps (or an fps column in the "
+                               "clip table) for fps-normalised sampling", name, self.preprocessing.sampling.reference_fps)
             given = _check_phases(name, numbers, item.onset, item.apex, item.offset)
             timings["decode"] += time.perf_counter() - tick
             box = None
@@ -353,7 +380,7 @@ class ClipPredictor:
                 timings["face_crop"] += time.perf_counter() - tick
             kept: dict[int, np.ndarray] = {}
             if None in given:
-                phases = self._spot(reader, numbers, given, box, fps, kept, timings)
+                phases = self._spot(name, reader, numbers, given, box, fps, kept, timings)
             else:
                 phases = Phases(*given)
             times = self.preprocessing.sampling.times(phases.onset, phases.apex, phases.offset, fps=fps, train=False)
@@ -379,7 +406,7 @@ class ClipPredictor:
         timings["total"] = time.perf_counter() - start
         return _Prepared(name, video, phases, box, timings)
 
-    def _spot(self, reader: Any, numbers: list[int], given: tuple[int | None, int | None, int | None],
+    def _spot(self, name: str, reader: Any, numbers: list[int], given: tuple[int | None, int | None, int | None],
               box: FaceBox | None, fps: float | None, kept: dict[int, np.ndarray], timings: dict[str, float]) -> Phases:
         onset, apex, offset = given
         lo = onset if onset is not None else numbers[0]
@@ -395,8 +422,11 @@ class ClipPredictor:
                 kept[n] = frame
             timings["face_crop"] += time.perf_counter() - tick
         tick = time.perf_counter()
-        signal = motion_signal(np.stack([kept[n] for n in span]), reference=0)
-        phases = spot_phases(signal, span, onset=onset, apex=apex, offset=offset, sigma=default_sigma(fps))
+        try:
+            signal = motion_signal(np.stack([kept[n] for n in span]), reference=0)
+            phases = spot_phases(signal, span, onset=onset, apex=apex, offset=offset, sigma=default_sigma(fps))
+        except ValueError as exc:  # a failure of this clip, not of the batch
+            raise PredictionError(f"{name}: spotting failed: {' '.join(str(exc).split())}") from None
         timings["spotting"] += time.perf_counter() - tick
         return phases
 
@@ -455,11 +485,33 @@ def _check_phases(name: str, numbers: list[int], onset: int | None, apex: int | 
             None if offset is None else int(offset))
 
 
+_SAFE = "-_."
+_MAX_NAME = 150
+
+
+def crop_folder_name(name: str) -> str:
+    """A folder name for a clip's crops, unique per clip name.
+
+    The whole name is kept, path separators becoming ``__`` (``sub01/EP01`` -> ``sub01__EP01``; a
+    leading ``/`` is dropped); any other character outside letters, digits and ``-_.`` becomes ``_``.
+    When that is not reversible (a character replaced, a ``__`` or ``.``/``..`` part) or the result is
+    long, a short hash of the name is appended, so two clips never share a folder.
+    """
+    parts = [p for p in name.split("/") if p]
+    safe_parts = ["".join(c if c.isascii() and (c.isalnum() or c in _SAFE) else "_" for c in p) for p in parts]
+    lossy = ("/".join(parts) != name.lstrip("/") or not parts
+             or any(a != b or "__" in a or a in (".", "..") for a, b in zip(parts, safe_parts)))
+    safe = "__".join(safe_parts) or "clip"
+    if lossy or len(safe) > _MAX_NAME:
+        digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        safe = f"{safe[-_MAX_NAME:].lstrip('.')}-{digest}"
+    return safe
+
+
 def _save_crops(folder: Path, name: str, numbers: list[int], crops: np.ndarray) -> None:
     import cv2
 
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name) or "clip"
-    out = folder / safe
+    out = folder / crop_folder_name(name)
     out.mkdir(parents=True, exist_ok=True)
     for n, crop in zip(numbers, crops):
         cv2.imwrite(str(out / f"{n:05d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
