@@ -6,6 +6,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import torch
 import yaml
 from optuna.trial import TrialState
 
@@ -18,6 +19,7 @@ from microexp.engine.sweep import SweepObjective, SweepSettings, run_worker, stu
 from microexp.engine.sweep_finalize import finalize
 from microexp.engine.sweep_space import parse_space
 from microexp.engine.sweep_storage import open_storage
+from microexp.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore:classes .* have no training samples")
 
@@ -180,3 +182,68 @@ def test_two_workers_share_a_journal_storage_without_duplicates(tiny_data, space
     surplus = [t for t in study.trials if t.user_attrs.get("surplus")]
     assert sorted(t.number for t in finished) + sorted(t.number for t in surplus) == sorted(numbers)
     assert len(_trials(out)) == 3
+
+
+def _add(study, params, state, value=None, base_raw=None):
+    """A finished trial as a worker would have stored it (its full recipe in user_attrs when COMPLETE)."""
+    from microexp.engine.sweep import trial_config
+
+    attrs = {} if value is None else {"config": trial_config(base_raw or {}, params).to_dict()}
+    distributions = {"train.sampler": optuna.distributions.CategoricalDistribution(["none", "class_balanced"]),
+                     "loss.name": optuna.distributions.CategoricalDistribution(["ce", "focal"]),
+                     "train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)}
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, state=state, value=value,
+                                              user_attrs=attrs))
+
+
+def test_retry_failed_runs_the_retried_trials_up_to_exactly_n(tiny_data, space_file, tmp_path):
+    out = tmp_path / "sweep"
+    assert _sweep(tiny_data, space_file, out, "--trials", 0, "--outer-folds", 0, "--no-finalize") == 0  # the study
+    study = optuna.load_study(study_name=study_name("tiny", 0), storage=open_storage(f"sqlite:///{out}/study.db"))
+    _add(study, {"train.sampler": "none", "loss.name": "ce", "train.lr": 0.005}, TrialState.COMPLETE, 0.5,
+         base_raw=_base_raw(tiny_data))
+    _add(study, {"train.sampler": "class_balanced", "loss.name": "ce", "train.lr": 0.002}, TrialState.FAIL)
+    _add(study, {"train.sampler": "none", "loss.name": "ce", "train.lr": 0.008}, TrialState.FAIL)
+    # 1 COMPLETE + 2 re-enqueued (WAITING) fill the 3 slots, but the 2 must still run
+    assert _sweep(tiny_data, space_file, out, "--trials", 3, "--outer-folds", 0, "--retry-failed", "--no-finalize") == 0
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3 and not [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]
+    retried = {t.user_attrs.get("retry_of"): t for t in finished if t.user_attrs.get("retry_of") is not None}
+    assert set(retried) == {1, 2}
+    assert retried[1].params["train.lr"] == 0.002 and retried[2].params["train.lr"] == 0.008
+    assert not [t for t in trials if t.user_attrs.get("surplus")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="device=cuda must fail every trial")
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])  # 2: spawns (~12 s)
+def test_failing_workers_exit_2_after_writing_the_report(tiny_data, space_file, tmp_path, capsys, workers):
+    out = tmp_path / "sweep"
+    code = _sweep(tiny_data, space_file, out, "--trials", 2, "--outer-folds", 0, "--max-failures", 1,
+                  "--workers", workers, extra={"device": "cuda"})  # every trial fails: no CUDA here
+    assert code == 2
+    err = capsys.readouterr().err
+    assert ("sweep-worker-0" in err) if workers == 2 else ("1 trials failed in a row" in err)
+    trials = _trials(out)  # the report was still written
+    assert len(trials) >= 1 and set(trials["state"]) == {"FAIL"} and "no CUDA" in trials["fail_reason"].iloc[0]
+    assert not (out / "final").exists()
+
+
+def test_finalize_checks_that_the_studies_were_made_for_this_recipe(tiny_data, tmp_path):
+    from microexp.config import build_config
+    from microexp.engine.sweep import open_fold_study
+
+    base_raw = _base_raw(tiny_data)
+    config = load_config(None, _overrides(tiny_data))
+    folds = build_folds(config, load_experiment_data(config).table)
+    storage_url = f"sqlite:///{tmp_path}/s.db"
+    settings = SweepSettings(study="other", storage=storage_url, out_dir=tmp_path, trials=1, outer_folds=(0,))
+    other = build_config({**base_raw, "train": {**base_raw["train"], "lr": 0.02}})
+    study = open_fold_study(open_storage(storage_url), settings, folds[0], base=other, space=parse_space(SPACE))
+    _add(study, {"train.sampler": "none", "loss.name": "ce", "train.lr": 0.005}, TrialState.COMPLETE, 0.5)
+    with pytest.raises(ConfigError, match=r"another base recipe .*train.lr: study has 0.02, now"):
+        finalize(settings, base_raw)
+    assert not (tmp_path / "final").exists()
+    optuna.create_study(storage=storage_url, study_name=study_name("bare", 0))  # not made by microexp sweep
+    with pytest.raises(ConfigError, match="not made by microexp sweep"):
+        finalize(SweepSettings(**{**settings.__dict__, "study": "bare"}), base_raw)

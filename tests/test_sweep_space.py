@@ -1,5 +1,6 @@
 """Search-space files, storage URLs and study bookkeeping of microexp sweep (no training here)."""
 
+import json
 from pathlib import Path
 
 import optuna
@@ -7,16 +8,19 @@ import pytest
 from optuna.trial import TrialState
 
 from microexp.cli import main
-from microexp.config import build_config
+from microexp.config import build_config, save_config
 from microexp.engine.sweep import (
     SweepSettings,
     _run_one,
+    counted,
     fail_running,
+    has_work,
     open_fold_study,
     retry_failed,
     trial_config,
     trial_target,
 )
+from microexp.engine.sweep_finalize import _same_run
 from microexp.engine.sweep_report import trials_frame
 from microexp.engine.sweep_space import apply_params, load_space, parse_space
 from microexp.engine.sweep_storage import open_storage
@@ -173,3 +177,81 @@ def test_a_trial_asked_after_the_last_slot_is_taken_is_not_run(tmp_path):
     surplus = study.get_trials()[1]
     assert surplus.state == TrialState.FAIL and surplus.user_attrs["surplus"]
     assert trials_frame({0: study})["number"].tolist() == [0]  # surplus records are left out of trials.csv
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"max_failures": 0}, "--max-failures 0: expected an integer >= 1"),
+    ({"max_failures": -2}, "--max-failures -2: expected an integer >= 1"),
+    ({"timeout": 0.0}, "--timeout 0.0: expected a number of seconds > 0"),
+    ({"timeout": -5.0}, "--timeout -5.0: expected a number of seconds > 0"),
+    ({"timeout": float("nan")}, "--timeout nan"),
+])
+def test_settings_reject_bad_max_failures_and_timeout(kwargs, expected):
+    with pytest.raises(ConfigError) as info:
+        SweepSettings(study="s", storage="sqlite://", out_dir=Path("."), trials=1, **kwargs)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    SweepSettings(study="s", storage="sqlite://", out_dir=Path("."), trials=1, timeout=0.5, max_failures=1)
+
+
+def test_cli_rejects_zero_max_failures(tmp_path, capsys):
+    path = tmp_path / "space.yaml"
+    path.write_text("loss.name: [ce, focal]")
+    assert main(["sweep", "--space", str(path), "--trials", "1", "--study", "s", "--out", str(tmp_path / "o"),
+                 "--max-failures", "0"]) == 2
+    assert "--max-failures 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["postgresql://user:s3cretPW@127.0.0.1:1/db",  # nothing listens on port 1
+                                 "postgress://user:s3cretPW@127.0.0.1:1/db",  # unknown scheme
+                                 "postgresql://user:s3cretPW@127.0.0.1:notaport/db"])  # a URL the driver rejects
+def test_storage_errors_never_show_the_password(url):
+    with pytest.raises(ConfigError) as info:
+        open_storage(url)
+    message = str(info.value)
+    assert "s3cretPW" not in message and "user:***@127.0.0.1" in message
+
+
+def test_study_mismatch_error_hides_the_storage_password(tmp_path):
+    storage, settings, space, fold = _study(tmp_path)
+    open_fold_study(storage, settings, fold, base=build_config({}), space=space)
+    other = SweepSettings(study="s", storage="postgresql://user:s3cretPW@db.example/optuna", out_dir=tmp_path,
+                          trials=2, metric="uar")
+    with pytest.raises(ConfigError, match="another --metric") as info:
+        open_fold_study(storage, other, fold, base=build_config({}), space=space)
+    assert "s3cretPW" not in str(info.value) and "user:***@db.example" in str(info.value)
+
+
+def test_an_enqueued_trial_in_the_last_slot_still_runs(tmp_path):
+    # a dead worker's trial re-enqueued by the heartbeat (or --retry-failed) into the last free slot
+    storage, settings, space, fold = _study(tmp_path)
+    study = open_fold_study(storage, settings, fold, base=build_config({}), space=space)
+    study.optimize(lambda trial: space.suggest(trial, {}) and 0.5, n_trials=1)
+    study.enqueue_trial({"loss.name": "focal"})
+    assert counted(study) == 2 and has_work(study, 2)  # every slot taken, yet one trial waits to be run
+    ran = []
+    record = _run_one(study, lambda trial: ran.append(space.suggest(trial, {})) or 0.7, 0, target=2)
+    assert record is not None and record.state == "COMPLETE" and ran == [{"loss.name": "focal"}]
+    assert not has_work(study, 2)
+    assert has_work(study, 3)  # a free slot: a new trial is wanted
+
+
+def test_an_enqueued_trial_beyond_the_target_is_turned_away(tmp_path):
+    storage, settings, space, fold = _study(tmp_path)
+    study = open_fold_study(storage, settings, fold, base=build_config({}), space=space)
+    study.optimize(lambda trial: space.suggest(trial, {}) and 0.5, n_trials=2)
+    study.enqueue_trial({"loss.name": "focal"})  # e.g. --trials lowered to 2 after a retry was enqueued
+    assert has_work(study, 2)
+    assert _run_one(study, lambda trial: 1.0, 0, target=2) is None  # surplus: the study keeps exactly 2
+    assert not has_work(study, 2)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+
+
+def test_a_kept_final_fold_needs_the_same_config_and_subjects(tmp_path):
+    config = build_config({})
+    fold = Fold(fold=0, train_subjects=(1, 2), test_subjects=(3,))
+    save_config(config, tmp_path / "config.yaml")
+    assert not _same_run(tmp_path, config, fold)  # no fold.json: an older run, retrained
+    (tmp_path / "fold.json").write_text(json.dumps(fold.to_dict()))
+    assert _same_run(tmp_path, config, fold)
+    assert not _same_run(tmp_path, config, Fold(fold=0, train_subjects=(1, 3), test_subjects=(2,)))
+    assert not _same_run(tmp_path, build_config({"train": {"lr": 0.02}}), fold)

@@ -67,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from microexp.engine.sweep import SweepSettings, prepare_studies
+    from microexp.engine.sweep import SweepError, SweepSettings, prepare_studies
     from microexp.engine.sweep_space import load_space
     from microexp.engine.sweep_storage import default_storage_url
 
@@ -91,15 +91,32 @@ def run(args: argparse.Namespace) -> int:
                                         fail_stale=args.fail_running)
     progress = False if args.no_progress else None
     started = time.monotonic()
+    numbers = [f.fold for f in folds]
+    failed: list[str] = []
     if settings.trials > 0:
-        _search(settings, base_raw, space, workers=args.workers, studies=studies, progress=progress,
-                verbosity=logging.getLogger().level, epoch_logs=bool(args.verbose))
-    return _report(settings, base_raw, space, [f.fold for f in folds], finalize=args.finalize,
+        try:
+            failed = _search(settings, base_raw, space, workers=args.workers, studies=studies, progress=progress,
+                             verbosity=logging.getLogger().level, epoch_logs=bool(args.verbose))
+        except SweepError:
+            # e.g. --max-failures reached: still write trials.csv/best.yaml of what ran, no final step, then fail
+            _report(settings, base_raw, space, numbers, finalize=False, no_finalize=True, progress=progress,
+                    seconds=time.monotonic() - started)
+            raise
+    if failed:
+        _report(settings, base_raw, space, numbers, finalize=False, no_finalize=True, progress=progress,
+                seconds=time.monotonic() - started)
+        raise SweepError(f"worker(s) {', '.join(failed)} stopped with an error (see above); the studies keep their "
+                         "trials and the final step was not run; fix the cause and rerun the same command")
+    return _report(settings, base_raw, space, numbers, finalize=args.finalize,
                    no_finalize=args.no_finalize, progress=progress, seconds=time.monotonic() - started)
 
 
 def _search(settings: Any, base_raw: dict, space: Any, *, workers: int, studies: dict, progress: bool | None,
-            verbosity: int, epoch_logs: bool) -> None:
+            verbosity: int, epoch_logs: bool) -> list[str]:
+    """Run the workers; returns the names of worker processes that stopped with an error (none: all fine).
+
+    With one worker the search runs in this process and its errors (``SweepError``) propagate.
+    """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -112,7 +129,7 @@ def _search(settings: Any, base_raw: dict, space: Any, *, workers: int, studies:
               dynamic_ncols=True) as bar, logging_redirect_tqdm():
         if workers == 1:
             run_worker(settings, base_raw, space, worker=0, on_trial=lambda record: _refresh(bar, finished()))
-            return
+            return []
         context = multiprocessing.get_context("spawn")
         processes = [context.Process(target=_worker_main, args=(settings, base_raw, space, index, workers, verbosity, epoch_logs),
                                      name=f"sweep-worker-{index}") for index in range(workers)]
@@ -129,9 +146,7 @@ def _search(settings: Any, base_raw: dict, space: Any, *, workers: int, studies:
         for process in processes:
             process.join()
         _refresh(bar, finished())
-    failed = [p.name for p in processes if p.exitcode not in (0, None)]
-    if failed:
-        logger.warning("worker(s) %s stopped with an error (see above); the studies keep their trials", ", ".join(failed))
+    return [p.name for p in processes if p.exitcode not in (0, None)]
 
 
 def _worker_main(settings: Any, base_raw: dict, space: Any, index: int, workers: int, verbosity: int,
@@ -199,7 +214,7 @@ def _report(settings: Any, base_raw: dict, space: Any, folds: list[int], *, fina
     unfinished = sum(1 for f in folds if len(studies[f].get_trials(deepcopy=False, states=FINISHED)) < target)
     if unfinished:
         print(f"note: {unfinished} fold study(ies) are short of --trials; finalizing with the trials they have")
-    result = run_final(settings, base_raw, progress=progress)
+    result = run_final(settings, base_raw, space=space, progress=progress)
     scope = "all outer folds" if result.complete else (
         f"outer folds {','.join(map(str, result.folds))} of {result.total_folds} only (partial: not a full "
         "cross-validation estimate)")

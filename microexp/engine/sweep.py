@@ -17,7 +17,9 @@ Trials report the inner validation metric after every epoch (step ``inner_fold *
 pruner (median, successive halving) can stop them; the reason is kept in ``trial.user_attrs``.
 Several workers (processes, machines) share a study through its storage; a trial only runs when fewer
 than ``trials`` non-failed trials precede it, so the studies end with exactly ``trials`` finished
-(COMPLETE or PRUNED) trials each, however many workers race for the last slot.
+(COMPLETE or PRUNED) trials each, however many workers race for the last slot. Enqueued (WAITING) trials
+-- ``--retry-failed`` and heartbeat retries of dead workers' trials -- hold a slot and are run by the
+next worker to ask (Optuna hands out WAITING trials first).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from optuna.trial import TrialState
 from microexp.config import ExperimentConfig, build_config
 from microexp.engine.experiment import ExperimentData, build_folds, load_experiment_data, run_fold
 from microexp.engine.sweep_space import SearchSpace, apply_params, flatten
-from microexp.engine.sweep_storage import open_storage
+from microexp.engine.sweep_storage import _redact, open_storage
 from microexp.engine.trainer import select_device
 from microexp.errors import ConfigError, MicroexpError
 from microexp.metrics import compute_metrics
@@ -52,8 +54,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "METRICS", "PRUNERS", "SAMPLERS", "SweepError", "SweepObjective", "SweepSettings", "TrialRecord",
     "WorkerResult", "build_pruner", "build_sampler", "fail_running", "fold_studies", "inner_splits",
-    "open_fold_study", "prepare_studies", "retry_failed", "run_worker", "select_folds", "study_name",
-    "trial_config", "trial_record", "trial_target",
+    "check_study", "open_fold_study", "prepare_studies", "retry_failed", "run_worker", "select_folds",
+    "study_name", "trial_config", "trial_record", "trial_target",
 ]
 
 METRICS = ("uf1", "uar", "acc")
@@ -63,6 +65,8 @@ PRUNERS = ("median", "halving", "none")
 INNER_HOLDOUT = 4
 #: states that occupy one of a fold study's ``trials`` slots
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+#: states of trials that are finished or being run (a WAITING trial still needs a worker to run it)
+ACTIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ATTR = "microexp"
 
@@ -90,8 +94,8 @@ class SweepSettings:
         seed: sampler seed (the recipe's ``seed`` still seeds training).
         inner_folds: 1 = one inner validation split, k > 1 = mean over an inner k-fold.
         outer_folds: search only these outer folds (None = all).
-        timeout: seconds after which a worker starts no new trial.
-        max_failures: a worker stops after this many failed trials in a row.
+        timeout: seconds after which a worker starts no new trial (> 0; None = no limit).
+        max_failures: a worker stops after this many failed trials in a row (>= 1).
     """
 
     study: str
@@ -117,6 +121,10 @@ class SweepSettings:
             raise ConfigError(f"--trials {self.trials}: expected an integer >= 0")
         if self.inner_folds < 1:
             raise ConfigError(f"--inner-folds {self.inner_folds}: expected an integer >= 1")
+        if self.max_failures < 1:
+            raise ConfigError(f"--max-failures {self.max_failures}: expected an integer >= 1")
+        if self.timeout is not None and not self.timeout > 0:  # also rejects nan
+            raise ConfigError(f"--timeout {self.timeout}: expected a number of seconds > 0")
         if not self.study or "/" in self.study:
             raise ConfigError(f"--study {self.study!r}: expected a non-empty name without '/'")
 
@@ -335,19 +343,40 @@ def open_fold_study(storage: Any, settings: SweepSettings, fold: Fold, *, base: 
     name = study_name(settings.study, fold.fold)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
-    expected = study_attrs(settings, base, space, fold)
+    if study.user_attrs.get(ATTR) is None:
+        study.set_user_attr(ATTR, study_attrs(settings, base, space, fold))
+        return study
+    check_study(study, settings, fold, base=base, space=space)
+    return study
+
+
+def check_study(study: optuna.Study, settings: SweepSettings, fold: Fold, *, base: ExperimentConfig,
+                space: SearchSpace | None) -> None:
+    """Check that an existing fold study searched ``base``/``space``/``--metric``/``--inner-folds`` on ``fold``.
+
+    Args:
+        space: the search space, or None to skip that comparison (e.g. finalizing, which uses each best
+            trial's full recipe and needs no space).
+
+    Raises:
+        ConfigError: the study was made with other settings (or not by microexp sweep).
+    """
+    name = study_name(settings.study, fold.fold)
+    where = _redact(settings.storage)
     found = study.user_attrs.get(ATTR)
     if found is None:
-        study.set_user_attr(ATTR, expected)
-        return study
+        raise ConfigError(f"study {name!r} in {where} was not made by microexp sweep (no {ATTR!r} attribute); "
+                          "choose another --study")
+    expected = study_attrs(settings, base, space if space is not None else SearchSpace(()), fold)
     for key, label in (("base_config", "base recipe (--config/--set)"), ("space", "search space (--space)"),
                        ("metric", "--metric"), ("inner_folds", "--inner-folds"),
                        ("outer_fold", "outer fold subjects (data or cv section)")):
+        if key == "space" and space is None:
+            continue
         if found.get(key) != expected[key]:
             detail = _first_difference(found.get(key), expected[key])
-            raise ConfigError(f"study {name!r} in {settings.storage} was made with another {label}{detail}; resume "
+            raise ConfigError(f"study {name!r} in {where} was made with another {label}{detail}; resume "
                               "with the same settings or choose a new --study")
-    return study
 
 
 def prepare_studies(settings: SweepSettings, base_raw: Mapping[str, Any], space: SearchSpace, *,
@@ -391,6 +420,17 @@ def fold_studies(settings: SweepSettings, folds: Sequence[int]) -> dict[int, opt
 def counted(study: optuna.Study) -> int:
     """Trials occupying a slot: COMPLETE, PRUNED, RUNNING and WAITING (enqueued)."""
     return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def has_work(study: optuna.Study, target: int) -> bool:
+    """True while trials are to be run: fewer than ``target`` finished or running, or enqueued ones waiting.
+
+    WAITING trials (``--retry-failed``, heartbeat retries) hold a slot but still need a worker; counting
+    them as done would leave them unrun forever. A WAITING trial asked when the study is already full is
+    turned away by the admission check (marked surplus), so the study never overshoots ``target``.
+    """
+    states = [t.state for t in study.get_trials(deepcopy=False, states=(*ACTIVE, TrialState.WAITING))]
+    return sum(s != TrialState.WAITING for s in states) < target or TrialState.WAITING in states
 
 
 def retry_failed(study: optuna.Study, target: int) -> list[int]:
@@ -446,7 +486,7 @@ def run_worker(settings: SweepSettings, base_raw: Mapping[str, Any], space: Sear
     work_dir = Path(settings.out_dir) / "work"
     for fold in folds:
         probe = open_fold_study(storage, settings, fold, base=base, space=space)
-        if counted(probe) >= target:
+        if not has_work(probe, target):
             continue
         seed = int(np.random.SeedSequence([settings.seed, fold.fold, worker, len(probe.trials)]).generate_state(1)[0])
         study = open_fold_study(storage, settings, fold, base=base, space=space,
@@ -455,7 +495,7 @@ def run_worker(settings: SweepSettings, base_raw: Mapping[str, Any], space: Sear
         objective = SweepObjective(base_raw=base_raw, space=space, data=data, fold=fold, metric=settings.metric,
                                    inner_folds=settings.inner_folds, work_dir=work_dir, progress=progress)
         failures = 0
-        while counted(study) < target:
+        while has_work(study, target):
             if deadline is not None and time.monotonic() >= deadline:
                 logger.info("worker %d: --timeout reached; no new trial started", worker)
                 result.timed_out = True

@@ -7,8 +7,10 @@ test subjects) and tested once on fold ``f``'s test subjects, which no trial of 
 The pooled and fold-mean metrics over these folds are the *nested test metrics*: the honest estimate
 of what the search procedure achieves. They are written, labelled as such, to ``DIR/final/``
 (``fold_XX/{config.yaml,log.csv,model.pt,predictions.csv}``, ``folds.json``, ``predictions.csv``,
-``metrics.json`` and plots), the same layout as a ``microexp train`` run. A fold whose best
-configuration has not changed since it was last finalized is kept.
+``metrics.json`` and plots), the same layout as a ``microexp train`` run, plus ``fold_XX/fold.json`` (the
+fold's subjects). A fold whose best configuration and subjects have not changed since it was last
+finalized is kept. Each fold study must have been made for this base recipe, metric, inner folds and
+outer fold (and search space, when given), as when resuming a search.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import pandas as pd
 
 from microexp.config import build_config, load_config, save_config
 from microexp.engine.experiment import build_folds, load_experiment_data, run_fold, write_metrics
-from microexp.engine.sweep import SweepError, SweepSettings, fold_studies, select_folds
+from microexp.engine.sweep import SweepError, SweepSettings, check_study, fold_studies, select_folds
+from microexp.engine.sweep_space import SearchSpace
 from microexp.engine.sweep_report import best_trials
 from microexp.engine.trainer import select_device
 from microexp.splits import save_folds
@@ -51,10 +54,16 @@ class FinalResult:
         return len(self.folds) == self.total_folds
 
 
-def finalize(settings: SweepSettings, base_raw: Mapping[str, Any], *, progress: bool | None = None) -> FinalResult:
+def finalize(settings: SweepSettings, base_raw: Mapping[str, Any], *, space: SearchSpace | None = None,
+             progress: bool | None = None) -> FinalResult:
     """Retrain and test each searched outer fold's best configuration; write ``DIR/final/``.
 
+    Args:
+        space: the search space; when given, each fold study must have searched it.
+
     Raises:
+        ConfigError: a fold study was made with another base recipe, metric, inner folds, outer fold
+            subjects or (when given) search space.
         SweepError: a fold study has no COMPLETE trial yet.
     """
     base = build_config(base_raw, source="base recipe")
@@ -62,6 +71,8 @@ def finalize(settings: SweepSettings, base_raw: Mapping[str, Any], *, progress: 
     all_folds = build_folds(base, data.table)
     folds = select_folds(all_folds, settings.outer_folds)
     studies = fold_studies(settings, [f.fold for f in folds])
+    for fold in folds:  # the same check as resuming a search: a study of other data must not be "tested" here
+        check_study(studies[fold.fold], settings, fold, base=base, space=space)
     best = best_trials(studies)
     missing = [f.fold for f in folds if f.fold not in best]
     if missing:
@@ -76,13 +87,15 @@ def finalize(settings: SweepSettings, base_raw: Mapping[str, Any], *, progress: 
         config = build_config(trial.config, source=f"fold {fold.fold} trial {trial.number}")
         fold_dir = final / f"fold_{fold.fold:02d}"
         done = fold_dir / "predictions.csv"
-        if done.exists() and (fold_dir / "config.yaml").exists() and load_config(fold_dir / "config.yaml") == config:
-            logger.info("final fold %d: best configuration unchanged (trial %d); kept", fold.fold, trial.number)
+        if done.exists() and _same_run(fold_dir, config, fold):
+            logger.info("final fold %d: best configuration and subjects unchanged (trial %d); kept", fold.fold,
+                        trial.number)
         else:
             if fold_dir.exists():
                 shutil.rmtree(fold_dir)
             fold_dir.mkdir(parents=True)
             save_config(config, fold_dir / "config.yaml")
+            (fold_dir / "fold.json").write_text(json.dumps(fold.to_dict(), indent=2), encoding="utf-8")
             device = device or select_device(config.device)
             logger.info("final fold %d: retraining trial %d's configuration (inner %s %.4f) and testing once",
                         fold.fold, trial.number, settings.metric, trial.value)
@@ -105,3 +118,15 @@ def finalize(settings: SweepSettings, base_raw: Mapping[str, Any], *, progress: 
     }
     (final / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
     return FinalResult(metrics=metrics, folds=numbers, total_folds=len(all_folds), out_dir=final)
+
+
+def _same_run(fold_dir: Path, config: Any, fold: Any) -> bool:
+    """True when ``fold_dir`` was trained with ``config`` on ``fold``'s subjects (config.yaml, fold.json)."""
+    config_file, fold_file = fold_dir / "config.yaml", fold_dir / "fold.json"
+    if not (config_file.exists() and fold_file.exists()):
+        return False
+    try:
+        subjects = json.loads(fold_file.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    return subjects == json.loads(json.dumps(fold.to_dict())) and load_config(config_file) == config

@@ -55,7 +55,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     if ":" not in url or scheme not in _RDB_SCHEMES:
-        raise ConfigError(f"--storage {url!r}: expected an RDB URL (sqlite:///PATH, postgresql://user@host/db, ...) "
+        raise ConfigError(f"--storage {_redact(url)!r}: expected an RDB URL (sqlite:///PATH, postgresql://user@host/db, ...) "
                           "or journal:///PATH")
     engine_kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
@@ -75,10 +75,11 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
                               optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except ImportError as exc:  # e.g. psycopg2 missing for postgresql://
-        raise ConfigError(f"--storage {url!r}: database driver missing ({exc}); e.g. pip install psycopg2-binary") from None
+        raise ConfigError(f"--storage {_redact(url)!r}: database driver missing ({_scrub(str(exc), url)}); "
+                          "e.g. pip install psycopg2-binary") from None
     except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: server down, bad credentials
-        first = " ".join(str(exc).split())[:300]
-        raise ConfigError(f"--storage {_redact(url)}: cannot open ({type(exc).__name__}: {first})") from None
+        first = _scrub(" ".join(str(exc).split()), url)[:300]  # e.g. a URL parse error quotes the URL
+        raise ConfigError(f"--storage {_redact(url)!r}: cannot open ({type(exc).__name__}: {first})") from None
 
 
 def journal_path(url: str) -> str:
@@ -90,9 +91,27 @@ def journal_path(url: str) -> str:
 
 
 def _redact(url: str) -> str:
-    """Hide a password in ``scheme://user:password@host``."""
+    """Hide a password in ``scheme://user:password@host`` (use it wherever a URL reaches a message or log)."""
     head, sep, tail = url.partition("://")
-    if "@" in tail and ":" in tail.split("@", 1)[0]:
-        user = tail.split("@", 1)[0].split(":", 1)[0]
-        return f"{head}{sep}{user}:***@{tail.split('@', 1)[1]}"
+    if "@" in tail and ":" in tail.rsplit("@", 1)[0]:
+        credentials, host = tail.rsplit("@", 1)
+        return f"{head}{sep}{credentials.split(':', 1)[0]}:***@{host}"
     return url
+
+
+def _password(url: str) -> str:
+    head, sep, tail = url.partition("://")
+    if "@" in tail and ":" in tail.rsplit("@", 1)[0]:
+        return tail.rsplit("@", 1)[0].split(":", 1)[1]
+    return ""
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` (e.g. a driver's error message) with ``url`` redacted and its password (raw or %-decoded) hidden."""
+    from urllib.parse import unquote
+
+    text = text.replace(url, _redact(url))
+    password = _password(url)
+    for secret in {password, unquote(password)} - {""}:
+        text = text.replace(secret, "***")
+    return text
