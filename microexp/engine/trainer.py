@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -136,7 +136,7 @@ def train_one_epoch(
     memory_format = torch.channels_last_3d if channels_last and device.type == "cuda" else torch.contiguous_format
     total_loss, correct, samples, data_seconds = 0.0, 0, 0, 0.0
     start = waited = time.perf_counter()
-    bar = tqdm(loader, desc=description, leave=False, disable=_no_progress(progress))
+    bar = tqdm(_batches(loader), total=_length(loader), desc=description, leave=False, disable=_no_progress(progress))
     for batch in bar:
         data_seconds += time.perf_counter() - waited
         videos = batch["video"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
@@ -193,7 +193,8 @@ def evaluate(
     subjects: list[int] = []
     labels, probabilities = [], []
     total_loss, samples = 0.0, 0
-    for batch in tqdm(loader, desc=description, leave=False, disable=_no_progress(progress)):
+    for batch in tqdm(_batches(loader), total=_length(loader), desc=description, leave=False,
+                      disable=_no_progress(progress)):
         videos = batch["video"].to(device, non_blocking=True)
         targets = batch["label"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -213,6 +214,23 @@ def evaluate(
         probabilities=np.concatenate(probabilities) if probabilities else np.zeros((0, num_classes), np.float32),
         loss=total_loss / samples if loss_fn is not None and samples else float("nan"),
     )
+
+
+def _batches(loader: Iterable[Any]) -> Iterator[Any]:
+    """One iterator over ``loader``, made here.
+
+    ``tqdm.auto`` calls ``iter()`` on what it wraps and then iterates it again; on a DataLoader with
+    persistent workers the second ``iter()`` resets the first, drawing the sampler twice (so batches
+    depended on the worker count) and discarding the batches already prefetched. An iterator is safe.
+    """
+    return iter(loader)
+
+
+def _length(loader: Iterable[Any]) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 def _clip(model: nn.Module, max_norm: float | None) -> None:
