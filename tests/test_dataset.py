@@ -88,6 +88,31 @@ def test_training_draws_are_reproducible_per_epoch(clip_table):
     assert len(draws) > 1
 
 
+def test_augmentation_depends_on_seed_epoch_and_index_only(tmp_path):
+    folder = tmp_path / "ramp"
+    folder.mkdir()
+    ramp = np.tile(np.linspace(0, 255, SIZE * 4, dtype=np.uint8)[None, :, None], (SIZE * 4, 1, 3))
+    for i in range(12):  # a horizontal ramp: every crop and flip changes the pixels
+        Image.fromarray(np.roll(ramp, i, axis=0)).save(folder / f"{i:03d}.png")
+    table = pd.DataFrame([_row("ramp", folder, 1, 5, 10, 0, 0)])
+    augment = TransformSpec(size=SIZE, mean=(0, 0, 0), std=(1, 1, 1), flip=True, crop_scale=0.3)
+    ds = MicroExpressionDataset(table, sampling=SamplingSpec("uniform", num_frames=4), transform=augment,
+                                train=True, seed=3)
+    torch.manual_seed(1)
+    a = ds[0]["video"]
+    torch.manual_seed(2)  # another global state, as in another worker or after a resume
+    b = ds[0]["video"]
+    assert torch.equal(a, b)
+    after_item = torch.rand(1)
+    torch.manual_seed(2)
+    assert torch.equal(after_item, torch.rand(1))  # the global stream (dropout's) is left untouched
+    crops = set()
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        crops.add(round(ds[0]["video"][0, 0].sum().item(), 3))
+    assert len(crops) > 1  # still random across epochs
+
+
 def test_cache_serves_later_epochs_without_decoding(clip_table, tmp_path, monkeypatch):
     opened = []
     real_open = dataset_module.open_video

@@ -149,6 +149,14 @@ def test_fold_killed_mid_training_resumes_to_identical_predictions(tiny_data, tm
     pd.testing.assert_frame_equal(straight, resumed)  # sampler draws and dropout masks replayed exactly
 
 
+def test_worker_count_does_not_change_results(tiny_data, tmp_path):
+    assert _train(tiny_data, tmp_path / "inline", **{"train.epochs": 2}) == 0
+    assert _train(tiny_data, tmp_path / "workers", **{"train.epochs": 2, "data.num_workers": 2}) == 0
+    inline = pd.read_csv(tmp_path / "inline" / "predictions.csv")
+    workers = pd.read_csv(tmp_path / "workers" / "predictions.csv")
+    pd.testing.assert_frame_equal(inline, workers)
+
+
 def test_config_change_in_an_existing_run_dir_is_refused(tiny_data, tmp_path, capsys):
     run = tmp_path / "run"
     assert _train(tiny_data, run) == 0

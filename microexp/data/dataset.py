@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from microexp.data.cache import ClipCache, clip_fingerprint
 from microexp.data.flow import FlowSpec, cached_clip_flow, clip_flow, clip_key_parts
@@ -53,6 +53,31 @@ logger = logging.getLogger(__name__)
 
 MODALITIES = ("rgb", "flow", "rgb+flow")
 REQUIRED_COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "first_frame", "fps", "aus", "label")
+
+
+class EpochIndexSampler(Sampler):
+    """Yield ``(epoch, index)`` for every index that ``sampler`` yields.
+
+    DataLoader workers (persistent ones especially) hold their own copy of the dataset, made when they
+    started, so ``dataset.set_epoch`` in the main process never reaches them. The sampler runs in the
+    main process; tagging each index with the epoch carries it to whichever worker loads the item.
+    """
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, int(index)) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 class MicroExpressionDataset(Dataset):
@@ -134,9 +159,11 @@ class MicroExpressionDataset(Dataset):
         """Integer labels of every clip, for samplers and class counts."""
         return self.table["label"].to_numpy(dtype=np.int64)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        # (epoch, index) from EpochIndexSampler: persistent workers hold copies that never see set_epoch
+        epoch, index = index if isinstance(index, tuple) else (self._epoch, index)
         row = self._rows[index]
-        rng = np.random.default_rng([self.seed, self._epoch, index]) if self.train else None
+        rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
         random_draws = self.train and self.flow is None  # flow is cached per sampled set: keep it fixed
         times = self.sampling.times(
             int(row["onset"]), int(row["apex"]), int(row["offset"]), fps=float(row["fps"]), train=random_draws,
@@ -146,7 +173,7 @@ class MicroExpressionDataset(Dataset):
         # one path for every strategy: integral times return the decoded frames exactly
         frames = interpolate_frames(self._frames(row, numbers), times, numbers=numbers)
         if self.flow is None:
-            video = self._rgb(frames)
+            video = self._rgb(frames, rng)
         else:
             video = self._with_flow(row, times, frames, flip=rng is not None and self.transform_spec.flip
                                     and bool(rng.random() < 0.5))
@@ -159,9 +186,20 @@ class MicroExpressionDataset(Dataset):
             "aus": str(row["aus"]) if isinstance(row["aus"], str) else "",
         }
 
-    def _rgb(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (T, H, W, 3) -> normalised float (3, T, H, W)."""
-        video = self._transform(frames_to_video(frames)).as_subclass(torch.Tensor)
+    def _rgb(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> normalised float (3, T, H, W).
+
+        v2's random transforms draw from torch's global generator; with ``rng`` they draw from a fork of it
+        seeded by the item's own generator, so a crop or flip depends on (seed, epoch, index) alone: not on
+        the worker count, the worker that served the item, or where a resumed run restarted.
+        """
+        if rng is None:
+            video = self._transform(frames_to_video(frames))
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(rng.integers(2**62)))
+                video = self._transform(frames_to_video(frames))
+        video = video.as_subclass(torch.Tensor)
         video = difference_frames(video, self.frame_difference, time_dim=0)
         return video.permute(1, 0, 2, 3).contiguous()
 

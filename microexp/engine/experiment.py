@@ -30,7 +30,7 @@ import torch
 from microexp.config import ExperimentConfig, save_config
 from microexp.data.annotations import load_clip_table
 from microexp.data.class_maps import apply_class_map, get_class_map
-from microexp.data.dataset import MicroExpressionDataset
+from microexp.data.dataset import EpochIndexSampler, MicroExpressionDataset
 from microexp.data.flow import FlowSpec
 from microexp.data.samplers import build_sampler
 from microexp.data.sampling import SamplingSpec
@@ -159,7 +159,11 @@ def run_fold(
                    "worker_init_fn": seed_worker, "persistent_workers": config.data.num_workers > 0,
                    "pin_memory": device.type == "cuda"}
     sampler_kwargs = {"epochs": config.train.epochs} if config.train.sampler == "progressive" else {}
-    sampler = build_sampler(config.train.sampler, train_set.labels, generator=generator, **sampler_kwargs)
+    # the sampler draws from its own generator: the DataLoader's one also feeds worker base seeds, and how
+    # often it is drawn from depends on num_workers and persistent workers
+    sampler_generator = torch.Generator()
+    sampler = EpochIndexSampler(build_sampler(config.train.sampler, train_set.labels, generator=sampler_generator,
+                                              **sampler_kwargs))
     train_loader = torch.utils.data.DataLoader(train_set, sampler=sampler, drop_last=len(train_set) > config.train.batch_size,
                                                generator=generator, **loader_args)
     val_loader = (torch.utils.data.DataLoader(_dataset(config, val_table, spec, train=False), **loader_args)
@@ -178,7 +182,7 @@ def run_fold(
         # every epoch's random streams derive from (seed, fold, epoch) alone, so a resumed fold draws the
         # same batches and dropout masks as an uninterrupted one
         epoch_seed = int(np.random.SeedSequence([config.seed, fold.fold, epoch]).generate_state(1)[0])
-        generator.manual_seed(epoch_seed)
+        sampler_generator.manual_seed(epoch_seed)
         torch.manual_seed(epoch_seed)
         for part in (sampler, loss_fn, train_set):
             part.set_epoch(epoch)
