@@ -49,7 +49,7 @@ def measure_latency(work: Path, annotations: Path, *, repeats: int, device: str)
     try:
         stages: dict[str, Any] = inference_latency(checkpoint, clips[0], repeats=repeats, face_crop=True,
                                                    device=device)
-    except Exception as exc:  # another helper's module, possibly mid-change: report, do not fail the run
+    except Exception as exc:  # a latency failure is reported in the JSON; the other sections still count
         section.skipped = f"measure_latency failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         return section
     section.details["stages"] = stages
@@ -58,8 +58,9 @@ def measure_latency(work: Path, annotations: Path, *, repeats: int, device: str)
     try:
         from microexp.inference.latency import measure_throughput
 
-        rate = measure_throughput(checkpoint, clips[:16], 8)
+        rate = measure_throughput(checkpoint, clips[:16], 8, device=device)
         section.figures.append(Figure("batch8.clips_per_s", (float(rate),), "clips/s"))
+        section.details["throughput_failed_clips"] = int(getattr(rate, "failed", 0))
     except Exception as exc:
         section.details["throughput_error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
     return section
