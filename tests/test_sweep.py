@@ -129,7 +129,8 @@ def test_the_search_never_reads_a_test_fold_clip(tiny_data, tmp_path, monkeypatc
     real_getitem = MicroExpressionDataset.__getitem__
 
     def spy(self, index):
-        read.append(self.table.iloc[index]["subject"])
+        position = index[1] if isinstance(index, tuple) else index  # training loaders pass (epoch, index)
+        read.append(self.table.iloc[position]["subject"])
         return real_getitem(self, index)
 
     monkeypatch.setattr(MicroExpressionDataset, "__getitem__", spy)
