@@ -6,8 +6,10 @@ small synthetic dataset generated like the demo's (128 px H.264 clips), with the
 worker count, a fresh clip and flow cache and a few epochs. The per-epoch ``seconds`` and
 ``data_seconds`` of ``log.csv`` (from ``train_one_epoch``'s :class:`EpochStats`) give:
 
-* flow cache: data time of epoch 1 (frames decoded and flow computed, both written to the cache) over
-  epoch 2 (both read from the cache);
+* flow cache: the data pipeline alone — one pass over the fold's training DataLoader (same workers, no
+  model) with a fresh cache (frames decoded and flow computed, both written to the cache) over a second
+  pass (both read from it). The training loop's own epoch-1/epoch-2 data waits are reported too, but
+  they understate the cache: in epoch 1 the workers compute while the model trains;
 * pipeline balance: ``data_seconds / seconds`` of the epochs after the first (cache warm): the fraction
   of step time the model waited for data.
 """
@@ -85,16 +87,48 @@ def measure_pipeline(work: Path, annotations: Path, *, epochs: int, device: str,
         "train_clips": int(experiment.table["subject"].isin(fold.train_subjects).sum()), "epochs": epochs,
         "per_epoch": log[["epoch", "seconds", "data_seconds"]].to_dict("records"),
     })
+    cold, warm_pass = _loader_passes(config, experiment, fold, work / f"cache_passes_{device}")
+    section.details["loader_pass_seconds"] = {"cold_cache": cold, "warm_cache": warm_pass}
     section.figures += [
         Figure("epoch1.data_seconds", (data[0],), "s"),
         Figure("epoch2.data_seconds", (data[1],), "s"),
-        Figure("flow_cache.epoch1_over_epoch2", (data[0] / max(data[1], 1e-9),), "x"),
+        Figure("epoch1_over_epoch2.data_wait", (data[0] / max(data[1], 1e-9),), "x"),
+        # the target's figure: the data pipeline alone, one pass over the training loader with a cold
+        # cache (decode + flow) versus one with a warm cache; the training loop's waits above hide most
+        # of epoch 1's work behind the model's compute
+        Figure("flow_cache.epoch1_over_epoch2", (cold / max(warm_pass, 1e-9),), "x"),
         Figure("warm.data_fraction", tuple(warm), "fraction"),
         Figure("warm.epoch_seconds", tuple(seconds[1:]), "s"),
     ]
     logger.info("pipeline on %s: data time epoch 1 %.2f s, epoch 2 %.2f s; warm data fraction %s", device,
                 data[0], data[1], ", ".join(f"{w:.3f}" for w in warm))
     return section
+
+
+def _loader_passes(config: Any, experiment: Any, fold: Any, cache_dir: Path) -> tuple[float, float]:
+    """Seconds for two passes over the fold's training loader alone (no model): cold cache, then warm."""
+    import dataclasses
+    import time
+
+    import torch
+
+    from microexp.engine.experiment import build_dataset
+    from microexp.models import get_model_spec
+    from microexp.seed import seed_worker
+
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache_dir=str(cache_dir)))
+    spec = get_model_spec(config.model.name, num_frames=config.data.num_frames, input_size=config.data.size)
+    table = experiment.table[experiment.table["subject"].isin(fold.train_subjects)]
+    loader = torch.utils.data.DataLoader(build_dataset(config, table, spec, train=True),
+                                         batch_size=config.train.batch_size, num_workers=config.data.num_workers,
+                                         worker_init_fn=seed_worker, persistent_workers=config.data.num_workers > 0)
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        for _batch in loader:
+            pass
+        times.append(time.perf_counter() - start)
+    return times[0], times[1]
 
 
 def summary(section: Section) -> dict[str, Any]:

@@ -154,7 +154,7 @@ def run_fold(
     spec = get_model_spec(config.model.name, **model_kwargs)
     model = create_model(config.model.name, num_classes=num_classes, pretrained=config.model.pretrained,
                          **model_kwargs).to(device)
-    train_set = _dataset(config, train_table, spec, train=True)
+    train_set = build_dataset(config, train_table, spec, train=True)
     loader_args = {"batch_size": config.train.batch_size, "num_workers": config.data.num_workers,
                    "worker_init_fn": seed_worker, "persistent_workers": config.data.num_workers > 0,
                    "pin_memory": device.type == "cuda"}
@@ -166,7 +166,7 @@ def run_fold(
                                               **sampler_kwargs))
     train_loader = torch.utils.data.DataLoader(train_set, sampler=sampler, drop_last=len(train_set) > config.train.batch_size,
                                                generator=generator, **loader_args)
-    val_loader = (torch.utils.data.DataLoader(_dataset(config, val_table, spec, train=False), **loader_args)
+    val_loader = (torch.utils.data.DataLoader(build_dataset(config, val_table, spec, train=False), **loader_args)
                   if len(val_table) else None)
     loss_fn = build_loss(config.loss.name, class_counts, **_loss_kwargs(config)).to(device)  # weight buffers
     optimizer = build_optimizer(model, name=config.train.optimizer, lr=config.train.lr,
@@ -224,7 +224,7 @@ def run_fold(
 
     # the test subjects are touched here, once, after training and model selection are over
     test_table = table[table["subject"].isin(fold.test_subjects)]
-    test_loader = torch.utils.data.DataLoader(_dataset(config, test_table, spec, train=False), **loader_args)
+    test_loader = torch.utils.data.DataLoader(build_dataset(config, test_table, spec, train=False), **loader_args)
     predictions = evaluate(model, test_loader, device=device, amp=config.train.amp, progress=progress,
                            description=f"fold {fold.fold} test")
     frame = pd.DataFrame({"clip": predictions.clips, "subject": predictions.subjects, "fold": fold.fold,
@@ -250,7 +250,8 @@ def write_metrics(out: Path, predictions: pd.DataFrame, class_names: list[str], 
     return metrics
 
 
-def _dataset(config: ExperimentConfig, table: pd.DataFrame, spec: Any, *, train: bool) -> MicroExpressionDataset:
+def build_dataset(config: ExperimentConfig, table: pd.DataFrame, spec: Any, *, train: bool) -> MicroExpressionDataset:
+    """The Dataset a recipe's ``data`` section describes, for a model with ``spec`` (its modality, mean, std)."""
     d = config.data
     flow = FlowSpec(method=d.flow_method, strain=spec.flow_channels == 3) if "flow" in spec.modality else None
     rgb_mean = tuple(spec.mean[:3]) if spec.modality != "flow" else (0.485, 0.456, 0.406)
