@@ -387,13 +387,7 @@ class ClipPredictor:
             needed = frames_needed(times)
             missing = [n for n in needed if n not in kept]
             if missing:
-                tick = time.perf_counter()
-                decoded = reader.get_frames_by_number(missing)
-                timings["decode"] += time.perf_counter() - tick
-                tick = time.perf_counter()
-                for n, frame in zip(missing, crop_frames(decoded, box)):
-                    kept[n] = frame
-                timings["face_crop"] += time.perf_counter() - tick
+                _decode_and_crop(reader, missing, box, kept, timings)
         finally:
             reader.close()
         crops = np.stack([kept[n] for n in needed])
@@ -413,14 +407,7 @@ class ClipPredictor:
         hi = offset if offset is not None else numbers[-1]
         span = [n for n in numbers if lo <= n <= hi]
         for i in range(0, len(span), _CHUNK):
-            chunk = span[i:i + _CHUNK]
-            tick = time.perf_counter()
-            decoded = reader.get_frames_by_number(chunk)
-            timings["decode"] += time.perf_counter() - tick
-            tick = time.perf_counter()
-            for n, frame in zip(chunk, crop_frames(decoded, box)):
-                kept[n] = frame
-            timings["face_crop"] += time.perf_counter() - tick
+            _decode_and_crop(reader, span[i:i + _CHUNK], box, kept, timings)
         tick = time.perf_counter()
         try:
             signal = motion_signal(np.stack([kept[n] for n in span]), reference=0)
@@ -506,6 +493,18 @@ def crop_folder_name(name: str) -> str:
         digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         safe = f"{safe[-_MAX_NAME:].lstrip('.')}-{digest}"
     return safe
+
+
+def _decode_and_crop(reader: Any, numbers: list[int], box: FaceBox | None, kept: dict[int, np.ndarray],
+                     timings: dict[str, float]) -> None:
+    """Decode frames ``numbers``, crop them with ``box`` into ``kept`` (by number), and time both stages."""
+    tick = time.perf_counter()
+    decoded = reader.get_frames_by_number(numbers)
+    timings["decode"] += time.perf_counter() - tick
+    tick = time.perf_counter()
+    for n, frame in zip(numbers, crop_frames(decoded, box)):
+        kept[n] = frame
+    timings["face_crop"] += time.perf_counter() - tick
 
 
 def _save_crops(folder: Path, name: str, numbers: list[int], crops: np.ndarray) -> None:
