@@ -1,8 +1,9 @@
 """Inference on users' clips: face crop, apex spotting, prediction, export and latency.
 
+The face crop itself lives in :mod:`microexp.data.face` (``microexp pack --face-crop`` uses it too).
+
 - :mod:`~microexp.inference.predictor`: :class:`ClipPredictor` (``from_checkpoint``, ``predict``, ``predict_many``)
 - :mod:`~microexp.inference.spotting`: onset/apex/offset from a motion signal
-- :mod:`~microexp.inference.face`: Haar face detection and one stable crop box per clip
 - :mod:`~microexp.inference.export`: TorchScript / ONNX export and the exported-model runner
 - :mod:`~microexp.inference.latency`: ``measure_latency`` / ``measure_throughput``
 

@@ -41,7 +41,7 @@ from microexp.data.transforms import (
 )
 from microexp.data.video import open_video
 from microexp.errors import ConfigError, MicroexpError
-from microexp.inference.face import DEFAULT_MARGIN, FaceBox, NoFaceError, crop_frames, stable_face_box
+from microexp.data.face import DEFAULT_MARGIN, FaceBox, NoFaceError, crop_frames, probe_positions, stable_face_box
 from microexp.inference.spotting import Phases, default_sigma, motion_signal, spot_phases
 from microexp.models import ModelSpec
 
@@ -52,8 +52,6 @@ __all__ = ["ClipInput", "ClipFailure", "ClipPredictor", "Prediction", "BatchResu
 
 #: timing stages recorded in :attr:`Prediction.timings` (seconds)
 STAGES = ("decode", "face_crop", "spotting", "flow", "transform", "model", "total")
-#: frames searched for a face, spread evenly over the clip
-FACE_PROBES = 5
 _CHUNK = 64
 
 
@@ -206,7 +204,7 @@ class ClipPredictor:
         model_name: shown in results.
         source: the checkpoint path, shown in results.
         face_crop: detect the face and crop one stable box per clip (False for already cropped clips).
-        face_margin: enlargement of the detected face box (see :mod:`microexp.inference.face`).
+        face_margin: enlargement of the detected face box (see :mod:`microexp.data.face`).
         backend: video backend for files ('auto', 'decord', 'pyav').
     """
 
@@ -369,7 +367,7 @@ class ClipPredictor:
             box = None
             if self.face_crop:
                 tick = time.perf_counter()
-                probes = sorted({int(round(p)) for p in np.linspace(0, len(numbers) - 1, FACE_PROBES)})
+                probes = probe_positions(len(numbers))
                 probe_frames = reader.get_frames(probes)
                 timings["decode"] += time.perf_counter() - tick
                 tick = time.perf_counter()

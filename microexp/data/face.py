@@ -6,7 +6,8 @@ downloaded at run time. A micro-expression is a motion of a few pixels, so the c
 between frames: :func:`stable_face_box` detects on a few frames spread over the clip, takes the
 median centre and size of the boxes found (robust to a missed or spurious detection), enlarges it by a
 margin, makes it square and clamps it to the frame; :func:`crop_frames` then cuts every frame with that
-one box.
+one box. The same box logic serves ``microexp predict`` (raw clips) and ``microexp pack --face-crop``
+(raw datasets, cropped once before training), so a model sees the same framing in both.
 
 Haar boxes span roughly brows to chin; the default margin of 0.55 (side x 1.55) gives the framing of
 the toolkit's synthetic face crops (where the cascade's box is about 0.63 of the crop side), i.e. the
@@ -24,12 +25,15 @@ import numpy as np
 
 from microexp.errors import MicroexpError
 
-__all__ = ["CASCADE", "DEFAULT_MARGIN", "FaceBox", "NoFaceError", "crop_frames", "detect_faces", "stable_face_box"]
+__all__ = ["CASCADE", "DEFAULT_MARGIN", "FACE_PROBES", "FaceBox", "NoFaceError", "crop_frames", "detect_faces",
+           "probe_positions", "stable_face_box"]
 
 #: the bundled cascade file used by :func:`detect_faces`
 CASCADE = "haarcascade_frontalface_default.xml"
 #: relative enlargement of the detected box (side x (1 + margin)); see the module docstring
 DEFAULT_MARGIN = 0.55
+#: frames searched for a face, spread evenly over the clip
+FACE_PROBES = 5
 
 _THREAD_STATE = threading.local()
 
@@ -80,11 +84,19 @@ def detect_faces(frame: np.ndarray, *, min_fraction: float = 0.1) -> list[FaceBo
     return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)
 
 
+def probe_positions(frame_count: int, probes: int = FACE_PROBES) -> list[int]:
+    """Positions (0-based) of up to ``probes`` frames spread evenly over a clip of ``frame_count`` frames."""
+    if frame_count < 1:
+        raise ValueError(f"frame_count={frame_count}: expected at least one frame")
+    return sorted({int(round(p)) for p in np.linspace(0, frame_count - 1, probes)})
+
+
 def stable_face_box(
     frames: Sequence[np.ndarray] | np.ndarray,
     *,
     margin: float = DEFAULT_MARGIN,
     frame_size: tuple[int, int] | None = None,
+    even: bool = False,
 ) -> tuple[FaceBox, int]:
     """One square crop box for a whole clip from detections on a few of its frames.
 
@@ -92,6 +104,7 @@ def stable_face_box(
         frames: the frames to search (e.g. 5 spread over the clip), each ``(H, W, 3)`` uint8.
         margin: enlargement of the median box: side ``x (1 + margin)`` about its centre.
         frame_size: ``(H, W)`` of the clip's frames (default: those of ``frames``).
+        even: make the side even (H.264 encoders need even frame sizes for 4:2:0 video).
 
     Returns:
         ``(box, found)``: the square box clamped inside the frame, and on how many frames a face was found.
@@ -108,6 +121,8 @@ def stable_face_box(
     arr = np.array([[b.x + b.w / 2, b.y + b.h / 2, max(b.w, b.h)] for b in boxes], dtype=np.float64)
     cx, cy, side = np.median(arr, axis=0)
     side = int(round(min(side * (1 + margin), height, width)))
+    if even and side > 1:
+        side -= side % 2
     x = int(round(cx - side / 2))
     y = int(round(cy - side / 2))
     x = min(max(x, 0), width - side)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from microexp.data.synthetic import plan_dataset, render_clip
-from microexp.inference.face import FaceBox, NoFaceError, crop_frames, detect_faces, stable_face_box
+from microexp.data.face import FaceBox, NoFaceError, crop_frames, detect_faces, stable_face_box
 
 
 @pytest.fixture(scope="module")
