@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from microexp.data.pack import CSV_COLUMNS, PackSettings, pack_clip, pack_table
+from microexp.data.face import FaceBox
+from microexp.data.pack import CSV_COLUMNS, FACE_BOX_COLUMNS, PackSettings, pack_clip, pack_table
+from microexp.data.synthetic import plan_dataset, render_clip
 from microexp.data.video import open_video
 from microexp.errors import ConfigError
 
@@ -194,6 +196,8 @@ def test_settings_validation():
         PackSettings(crf=10)
     with pytest.raises(ConfigError, match="gop must be >= 1"):
         PackSettings(gop=0)
+    with pytest.raises(ConfigError, match="face margin must be >= 0, got -0.1"):
+        PackSettings(face_crop=True, face_margin=-0.1)
 
 
 def _write_our_csv(tmp_path: Path) -> tuple[Path, dict[int, np.ndarray]]:
@@ -212,7 +216,7 @@ def test_cli_run(tmp_path):
     csv, frames = _write_our_csv(tmp_path)
     args = argparse.Namespace(annotations=str(csv), format="auto", root=None, out=str(tmp_path / "out"),
                               mode="lossless", gop=1, crf=None, container="mp4", preset="medium", workers=1,
-                              no_progress=True, strict=False)
+                              no_progress=True, strict=False, face_crop=False, face_margin=0.55)
     assert pack_cli.run(args) == 0
     packed = pd.read_csv(tmp_path / "out" / "annotations.csv", keep_default_na=False)
     assert packed.loc[0, "path"] == "clips/sub0001/c1.mp4" and packed.loc[0, "first_frame"] == 1
@@ -238,3 +242,109 @@ def test_cli_through_dispatcher(tmp_path, capsys):
     assert cli.main(["pack", str(csv), "--out", str(csv.parent)]) == 2
     assert "would overwrite the input" in capsys.readouterr().err
     assert os.path.isfile(out / "clips" / "sub0001" / "c1.mp4")
+
+
+# --- face crop: raw footage cut to one fixed face box per clip ---------------------------------------------
+
+FACE_AT = FaceBox(150, 60, 128, 128)  # where the synthetic 128 px face crop sits in the raw frames
+
+
+@pytest.fixture(scope="module")
+def raw_faces():
+    """Six synthetic face crops placed at FACE_AT in 240x320 frames of their border colour."""
+    spec = plan_dataset(preset="easy", subjects=1, clips=1, seed=4)[0]
+    faces = render_clip(spec, size=128, frame_numbers=[1, 2, 3, 4, 5, 6]).frames
+    canvas = np.empty((len(faces), 240, 320, 3), np.uint8)
+    canvas[:] = np.median(faces[:, :, :4].reshape(-1, 3), axis=0).astype(np.uint8)
+    canvas[:, FACE_AT.y:FACE_AT.y + 128, FACE_AT.x:FACE_AT.x + 128] = faces
+    return canvas
+
+
+def _raw_dataset(tmp_path: Path, raw_faces: np.ndarray) -> tuple[Path, pd.DataFrame]:
+    root = tmp_path / "DFME"
+    for name, frames in (("face", raw_faces), ("wall", np.full_like(raw_faces, 90))):
+        (root / name).mkdir(parents=True)
+        for n, frame in enumerate(frames, start=1):
+            Image.fromarray(frame).save(root / name / f"{n}.png")
+    table = clip_table([
+        {"subject": 1, "clip": "face", "path": str(root / "face"), "onset": 1, "apex": 3, "offset": 6},
+        {"subject": 2, "clip": "wall", "path": str(root / "wall"), "onset": 1, "apex": 3, "offset": 6},
+    ])
+    return root, table
+
+
+def _overlap(a: FaceBox, b: FaceBox) -> float:
+    ix = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    return ix * iy / (a.w * a.h + b.w * b.h - ix * iy)
+
+
+def test_face_crop_cuts_every_frame_with_one_box(tmp_path, raw_faces):
+    root, table = _raw_dataset(tmp_path, raw_faces)
+    out = tmp_path / "out"
+    result = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, progress=False)
+    # the clip without a face fails with one message; the other is packed
+    [(source, message)] = result.failed.items()
+    assert source.endswith("wall") and "no face found on the 5 frame(s)" in message
+    assert list(result.table["clip"]) == ["face"]
+    boxes = pd.read_csv(out / "face_boxes.csv")
+    assert tuple(boxes.columns) == FACE_BOX_COLUMNS and list(boxes["path"]) == ["clips/face.mp4"]
+    box = FaceBox(*(int(boxes.loc[0, k]) for k in "xywh"))
+    assert box.w == box.h and box.w % 2 == 0 and _overlap(box, FACE_AT) > 0.5, box
+    with open_video(out / "clips" / "face.mp4", first_frame=1) as reader:
+        packed = reader.get_frames_by_number(range(1, 7))
+    # lossless: exactly the source pixels inside the one box, on every frame
+    np.testing.assert_array_equal(packed, raw_faces[:, box.y:box.y + box.h, box.x:box.x + box.w])
+
+
+def test_face_crop_resumes_and_repacks_when_turned_off(tmp_path, raw_faces):
+    root, table = _raw_dataset(tmp_path, raw_faces)
+    table = table.iloc[:1]
+    out = tmp_path / "out"
+    first = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, progress=False)
+    again = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, progress=False)
+    assert again.skipped == 1 and again.packed[0].face_box == first.packed[0].face_box is not None
+    assert len(pd.read_csv(out / "face_boxes.csv")) == 1  # a skipped clip keeps its box (read from the file's tag)
+    wider = pack_table(table, out, settings=PackSettings(face_crop=True, face_margin=0.9), source_root=root,
+                       progress=False)
+    assert wider.skipped == 0 and wider.packed[0].face_box.w > first.packed[0].face_box.w
+    full = pack_table(table, out, settings=PackSettings(), source_root=root, progress=False)
+    assert full.skipped == 0 and full.packed[0].face_box is None
+    with open_video(out / "clips" / "face.mp4", first_frame=1) as reader:
+        np.testing.assert_array_equal(reader.get_frames_by_number([2])[0], raw_faces[1])
+
+
+def test_synthetic_uncropped_footage_packs_back_to_faces(tmp_path):
+    """``synth --uncropped`` then ``pack --face-crop``: every clip's box lands on the true face."""
+    from microexp.data.annotations import load_clip_table
+    from microexp.data.synthetic import generate_dataset
+
+    summary = generate_dataset(tmp_path / "raw", preset="easy", clips=3, subjects=3, size=128, fmt="frames",
+                               uncropped=(320, 240), workers=1, progress=False)
+    clips = load_clip_table(summary.annotations).resolve()
+    result = pack_table(clips, tmp_path / "packed", settings=PackSettings(face_crop=True),
+                        source_root=summary.out_dir, progress=False)
+    assert not result.failed and len(result.table) == 3
+    truth = pd.read_csv(summary.out_dir / "ground_truth.csv").set_index("clip")
+    boxes = pd.read_csv(tmp_path / "packed" / "face_boxes.csv")
+    for row in boxes.itertuples():
+        clip = Path(row.path).stem
+        face = FaceBox(int(truth.loc[clip, "face_x"]), int(truth.loc[clip, "face_y"]), 128, 128)
+        assert _overlap(FaceBox(row.x, row.y, row.w, row.h), face) > 0.5, (clip, row)
+    packed = load_clip_table(tmp_path / "packed" / "annotations.csv").resolve()
+    with open_video(tmp_path / "packed" / packed.iloc[0]["path"], first_frame=1) as reader:
+        assert reader.get_frames_by_number([1]).shape[1:3] == (boxes.loc[0, "h"], boxes.loc[0, "w"])
+
+
+def test_cli_face_crop(tmp_path, raw_faces, capsys):
+    cli = pytest.importorskip("microexp.cli")
+    root, table = _raw_dataset(tmp_path, raw_faces)
+    csv = root / "annotations.csv"
+    table.assign(path=table["clip"]).drop(columns=["apex_estimated", "dataset", "first_frame"]).to_csv(csv, index=False)
+    out = tmp_path / "out"
+    assert cli.main(["pack", str(csv), "--out", str(out), "--face-crop", "--no-progress"]) == 1  # one clip failed
+    printed = capsys.readouterr().out
+    assert "packed 1 clip file(s)" in printed and "1 failed" in printed and "face_boxes.csv" in printed
+    assert "wall: no face found" in printed
+    assert cli.main(["pack", str(csv), "--out", str(out), "--face-crop", "--face-margin", "-1"]) == 2
+    assert "face margin must be >= 0, got -1" in capsys.readouterr().err

@@ -348,6 +348,9 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
         (dict(size=16), "--size"),
         (dict(workers=0), "--workers"),
         (dict(seed=-1), "--seed"),
+        (dict(uncropped=(30, 64)), "--uncropped"),
+        (dict(uncropped=(64, 65)), "--uncropped"),
+        (dict(uncropped=64), "--uncropped"),
     ],
 )
 def test_bad_options_raise_config_error(tmp_path, kwargs, option):
@@ -377,3 +380,27 @@ def test_cli_generates_and_reports_errors(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "bad"), "--label-noise", "1.5"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("microexp synth: error: --label-noise") and err.count("\n") == 1
+    with pytest.raises(SystemExit):  # argparse rejects the value before anything is written
+        main(["synth", str(tmp_path / "bad"), "--uncropped", "320by240"])
+    assert "expected WIDTHxHEIGHT such as 320x240, got '320by240'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_uncropped_places_each_subject_at_a_fixed_position(tmp_path):
+    video = pytest.importorskip("microexp.data.video")
+    summary = generate_dataset(tmp_path / "out", fmt="frames", seed=0, workers=1, uncropped=(96, 64), **TINY)
+    assert "32 px faces in 96x64 frames" in summary.format()
+    truth = _read_csv(summary.out_dir / "ground_truth.csv")
+    specs = {s.clip: s for s in plan_dataset(clips=8, subjects=3, seed=0)}
+    positions = {}
+    for row in truth:
+        spec = specs[row["clip"]]
+        x, y = int(row["face_x"]), int(row["face_y"])
+        assert int(row["face_size"]) == 32 and 0 <= x <= 64 and 0 <= y <= 32
+        assert positions.setdefault(spec.subject, (x, y)) == (x, y)  # one position per subject
+        with video.open_video(summary.out_dir / f"clips/sub{spec.subject:04d}/{spec.clip}", first_frame=1) as reader:
+            frame = reader.get_frames_by_number([spec.apex])[0]
+        assert frame.shape == (64, 96, 3)
+        np.testing.assert_array_equal(frame[y:y + 32, x:x + 32],
+                                      render_clip(spec, size=32, frame_numbers=[spec.apex]).frames[0])
+    assert len(set(positions.values())) > 1

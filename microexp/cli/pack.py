@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from microexp.data.annotations import FORMATS, load_clip_table
+from microexp.data.face import DEFAULT_MARGIN
 from microexp.data.pack import DEFAULT_CRF, DEFAULT_GOP, PACK_MODES, PackSettings, pack_table
 from microexp.errors import ConfigError
 
@@ -52,6 +53,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--crf", type=float, default=None, help="constant rate factor for --mode near-lossless")
     parser.add_argument("--container", default="mp4", choices=["mp4", "mkv"], help="output container (default mp4)")
     parser.add_argument("--preset", default="medium", help="x264 preset (default medium)")
+    parser.add_argument(
+        "--face-crop", action="store_true",
+        help="cut each clip to one fixed square face box (Haar detections on 5 frames; for raw, uncropped footage "
+             "such as the 2024 DFME release); boxes are listed in OUT/face_boxes.csv",
+    )
+    parser.add_argument(
+        "--face-margin", type=float, default=DEFAULT_MARGIN, metavar="M",
+        help=f"enlargement of the detected face box, side x (1 + M) (default {DEFAULT_MARGIN:g})",
+    )
     parser.add_argument("--workers", type=int, default=1, metavar="K", help="parallel encoding processes (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--strict", action="store_true", help="stop on any annotation error instead of skipping rows")
@@ -60,7 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     settings = PackSettings(mode=args.mode, gop=args.gop, crf=args.crf, container=args.container,
-                            preset=args.preset)
+                            preset=args.preset, face_crop=args.face_crop, face_margin=args.face_margin)
     annotations = Path(args.annotations)
     if annotations.is_file() and (Path(args.out) / "annotations.csv").resolve() == annotations.resolve():
         raise ConfigError(f"--out {args.out}: would overwrite the input {annotations}; choose another folder")
@@ -78,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         f"packed {packed} clip file(s), {result.skipped} already up to date, {len(result.failed)} failed; "
         f"{len(result.table)} clips in {result.csv_path}"
         + (f" ({filled} file(s) had missing frame numbers filled)" if filled else "")
+        + (f"; face boxes in {Path(args.out) / 'face_boxes.csv'}" if args.face_crop else "")
     )
     for source, message in result.failed.items():
         print(f"failed: {source}: {message}")

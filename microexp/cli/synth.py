@@ -14,6 +14,13 @@ from microexp.data.synthetic import (
 )
 
 
+def _frame_size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 320x240, got {text!r}")
+    return int(width), int(height)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "synth",
@@ -43,6 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="fraction of annotated labels flipped to another emotion, in [0, 1) (default: 0)")
     parser.add_argument("--dfme-sheet", action="store_true",
                         help="also write OUT_DIR/dfme/DFME_data_coding.xlsx and DFME-style frame folders")
+    parser.add_argument("--uncropped", type=_frame_size, default=None, metavar="WxH",
+                        help="place each --size px face at a fixed per-subject position in WxH frames, like raw "
+                             "footage (crop it back with `microexp pack --face-crop`); ground_truth.csv gets the box")
     parser.add_argument("--workers", type=int, default=None,
                         help="rendering processes (default: min(2, CPU count)); results do not depend on it")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT_DIR")
@@ -63,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         imbalance_ratio=args.imbalance_ratio,
         label_noise=args.label_noise,
         dfme_sheet=args.dfme_sheet,
+        uncropped=args.uncropped,
         workers=args.workers,
         progress=args.progress,
         overwrite=args.overwrite,

@@ -23,6 +23,13 @@ Modes (measurements behind the defaults: README, "Packing frame folders"):
   38-39 dB; decoding is cheap, so the longer GOP costs little access time (at most 15 extra frames
   per seek).
 
+Face crop (``face_crop=True``, ``microexp pack --face-crop``): for raw, uncropped footage such as the 2024
+DFME release. Each clip gets one square box from Haar detections on 5 frames spread over it
+(:func:`microexp.data.face.stable_face_box`, the same box logic as ``microexp predict``), and every frame is
+cut with that one box, so the crop never moves and cannot add motion of its own. The box is stored in the
+packed file's tag and listed in ``OUT/face_boxes.csv``; a clip with no face on any probe frame fails with
+one message and the others are still packed.
+
 Frame numbers missing inside a folder (``img1..img99, img101..``) are filled with the previous frame so
 the numbering stays valid; each filled clip is logged as a warning.
 
@@ -45,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from microexp.data.cache import cache_key, clip_fingerprint
+from microexp.data.face import DEFAULT_MARGIN, FaceBox, probe_positions, stable_face_box
 from microexp.data.video import open_video, write_video
 from microexp.errors import ConfigError, MicroexpError
 
@@ -55,6 +63,7 @@ __all__ = [
     "DEFAULT_GOP",
     "DEFAULT_CRF",
     "CSV_COLUMNS",
+    "FACE_BOX_COLUMNS",
     "PackSettings",
     "PackedClip",
     "PackResult",
@@ -74,7 +83,10 @@ DEFAULT_CRF = 12.0
 #: Columns of the packed ``annotations.csv`` (our CSV format).
 CSV_COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "fps", "emotion", "aus",
                "first_frame", "dataset")
+#: Columns of ``OUT/face_boxes.csv`` written by ``face_crop`` packing (box in source pixels).
+FACE_BOX_COLUMNS = ("path", "source", "x", "y", "w", "h")
 _TAG = "microexp-pack/1"
+_BOX_TAG = " face_box="  # the box follows the settings in a packed file's tag
 _CHUNK = 32  # frames decoded at a time while packing
 
 
@@ -88,6 +100,8 @@ class PackSettings:
         crf: constant rate factor for ``near-lossless`` (default :data:`DEFAULT_CRF`).
         container: ``"mp4"`` or ``"mkv"``.
         preset: x264 preset.
+        face_crop: cut every clip to one stable square face box (see the module docstring).
+        face_margin: enlargement of the detected face box (side x (1 + margin)).
     """
 
     mode: str = "lossless"
@@ -95,6 +109,8 @@ class PackSettings:
     crf: float | None = None
     container: str = "mp4"
     preset: str = "medium"
+    face_crop: bool = False
+    face_margin: float = DEFAULT_MARGIN
 
     def __post_init__(self) -> None:
         if self.mode not in PACK_MODES:
@@ -107,6 +123,8 @@ class PackSettings:
             raise ConfigError(f"pack crf must be in 0..51, got {self.crf}")
         if self.container not in ("mp4", "mkv"):
             raise ConfigError(f"pack container {self.container!r} is not one of mp4, mkv")
+        if not self.face_margin >= 0:
+            raise ConfigError(f"pack face margin must be >= 0, got {self.face_margin}")
 
     @property
     def keyframe_interval(self) -> int:
@@ -123,7 +141,8 @@ class PackSettings:
     def tag(self, frames: int, first_frame: int, source: str = "") -> str:
         """The tag stored in a packed file; a file is up to date when its tag equals this one."""
         crf = "" if self.rate_factor is None else f" crf={self.rate_factor:g}"
-        return (f"{_TAG} mode={self.mode} gop={self.keyframe_interval}{crf} preset={self.preset} "
+        face = f" face_margin={self.face_margin:g}" if self.face_crop else ""
+        return (f"{_TAG} mode={self.mode} gop={self.keyframe_interval}{crf}{face} preset={self.preset} "
                 f"frames={frames} first_frame={first_frame} source={source}")
 
 
@@ -137,6 +156,7 @@ class PackedClip:
     frames: int
     filled: int = 0  # missing frame numbers filled with the previous frame
     skipped: bool = False  # already packed with the same settings
+    face_box: FaceBox | None = None  # the crop box in source pixels (face_crop packing)
 
 
 @dataclass
@@ -166,6 +186,17 @@ def _read_tag(path: Path) -> tuple[str | None, int]:
         return None, 0
 
 
+def _split_tag(stored: str | None) -> tuple[str | None, FaceBox | None]:
+    """(settings part, face box) of a stored tag; the box is None when absent or unreadable."""
+    if stored is None:
+        return None, None
+    settings, _, box = stored.partition(_BOX_TAG)
+    try:
+        return settings, FaceBox(*(int(v) for v in box.split(","))) if box else None
+    except (TypeError, ValueError):
+        return stored, None
+
+
 def _source_digest(source: str | os.PathLike[str]) -> str:
     """Short hash of the source's file sizes and mtimes (not its path: a moved dataset is not
     re-packed), so that re-exported frames are packed again."""
@@ -180,12 +211,14 @@ def _source_frames(reader: Any) -> tuple[list[int], int]:
     return numbers, (numbers[-1] - numbers[0] + 1) - len(numbers)
 
 
-def _filled_frames(reader: Any, numbers: list[int]) -> Iterator[np.ndarray]:
-    """Frames numbers[0]..numbers[-1]; a missing number repeats the previous frame."""
+def _filled_frames(reader: Any, numbers: list[int], box: FaceBox | None = None) -> Iterator[np.ndarray]:
+    """Frames numbers[0]..numbers[-1], cut to ``box`` if given; a missing number repeats the previous frame."""
     position = 0
     previous: np.ndarray | None = None
     for start in range(0, len(numbers), _CHUNK):
         chunk = reader.get_frames(range(start, min(start + _CHUNK, len(numbers))))
+        if box is not None:
+            chunk = np.ascontiguousarray(chunk[:, box.y:box.y + box.h, box.x:box.x + box.w])
         for frame in chunk:
             number = numbers[position]
             if previous is not None:
@@ -222,14 +255,23 @@ def pack_clip(
     Raises:
         FileNotFoundError: ``source`` does not exist.
         VideoReadError: the source cannot be read.
+        NoFaceError: ``settings.face_crop`` and no face on any of the probe frames.
     """
     dest = Path(dest)
     with open_video(source, first_frame=first_frame) as reader:
         numbers, missing = _source_frames(reader)
         frames, first = numbers[-1] - numbers[0] + 1, numbers[0]
         tag = settings.tag(frames, first, _source_digest(source))
-        if dest.is_file() and _read_tag(dest) == (tag, frames):
-            return PackedClip(str(source), str(dest), first, frames, missing, skipped=True)
+        if dest.is_file():
+            stored, stored_frames = _read_tag(dest)
+            stored_settings, stored_box = _split_tag(stored)
+            if (stored_settings, stored_frames) == (tag, frames) and (stored_box is not None or not settings.face_crop):
+                return PackedClip(str(source), str(dest), first, frames, missing, skipped=True, face_box=stored_box)
+        box = None
+        if settings.face_crop:
+            box, _ = stable_face_box(reader.get_frames(probe_positions(len(numbers))), margin=settings.face_margin,
+                                     even=True)
+            tag += f"{_BOX_TAG}{box.x},{box.y},{box.w},{box.h}"
         if missing:
             logger.warning("%s: filling %d missing frame number(s) in %d..%d with the previous frame",
                            source, missing, numbers[0], numbers[-1])
@@ -237,7 +279,7 @@ def pack_clip(
         tmp = dest.with_name(f".{dest.stem}.partial{dest.suffix}")
         try:
             written = write_video(
-                tmp, _filled_frames(reader, numbers), fps=fps,
+                tmp, _filled_frames(reader, numbers, box), fps=fps,
                 lossless=settings.mode == "lossless", gop=settings.keyframe_interval,
                 crf=settings.rate_factor,
                 preset=settings.preset, metadata={"comment": tag}, threads=threads,
@@ -248,7 +290,7 @@ def pack_clip(
         finally:
             if tmp.exists():
                 tmp.unlink()
-    return PackedClip(str(source), str(dest), first, frames, missing)
+    return PackedClip(str(source), str(dest), first, frames, missing, face_box=box)
 
 
 def packed_path(source: str | os.PathLike[str], base: str | os.PathLike[str], container: str = "mp4") -> Path:
@@ -287,7 +329,8 @@ def pack_table(
             (default, or when a source lies outside it: the sources' deepest common folder).
         workers: parallel encoding processes (1 = in this process).
         progress: tqdm progress bar; None = only on a terminal.
-        write_csv: write ``annotations.csv`` (only clips packed now or before are listed).
+        write_csv: write ``annotations.csv`` (only clips packed now or before are listed) and, with
+            ``settings.face_crop``, ``face_boxes.csv`` (columns :data:`FACE_BOX_COLUMNS`).
         on_packed: called with each :class:`PackedClip` as it finishes.
 
     Returns:
@@ -375,10 +418,24 @@ def pack_table(
     if write_csv:
         out_dir.mkdir(parents=True, exist_ok=True)
         result.csv_path = out_dir / "annotations.csv"
-        tmp = out_dir / ".annotations.csv.partial"
-        result.table.to_csv(tmp, index=False)
-        os.replace(tmp, result.csv_path)
+        _write_csv_atomic(result.table, result.csv_path)
+        if settings.face_crop:
+            _write_csv_atomic(_face_box_table(done, out_dir), out_dir / "face_boxes.csv")
     return result
+
+
+def _write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _face_box_table(done: dict[str, PackedClip], out_dir: Path) -> pd.DataFrame:
+    records = [
+        {"path": Path(os.path.relpath(p.dest, out_dir)).as_posix(), "source": source, **p.face_box._asdict()}
+        for source, p in done.items() if p.face_box is not None
+    ]
+    return pd.DataFrame(records, columns=list(FACE_BOX_COLUMNS)).sort_values("path", ignore_index=True)
 
 
 def _first_frames(rows: pd.DataFrame) -> list[int]:

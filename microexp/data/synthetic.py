@@ -35,6 +35,11 @@ Layout written by :func:`generate_dataset`::
     OUT/clips/sub0001/sub0001_001/00001.png  (format 'frames')
     OUT/dfme/DFME_data_coding.xlsx and OUT/dfme/0001-0010/sub0001_001/00001.png   (dfme_sheet=True)
 
+Uncropped footage (``uncropped=(W, H)``, ``microexp synth --uncropped WxH``): each ``size`` px face is placed
+at a fixed position per subject in larger ``W x H`` frames of its border colour, as in raw recordings such
+as the 2024 DFME release; ``ground_truth.csv`` gains the true box (``face_x``, ``face_y``, ``face_size``).
+``microexp pack --face-crop`` cuts such clips back to faces.
+
 Sides: 'R' is the subject's right, which is the image's *left* in these frontal views.
 """
 
@@ -82,6 +87,7 @@ __all__ = [
     "au_displacement_field",
     "class_counts",
     "expression_profile",
+    "face_position",
     "generate_dataset",
     "get_preset",
     "plan_dataset",
@@ -120,7 +126,7 @@ CSV_COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "fps", "emo
                "dataset")
 
 # SeedSequence spawn keys of the independent random streams
-_PLAN, _SUBJECT, _CLIP_PLAN, _CLIP_RENDER, _FRAME = 0, 1, 2, 3, 4
+_PLAN, _SUBJECT, _CLIP_PLAN, _CLIP_RENDER, _FRAME, _PLACEMENT = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -253,13 +259,16 @@ class SynthSummary:
     fps_counts: dict[int, int]
     label_flips: int
     seconds: float
+    uncropped: tuple[int, int] | None = None  # (W, H) of the frames the faces were placed in
 
     def format(self) -> str:
         """A short human-readable summary."""
         counts = [c for c in self.class_counts.values() if c > 0]
         ratio = max(counts) / min(counts) if counts else 0.0
         lines = [
-            f"wrote {self.clips} clips ({self.frames} frames, {self.fmt}, {self.size} px, preset {self.preset}, "
+            f"wrote {self.clips} clips ({self.frames} frames, {self.fmt}, {self.size} px"
+            + (f" faces in {self.uncropped[0]}x{self.uncropped[1]} frames" if self.uncropped else "")
+            + f", preset {self.preset}, "
             f"seed {self.seed}) from {self.subjects} subjects to {self.out_dir} in {self.seconds:.1f} s",
             f"classes (imbalance ratio {ratio:.1f}): "
             + ", ".join(f"{name} {count}" for name, count in self.class_counts.items()),
@@ -291,7 +300,7 @@ def _int_option(option: str, value: object, minimum: int, what: str) -> int:
 
 def _check_options(
     *, subjects: object, clips: object, size: object, fmt: object, seed: object, imbalance_ratio: object,
-    label_noise: object, workers: object,
+    label_noise: object, workers: object, uncropped: object = None,
 ) -> None:
     n_clips = _int_option("--clips", clips, 1, "a positive integer (total number of clips)")
     n_subjects = _int_option("--subjects", subjects, 1, "a positive integer")
@@ -317,6 +326,15 @@ def _check_options(
         raise ConfigError(f"--label-noise must be a fraction in [0, 1), got {label_noise!r}")
     if workers is not None:
         _int_option("--workers", workers, 1, "a positive integer")
+    if uncropped is not None:
+        try:
+            width, height = uncropped  # type: ignore[misc]
+        except (TypeError, ValueError):
+            raise ConfigError(f"--uncropped must be a (width, height) pair, got {uncropped!r}") from None
+        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v % 2 or not int(size) <= v <= 8192
+               for v in (width, height)):  # type: ignore[operator]
+            raise ConfigError(f"--uncropped must be even WxH frame sides of at least --size ({size}) and at most "
+                              f"8192, got {width}x{height}")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -683,6 +701,7 @@ class _Job(NamedTuple):
     size: int
     fmt: str
     dfme: bool
+    uncropped: tuple[int, int] | None = None
 
 
 class _Written(NamedTuple):
@@ -722,12 +741,33 @@ def _link_or_copy(sources: Sequence[Path], folder: Path) -> None:
             shutil.copyfile(src, dst)
 
 
+def face_position(seed: int, subject: int, size: int, uncropped: tuple[int, int]) -> tuple[int, int]:
+    """Top-left ``(x, y)`` of a subject's ``size`` px face in ``uncropped = (W, H)`` frames (fixed per subject)."""
+    width, height = uncropped
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_PLACEMENT, subject)))
+    return int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))
+
+
+def _uncrop(frames: np.ndarray, spec: ClipSpec, uncropped: tuple[int, int]) -> np.ndarray:
+    """The face frames placed at the subject's position in larger frames filled with their border colour."""
+    size = frames.shape[1]
+    x, y = face_position(spec.seed, spec.subject, size, uncropped)
+    border = np.concatenate([frames[0, :4].reshape(-1, 3), frames[0, -4:].reshape(-1, 3),
+                             frames[0, :, :4].reshape(-1, 3), frames[0, :, -4:].reshape(-1, 3)])
+    canvas = np.empty((len(frames), uncropped[1], uncropped[0], 3), np.uint8)
+    canvas[:] = np.median(border, axis=0).astype(np.uint8)
+    canvas[:, y:y + size, x:x + size] = frames
+    return canvas
+
+
 def _write_clip(job: _Job) -> _Written:
     from microexp.data.video import write_video
 
     spec = job.spec
     out = Path(job.out_dir)
     frames = render_clip(spec, size=job.size).frames
+    if job.uncropped is not None:
+        frames = _uncrop(frames, spec, job.uncropped)
     rel = _clip_relpath(spec, job.fmt)
     pngs: list[Path] = []
     if job.fmt == "mp4":
@@ -765,9 +805,11 @@ def _annotation_rows(specs: Sequence[ClipSpec], paths: dict[int, str]) -> list[d
     ]
 
 
-def _ground_truth_rows(specs: Sequence[ClipSpec]) -> list[dict[str, object]]:
+def _ground_truth_rows(specs: Sequence[ClipSpec], size: int, uncropped: tuple[int, int] | None) -> list[dict[str, object]]:
     return [
-        {"clip": s.clip, "subject": s.subject, "emotion": s.emotion, "annotated_emotion": s.label,
+        {**(dict(zip(("face_x", "face_y"), face_position(s.seed, s.subject, size, uncropped)), face_size=size)
+            if uncropped is not None else {}),
+         "clip": s.clip, "subject": s.subject, "emotion": s.emotion, "annotated_emotion": s.label,
          "label_flipped": int(s.label_flipped), "aus": s.aus, "onset": s.onset, "apex": s.apex, "offset": s.offset,
          "num_frames": s.num_frames, "fps": s.fps, "duration_ms": f"{s.duration_ms:.1f}",
          "au_amplitudes_px128": ";".join(f"{a.code}:{a.amplitude:.3f}" for a in s.action_units)}
@@ -832,6 +874,7 @@ def generate_dataset(
     imbalance_ratio: float | None = None,
     label_noise: float = 0.0,
     dfme_sheet: bool = False,
+    uncropped: tuple[int, int] | None = None,
     workers: int | None = None,
     progress: bool | None = None,
     overwrite: bool = False,
@@ -849,6 +892,8 @@ def generate_dataset(
         imbalance_ratio: largest / smallest class (default 8, 1 = balanced).
         label_noise: fraction of annotated labels flipped to another emotion, in [0, 1).
         dfme_sheet: also write ``dfme/DFME_data_coding.xlsx`` and DFME-style frame folders.
+        uncropped: ``(W, H)``: place each face at a fixed per-subject position in ``W x H`` frames (even
+            sides, at least ``size``), like raw footage; None: the frames are the face crops.
         workers: processes rendering clips (default ``min(2, cpu count)``); results do not depend on it.
         progress: tqdm progress bar; None = only when stderr is a terminal.
         overwrite: replace a dataset already in ``out_dir``.
@@ -864,12 +909,13 @@ def generate_dataset(
     start = time.perf_counter()
     preset_obj = get_preset(preset)
     _check_options(subjects=subjects, clips=clips, size=size, fmt=fmt, seed=seed, imbalance_ratio=imbalance_ratio,
-                   label_noise=label_noise, workers=workers)
+                   label_noise=label_noise, workers=workers, uncropped=uncropped)
+    uncropped = None if uncropped is None else (int(uncropped[0]), int(uncropped[1]))
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
     specs = plan_dataset(preset=preset_obj, subjects=subjects, clips=clips, seed=seed,
                          imbalance_ratio=imbalance_ratio, label_noise=label_noise)
-    jobs = [_Job(spec, str(out), size, fmt, dfme_sheet) for spec in specs]
+    jobs = [_Job(spec, str(out), size, fmt, dfme_sheet, uncropped) for spec in specs]
     n_workers = min(workers or min(2, os.cpu_count() or 1), len(jobs))
     written: dict[int, _Written] = {}
     bar = tqdm(total=len(jobs), unit="clip", desc="synth", disable=None if progress is None else not progress)
@@ -891,7 +937,7 @@ def generate_dataset(
 
     paths = {i: w.path for i, w in written.items()}
     (out / "annotations.csv").write_text(_csv_text(_annotation_rows(specs, paths), CSV_COLUMNS), encoding="utf-8")
-    gt_rows = _ground_truth_rows(specs)
+    gt_rows = _ground_truth_rows(specs, size, uncropped)
     (out / "ground_truth.csv").write_text(_csv_text(gt_rows, list(gt_rows[0])), encoding="utf-8")
     if dfme_sheet:
         _write_dfme_sheet(out / "dfme" / DFME_SHEET_NAME, specs)
@@ -914,6 +960,7 @@ def generate_dataset(
         "label_noise": float(label_noise),
         "label_flips": flips,
         "dfme_sheet": bool(dfme_sheet),
+        "uncropped": None if uncropped is None else list(uncropped),
         "frames": total_frames,
         "class_counts": summary_counts,
         "true_class_counts": {name: sum(s.emotion == name for s in specs) for name in EMOTIONS},
@@ -924,7 +971,7 @@ def generate_dataset(
     summary = SynthSummary(
         out_dir=out, annotations=out / "annotations.csv", preset=preset_obj.name, seed=seed, size=size, fmt=fmt,
         clips=clips, subjects=subjects, frames=total_frames, class_counts=summary_counts, fps_counts=fps_counts,
-        label_flips=flips, seconds=time.perf_counter() - start,
+        label_flips=flips, seconds=time.perf_counter() - start, uncropped=uncropped,
     )
     logger.debug("synthetic dataset: %d clips, %d frames in %.1f s", clips, total_frames, summary.seconds)
     return summary
