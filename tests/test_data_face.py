@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from microexp.data.synthetic import plan_dataset, render_clip
-from microexp.data.face import FaceBox, NoFaceError, crop_frames, detect_faces, stable_face_box
+from microexp.data.face import FaceBox, NoFaceError, crop_frames, detect_faces, probe_positions, stable_face_box
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,14 @@ def test_box_is_clamped_inside_the_frame(faces):
     frames = _pad(faces, x=0, y=0, height=160, width=200)  # face in the corner: the margin would leave the frame
     box, _ = stable_face_box(list(frames), margin=1.0)
     assert box.x >= 0 and box.y >= 0 and box.x + box.w <= 200 and box.y + box.h <= 160 and box.w == box.h == 160
+
+
+def test_probe_positions_spread_over_the_clip():
+    assert probe_positions(300) == [0, 75, 150, 224, 299]
+    assert probe_positions(3) == [0, 1, 2] and probe_positions(1) == [0]
+    assert probe_positions(10, probes=2) == [0, 9]
+    with pytest.raises(ValueError, match="frame_count=0"):
+        probe_positions(0)
 
 
 def test_no_face_is_a_clear_error():

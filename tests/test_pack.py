@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from microexp.data.face import FaceBox
-from microexp.data.pack import CSV_COLUMNS, FACE_BOX_COLUMNS, PackSettings, pack_clip, pack_table
+from microexp.data.face import FaceBox, probe_positions, stable_face_box
+from microexp.data.pack import CSV_COLUMNS, FACE_BOX_COLUMNS, PackSettings, _split_tag, pack_clip, pack_table
 from microexp.data.synthetic import plan_dataset, render_clip
 from microexp.data.video import open_video
 from microexp.errors import ConfigError
@@ -196,8 +196,9 @@ def test_settings_validation():
         PackSettings(crf=10)
     with pytest.raises(ConfigError, match="gop must be >= 1"):
         PackSettings(gop=0)
-    with pytest.raises(ConfigError, match="face margin must be >= 0, got -0.1"):
-        PackSettings(face_crop=True, face_margin=-0.1)
+    for margin in (-0.1, float("inf"), float("nan"), "wide"):
+        with pytest.raises(ConfigError, match="--face-margin must be a finite number >= 0, got"):
+            PackSettings(face_crop=True, face_margin=margin)
 
 
 def _write_our_csv(tmp_path: Path) -> tuple[Path, dict[int, np.ndarray]]:
@@ -216,7 +217,7 @@ def test_cli_run(tmp_path):
     csv, frames = _write_our_csv(tmp_path)
     args = argparse.Namespace(annotations=str(csv), format="auto", root=None, out=str(tmp_path / "out"),
                               mode="lossless", gop=1, crf=None, container="mp4", preset="medium", workers=1,
-                              no_progress=True, strict=False, face_crop=False, face_margin=0.55)
+                              no_progress=True, strict=False, face_crop=False, face_margin=None)
     assert pack_cli.run(args) == 0
     packed = pd.read_csv(tmp_path / "out" / "annotations.csv", keep_default_na=False)
     assert packed.loc[0, "path"] == "clips/sub0001/c1.mp4" and packed.loc[0, "first_frame"] == 1
@@ -279,10 +280,12 @@ def _overlap(a: FaceBox, b: FaceBox) -> float:
     return ix * iy / (a.w * a.h + b.w * b.h - ix * iy)
 
 
-def test_face_crop_cuts_every_frame_with_one_box(tmp_path, raw_faces):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_face_crop_cuts_every_frame_with_one_box(tmp_path, raw_faces, workers):
     root, table = _raw_dataset(tmp_path, raw_faces)
     out = tmp_path / "out"
-    result = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, progress=False)
+    result = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, workers=workers,
+                        progress=False)
     # the clip without a face fails with one message; the other is packed
     [(source, message)] = result.failed.items()
     assert source.endswith("wall") and "no face found on the 5 frame(s)" in message
@@ -290,7 +293,8 @@ def test_face_crop_cuts_every_frame_with_one_box(tmp_path, raw_faces):
     boxes = pd.read_csv(out / "face_boxes.csv")
     assert tuple(boxes.columns) == FACE_BOX_COLUMNS and list(boxes["path"]) == ["clips/face.mp4"]
     box = FaceBox(*(int(boxes.loc[0, k]) for k in "xywh"))
-    assert box.w == box.h and box.w % 2 == 0 and _overlap(box, FACE_AT) > 0.5, box
+    assert box.w == box.h and _overlap(box, FACE_AT) > 0.5, box
+    assert box == stable_face_box(raw_faces[probe_positions(len(raw_faces))])[0]  # the box predict would cut
     with open_video(out / "clips" / "face.mp4", first_frame=1) as reader:
         packed = reader.get_frames_by_number(range(1, 7))
     # lossless: exactly the source pixels inside the one box, on every frame
@@ -310,6 +314,7 @@ def test_face_crop_resumes_and_repacks_when_turned_off(tmp_path, raw_faces):
     assert wider.skipped == 0 and wider.packed[0].face_box.w > first.packed[0].face_box.w
     full = pack_table(table, out, settings=PackSettings(), source_root=root, progress=False)
     assert full.skipped == 0 and full.packed[0].face_box is None
+    assert not (out / "face_boxes.csv").exists()  # no stale boxes for files that are no longer cropped
     with open_video(out / "clips" / "face.mp4", first_frame=1) as reader:
         np.testing.assert_array_equal(reader.get_frames_by_number([2])[0], raw_faces[1])
 
@@ -327,6 +332,7 @@ def test_synthetic_uncropped_footage_packs_back_to_faces(tmp_path):
     assert not result.failed and len(result.table) == 3
     truth = pd.read_csv(summary.out_dir / "ground_truth.csv").set_index("clip")
     boxes = pd.read_csv(tmp_path / "packed" / "face_boxes.csv")
+    assert len(boxes) == 3
     for row in boxes.itertuples():
         clip = Path(row.path).stem
         face = FaceBox(int(truth.loc[clip, "face_x"]), int(truth.loc[clip, "face_y"]), 128, 128)
@@ -346,5 +352,14 @@ def test_cli_face_crop(tmp_path, raw_faces, capsys):
     printed = capsys.readouterr().out
     assert "packed 1 clip file(s)" in printed and "1 failed" in printed and "face_boxes.csv" in printed
     assert "wall: no face found" in printed
-    assert cli.main(["pack", str(csv), "--out", str(out), "--face-crop", "--face-margin", "-1"]) == 2
-    assert "face margin must be >= 0, got -1" in capsys.readouterr().err
+    assert cli.main(["pack", str(csv), "--out", str(out), "--face-crop", "--face-margin", "inf"]) == 2
+    assert "--face-margin must be a finite number >= 0, got inf" in capsys.readouterr().err
+    assert cli.main(["pack", str(csv), "--out", str(out), "--face-margin", "0.8"]) == 2
+    assert "--face-margin applies only with --face-crop" in capsys.readouterr().err
+
+
+def test_damaged_box_in_a_tag_means_repack():
+    settings = PackSettings(face_crop=True).tag(10, 1, "abc")
+    assert _split_tag(f"{settings} face_box=1,2,30,30") == (settings, FaceBox(1, 2, 30, 30))
+    assert _split_tag(f"{settings} face_box=1,2,x")[0] != settings  # unreadable box: no match, so re-packed
+    assert _split_tag(settings) == (settings, None) and _split_tag(None) == (None, None)

@@ -59,8 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
              "such as the 2024 DFME release); boxes are listed in OUT/face_boxes.csv",
     )
     parser.add_argument(
-        "--face-margin", type=float, default=DEFAULT_MARGIN, metavar="M",
-        help=f"enlargement of the detected face box, side x (1 + M) (default {DEFAULT_MARGIN:g})",
+        "--face-margin", type=float, default=None, metavar="M",
+        help=f"with --face-crop: enlargement of the detected face box, side x (1 + M) (default {DEFAULT_MARGIN:g})",
     )
     parser.add_argument("--workers", type=int, default=1, metavar="K", help="parallel encoding processes (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -69,8 +69,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.face_margin is not None and not args.face_crop:
+        raise ConfigError("--face-margin applies only with --face-crop")
     settings = PackSettings(mode=args.mode, gop=args.gop, crf=args.crf, container=args.container,
-                            preset=args.preset, face_crop=args.face_crop, face_margin=args.face_margin)
+                            preset=args.preset, face_crop=args.face_crop,
+                            face_margin=DEFAULT_MARGIN if args.face_margin is None else args.face_margin)
     annotations = Path(args.annotations)
     if annotations.is_file() and (Path(args.out) / "annotations.csv").resolve() == annotations.resolve():
         raise ConfigError(f"--out {args.out}: would overwrite the input {annotations}; choose another folder")

@@ -51,8 +51,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--dfme-sheet", action="store_true",
                         help="also write OUT_DIR/dfme/DFME_data_coding.xlsx and DFME-style frame folders")
     parser.add_argument("--uncropped", type=_frame_size, default=None, metavar="WxH",
-                        help="place each --size px face at a fixed per-subject position in WxH frames, like raw "
-                             "footage (crop it back with `microexp pack --face-crop`); ground_truth.csv gets the box")
+                        help="place each --size px face at a fixed per-subject position in WxH frames (even sides, "
+                             "at least --size, at most 4096), like raw footage (crop it back with `microexp pack "
+                             "--face-crop`); ground_truth.csv gets the true box")
     parser.add_argument("--workers", type=int, default=None,
                         help="rendering processes (default: min(2, CPU count)); results do not depend on it")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT_DIR")

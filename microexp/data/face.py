@@ -85,9 +85,17 @@ def detect_faces(frame: np.ndarray, *, min_fraction: float = 0.1) -> list[FaceBo
 
 
 def probe_positions(frame_count: int, probes: int = FACE_PROBES) -> list[int]:
-    """Positions (0-based) of up to ``probes`` frames spread evenly over a clip of ``frame_count`` frames."""
-    if frame_count < 1:
-        raise ValueError(f"frame_count={frame_count}: expected at least one frame")
+    """Frames to search for a face: up to ``probes`` spread evenly over a clip, first and last included.
+
+    Args:
+        frame_count: frames in the clip.
+        probes: how many positions at most (fewer when the clip is shorter).
+
+    Returns:
+        Sorted, distinct 0-based positions.
+    """
+    if frame_count < 1 or probes < 1:
+        raise ValueError(f"frame_count={frame_count}, probes={probes}: expected at least one of each")
     return sorted({int(round(p)) for p in np.linspace(0, frame_count - 1, probes)})
 
 
@@ -96,7 +104,6 @@ def stable_face_box(
     *,
     margin: float = DEFAULT_MARGIN,
     frame_size: tuple[int, int] | None = None,
-    even: bool = False,
 ) -> tuple[FaceBox, int]:
     """One square crop box for a whole clip from detections on a few of its frames.
 
@@ -104,7 +111,6 @@ def stable_face_box(
         frames: the frames to search (e.g. 5 spread over the clip), each ``(H, W, 3)`` uint8.
         margin: enlargement of the median box: side ``x (1 + margin)`` about its centre.
         frame_size: ``(H, W)`` of the clip's frames (default: those of ``frames``).
-        even: make the side even (H.264 encoders need even frame sizes for 4:2:0 video).
 
     Returns:
         ``(box, found)``: the square box clamped inside the frame, and on how many frames a face was found.
@@ -121,8 +127,6 @@ def stable_face_box(
     arr = np.array([[b.x + b.w / 2, b.y + b.h / 2, max(b.w, b.h)] for b in boxes], dtype=np.float64)
     cx, cy, side = np.median(arr, axis=0)
     side = int(round(min(side * (1 + margin), height, width)))
-    if even and side > 1:
-        side -= side % 2
     x = int(round(cx - side / 2))
     y = int(round(cy - side / 2))
     x = min(max(x, 0), width - side)

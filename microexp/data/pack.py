@@ -41,6 +41,7 @@ temporary name and renamed when complete, so an interrupted run leaves no half-w
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -63,6 +64,7 @@ __all__ = [
     "DEFAULT_GOP",
     "DEFAULT_CRF",
     "CSV_COLUMNS",
+    "FACE_BOXES_CSV",
     "FACE_BOX_COLUMNS",
     "PackSettings",
     "PackedClip",
@@ -83,8 +85,10 @@ DEFAULT_CRF = 12.0
 #: Columns of the packed ``annotations.csv`` (our CSV format).
 CSV_COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "fps", "emotion", "aus",
                "first_frame", "dataset")
-#: Columns of ``OUT/face_boxes.csv`` written by ``face_crop`` packing (box in source pixels).
-FACE_BOX_COLUMNS = ("path", "source", "x", "y", "w", "h")
+#: ``OUT/face_boxes.csv``, written by ``face_crop`` packing: per packed file (``path`` as in annotations.csv,
+#: mirroring the source's layout) its box in source pixels.
+FACE_BOXES_CSV = "face_boxes.csv"
+FACE_BOX_COLUMNS = ("path", "x", "y", "w", "h")
 _TAG = "microexp-pack/1"
 _BOX_TAG = " face_box="  # the box follows the settings in a packed file's tag
 _CHUNK = 32  # frames decoded at a time while packing
@@ -123,8 +127,9 @@ class PackSettings:
             raise ConfigError(f"pack crf must be in 0..51, got {self.crf}")
         if self.container not in ("mp4", "mkv"):
             raise ConfigError(f"pack container {self.container!r} is not one of mp4, mkv")
-        if not self.face_margin >= 0:
-            raise ConfigError(f"pack face margin must be >= 0, got {self.face_margin}")
+        if isinstance(self.face_margin, bool) or not isinstance(self.face_margin, (int, float)) or not (
+                math.isfinite(self.face_margin) and self.face_margin >= 0):
+            raise ConfigError(f"--face-margin must be a finite number >= 0, got {self.face_margin!r}")
 
     @property
     def keyframe_interval(self) -> int:
@@ -269,8 +274,7 @@ def pack_clip(
                 return PackedClip(str(source), str(dest), first, frames, missing, skipped=True, face_box=stored_box)
         box = None
         if settings.face_crop:
-            box, _ = stable_face_box(reader.get_frames(probe_positions(len(numbers))), margin=settings.face_margin,
-                                     even=True)
+            box, _ = stable_face_box(reader.get_frames(probe_positions(len(numbers))), margin=settings.face_margin)
             tag += f"{_BOX_TAG}{box.x},{box.y},{box.w},{box.h}"
         if missing:
             logger.warning("%s: filling %d missing frame number(s) in %d..%d with the previous frame",
@@ -420,7 +424,9 @@ def pack_table(
         result.csv_path = out_dir / "annotations.csv"
         _write_csv_atomic(result.table, result.csv_path)
         if settings.face_crop:
-            _write_csv_atomic(_face_box_table(done, out_dir), out_dir / "face_boxes.csv")
+            _write_csv_atomic(_face_box_table(done, out_dir), out_dir / FACE_BOXES_CSV)
+        else:  # re-packed without crops: boxes of an earlier --face-crop run no longer describe the files
+            (out_dir / FACE_BOXES_CSV).unlink(missing_ok=True)
     return result
 
 
@@ -432,8 +438,8 @@ def _write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
 
 def _face_box_table(done: dict[str, PackedClip], out_dir: Path) -> pd.DataFrame:
     records = [
-        {"path": Path(os.path.relpath(p.dest, out_dir)).as_posix(), "source": source, **p.face_box._asdict()}
-        for source, p in done.items() if p.face_box is not None
+        {"path": Path(os.path.relpath(p.dest, out_dir)).as_posix(), **p.face_box._asdict()}
+        for p in done.values() if p.face_box is not None
     ]
     return pd.DataFrame(records, columns=list(FACE_BOX_COLUMNS)).sort_values("path", ignore_index=True)
 

@@ -57,7 +57,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -120,6 +120,7 @@ DEFAULT_SUBJECTS = 20
 DEFAULT_CLIPS = 300
 FORMATS = ("mp4", "frames")
 MIN_SIZE, MAX_SIZE = 32, 1024
+MAX_UNCROPPED = 4096  # largest side of --uncropped frames
 DFME_SHEET_NAME = "DFME_data_coding.xlsx"
 DFME_COLUMNS = ("Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units", "Emotion", "fps")
 CSV_COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "fps", "emotion", "aus", "first_frame",
@@ -331,10 +332,10 @@ def _check_options(
             width, height = uncropped  # type: ignore[misc]
         except (TypeError, ValueError):
             raise ConfigError(f"--uncropped must be a (width, height) pair, got {uncropped!r}") from None
-        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v % 2 or not int(size) <= v <= 8192
+        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v % 2 or not int(size) <= v <= MAX_UNCROPPED
                for v in (width, height)):  # type: ignore[operator]
             raise ConfigError(f"--uncropped must be even WxH frame sides of at least --size ({size}) and at most "
-                              f"8192, got {width}x{height}")
+                              f"{MAX_UNCROPPED}, got {width}x{height}")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -720,7 +721,7 @@ def _clip_relpath(spec: ClipSpec, fmt: str) -> str:
     return stem + ".mp4" if fmt == "mp4" else stem
 
 
-def _write_pngs(folder: Path, frames: np.ndarray) -> list[Path]:
+def _write_pngs(folder: Path, frames: np.ndarray | Iterable[np.ndarray]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for n, frame in enumerate(frames, start=1):
@@ -742,22 +743,35 @@ def _link_or_copy(sources: Sequence[Path], folder: Path) -> None:
 
 
 def face_position(seed: int, subject: int, size: int, uncropped: tuple[int, int]) -> tuple[int, int]:
-    """Top-left ``(x, y)`` of a subject's ``size`` px face in ``uncropped = (W, H)`` frames (fixed per subject)."""
+    """Where a subject's face sits in uncropped frames: the same place in every clip of that subject.
+
+    Args:
+        seed: the dataset's seed.
+        subject: subject number.
+        size: face side in pixels.
+        uncropped: ``(width, height)`` of the frames (width first, as in ``--uncropped WxH``).
+
+    Returns:
+        ``(x, y)`` of the face's top-left corner.
+    """
     width, height = uncropped
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_PLACEMENT, subject)))
     return int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))
 
 
-def _uncrop(frames: np.ndarray, spec: ClipSpec, uncropped: tuple[int, int]) -> np.ndarray:
-    """The face frames placed at the subject's position in larger frames filled with their border colour."""
+def _uncropped_frames(frames: np.ndarray, spec: ClipSpec, uncropped: tuple[int, int]) -> Iterator[np.ndarray]:
+    """The face frames placed at the subject's position in larger frames of their border colour, one at a
+    time (a whole clip of large frames would not fit in memory)."""
     size = frames.shape[1]
     x, y = face_position(spec.seed, spec.subject, size, uncropped)
     border = np.concatenate([frames[0, :4].reshape(-1, 3), frames[0, -4:].reshape(-1, 3),
                              frames[0, :, :4].reshape(-1, 3), frames[0, :, -4:].reshape(-1, 3)])
-    canvas = np.empty((len(frames), uncropped[1], uncropped[0], 3), np.uint8)
-    canvas[:] = np.median(border, axis=0).astype(np.uint8)
-    canvas[:, y:y + size, x:x + size] = frames
-    return canvas
+    background = np.median(border, axis=0).astype(np.uint8)
+    for face in frames:
+        canvas = np.empty((uncropped[1], uncropped[0], 3), np.uint8)
+        canvas[:] = background
+        canvas[y:y + size, x:x + size] = face
+        yield canvas
 
 
 def _write_clip(job: _Job) -> _Written:
@@ -765,23 +779,25 @@ def _write_clip(job: _Job) -> _Written:
 
     spec = job.spec
     out = Path(job.out_dir)
-    frames = render_clip(spec, size=job.size).frames
-    if job.uncropped is not None:
-        frames = _uncrop(frames, spec, job.uncropped)
+    faces = render_clip(spec, size=job.size).frames
+
+    def frames() -> np.ndarray | Iterator[np.ndarray]:
+        return faces if job.uncropped is None else _uncropped_frames(faces, spec, job.uncropped)
+
     rel = _clip_relpath(spec, job.fmt)
     pngs: list[Path] = []
     if job.fmt == "mp4":
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        write_video(out / rel, frames, fps=spec.fps, lossless=False)
+        write_video(out / rel, frames(), fps=spec.fps, lossless=False)
     else:
-        pngs = _write_pngs(out / rel, frames)
+        pngs = _write_pngs(out / rel, frames())
     if job.dfme:
         folder = out / "dfme" / _dfme_folder(spec.subject) / spec.clip
         if pngs:
             _link_or_copy(pngs, folder)
         else:
-            _write_pngs(folder, frames)
-    return _Written(spec.index, rel, len(frames))
+            _write_pngs(folder, frames())
+    return _Written(spec.index, rel, len(faces))
 
 
 def _init_worker() -> None:
@@ -806,15 +822,18 @@ def _annotation_rows(specs: Sequence[ClipSpec], paths: dict[int, str]) -> list[d
 
 
 def _ground_truth_rows(specs: Sequence[ClipSpec], size: int, uncropped: tuple[int, int] | None) -> list[dict[str, object]]:
-    return [
-        {**(dict(zip(("face_x", "face_y"), face_position(s.seed, s.subject, size, uncropped)), face_size=size)
-            if uncropped is not None else {}),
-         "clip": s.clip, "subject": s.subject, "emotion": s.emotion, "annotated_emotion": s.label,
+    rows = [
+        {"clip": s.clip, "subject": s.subject, "emotion": s.emotion, "annotated_emotion": s.label,
          "label_flipped": int(s.label_flipped), "aus": s.aus, "onset": s.onset, "apex": s.apex, "offset": s.offset,
          "num_frames": s.num_frames, "fps": s.fps, "duration_ms": f"{s.duration_ms:.1f}",
          "au_amplitudes_px128": ";".join(f"{a.code}:{a.amplitude:.3f}" for a in s.action_units)}
         for s in specs
     ]
+    if uncropped is not None:
+        for row, s in zip(rows, specs):
+            row["face_x"], row["face_y"] = face_position(s.seed, s.subject, size, uncropped)
+            row["face_size"] = size
+    return rows
 
 
 def _recipe_json(recipe: dict) -> dict:
@@ -892,8 +911,9 @@ def generate_dataset(
         imbalance_ratio: largest / smallest class (default 8, 1 = balanced).
         label_noise: fraction of annotated labels flipped to another emotion, in [0, 1).
         dfme_sheet: also write ``dfme/DFME_data_coding.xlsx`` and DFME-style frame folders.
-        uncropped: ``(W, H)``: place each face at a fixed per-subject position in ``W x H`` frames (even
-            sides, at least ``size``), like raw footage; None: the frames are the face crops.
+        uncropped: ``(width, height)`` (width first, as in ``--uncropped WxH``): place each face at a fixed
+            per-subject position in frames of that size (even sides, ``size`` to :data:`MAX_UNCROPPED`), like
+            raw footage; None: the frames are the face crops.
         workers: processes rendering clips (default ``min(2, cpu count)``); results do not depend on it.
         progress: tqdm progress bar; None = only when stderr is a terminal.
         overwrite: replace a dataset already in ``out_dir``.
