@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from microexp.data.face import (FaceBox, NoFaceError, crop_frames, detect_faces, median_box, probe_positions,
+                                stable_face_box)
 from microexp.data.synthetic import plan_dataset, render_clip
-from microexp.data.face import FaceBox, NoFaceError, crop_frames, detect_faces, probe_positions, stable_face_box
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,14 @@ def test_probe_positions_spread_over_the_clip():
     assert probe_positions(10, probes=2) == [0, 9]
     with pytest.raises(ValueError, match="frame_count=0"):
         probe_positions(0)
+
+
+def test_median_box_is_clamped_and_must_fit():
+    boxes = [FaceBox(10, 10, 40, 40), FaceBox(14, 12, 44, 44), FaceBox(90, 90, 60, 60)]
+    assert median_box(boxes, (200, 200)) == FaceBox(14, 12, 44, 44)  # median centre (36, 34), side 44
+    assert median_box([FaceBox(-5, 70, 40, 40)], (100, 100)) == FaceBox(0, 60, 40, 40)
+    with pytest.raises(ValueError, match="a 40 px face box does not fit 30x100 frames"):
+        median_box([FaceBox(0, 0, 40, 40)], (100, 30))
 
 
 def test_no_face_is_a_clear_error():

@@ -199,6 +199,8 @@ def test_settings_validation():
     for margin in (-0.1, float("inf"), float("nan"), "wide"):
         with pytest.raises(ConfigError, match="--face-margin must be a finite number >= 0, got"):
             PackSettings(face_crop=True, face_margin=margin)
+    with pytest.raises(ConfigError, match="--face-fallback 'guess' is not one of subject, none"):
+        PackSettings(face_crop=True, face_fallback="guess")
 
 
 def _write_our_csv(tmp_path: Path) -> tuple[Path, dict[int, np.ndarray]]:
@@ -217,7 +219,8 @@ def test_cli_run(tmp_path):
     csv, frames = _write_our_csv(tmp_path)
     args = argparse.Namespace(annotations=str(csv), format="auto", root=None, out=str(tmp_path / "out"),
                               mode="lossless", gop=1, crf=None, container="mp4", preset="medium", workers=1,
-                              no_progress=True, strict=False, face_crop=False, face_margin=None)
+                              no_progress=True, strict=False, face_crop=False, face_margin=None,
+                              face_fallback=None)
     assert pack_cli.run(args) == 0
     packed = pd.read_csv(tmp_path / "out" / "annotations.csv", keep_default_na=False)
     assert packed.loc[0, "path"] == "clips/sub0001/c1.mp4" and packed.loc[0, "first_frame"] == 1
@@ -261,7 +264,8 @@ def raw_faces():
     return canvas
 
 
-def _raw_dataset(tmp_path: Path, raw_faces: np.ndarray) -> tuple[Path, pd.DataFrame]:
+def _raw_dataset(tmp_path: Path, raw_faces: np.ndarray, wall_subject: int = 2) -> tuple[Path, pd.DataFrame]:
+    """A clip with a face (subject 1) and a clip of a bare wall (``wall_subject``)."""
     root = tmp_path / "DFME"
     for name, frames in (("face", raw_faces), ("wall", np.full_like(raw_faces, 90))):
         (root / name).mkdir(parents=True)
@@ -269,7 +273,7 @@ def _raw_dataset(tmp_path: Path, raw_faces: np.ndarray) -> tuple[Path, pd.DataFr
             Image.fromarray(frame).save(root / name / f"{n}.png")
     table = clip_table([
         {"subject": 1, "clip": "face", "path": str(root / "face"), "onset": 1, "apex": 3, "offset": 6},
-        {"subject": 2, "clip": "wall", "path": str(root / "wall"), "onset": 1, "apex": 3, "offset": 6},
+        {"subject": wall_subject, "clip": "wall", "path": str(root / "wall"), "onset": 1, "apex": 3, "offset": 6},
     ])
     return root, table
 
@@ -286,12 +290,13 @@ def test_face_crop_cuts_every_frame_with_one_box(tmp_path, raw_faces, workers):
     out = tmp_path / "out"
     result = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, workers=workers,
                         progress=False)
-    # the clip without a face fails with one message; the other is packed
+    # the clip without a face fails with one message (its subject has no other clip); the other is packed
     [(source, message)] = result.failed.items()
-    assert source.endswith("wall") and "no face found on the 5 frame(s)" in message
+    assert source.endswith("wall") and message == "no face found on the probe frames, nor on any other clip of subject 2"
     assert list(result.table["clip"]) == ["face"]
     boxes = pd.read_csv(out / "face_boxes.csv")
     assert tuple(boxes.columns) == FACE_BOX_COLUMNS and list(boxes["path"]) == ["clips/face.mp4"]
+    assert list(boxes["origin"]) == ["detected"]
     box = FaceBox(*(int(boxes.loc[0, k]) for k in "xywh"))
     assert box.w == box.h and _overlap(box, FACE_AT) > 0.5, box
     assert box == stable_face_box(raw_faces[probe_positions(len(raw_faces))])[0]  # the box predict would cut
@@ -352,6 +357,8 @@ def test_cli_face_crop(tmp_path, raw_faces, capsys):
     printed = capsys.readouterr().out
     assert "packed 1 clip file(s)" in printed and "1 failed" in printed and "face_boxes.csv" in printed
     assert "wall: no face found" in printed
+    assert cli.main(["pack", str(csv), "--out", str(out), "--face-fallback", "none"]) == 2
+    assert "--face-fallback applies only with --face-crop" in capsys.readouterr().err
     assert cli.main(["pack", str(csv), "--out", str(out), "--face-crop", "--face-margin", "inf"]) == 2
     assert "--face-margin must be a finite number >= 0, got inf" in capsys.readouterr().err
     assert cli.main(["pack", str(csv), "--out", str(out), "--face-margin", "0.8"]) == 2
@@ -360,6 +367,22 @@ def test_cli_face_crop(tmp_path, raw_faces, capsys):
 
 def test_damaged_box_in_a_tag_means_repack():
     settings = PackSettings(face_crop=True).tag(10, 1, "abc")
-    assert _split_tag(f"{settings} face_box=1,2,30,30") == (settings, FaceBox(1, 2, 30, 30))
+    assert _split_tag(f"{settings} face_box=1,2,30,30") == (settings, FaceBox(1, 2, 30, 30), "detected")
+    assert _split_tag(f"{settings} face_box=1,2,30,30:subject") == (settings, FaceBox(1, 2, 30, 30), "subject")
     assert _split_tag(f"{settings} face_box=1,2,x")[0] != settings  # unreadable box: no match, so re-packed
-    assert _split_tag(settings) == (settings, None) and _split_tag(None) == (None, None)
+    assert _split_tag(settings) == (settings, None, None) and _split_tag(None) == (None, None, None)
+
+
+def test_clip_without_a_face_borrows_its_subjects_box(tmp_path, raw_faces):
+    root, table = _raw_dataset(tmp_path, raw_faces, wall_subject=1)  # both clips from subject 1
+    out = tmp_path / "out"
+    refused = pack_table(table, out, settings=PackSettings(face_crop=True, face_fallback="none"), source_root=root,
+                         progress=False)
+    assert list(refused.failed.values()) == ["no face found on the 5 frame(s) searched"]
+    result = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, progress=False)
+    assert not result.failed and sorted(result.table["clip"]) == ["face", "wall"]
+    boxes = pd.read_csv(out / "face_boxes.csv").set_index("path")
+    assert boxes.loc["clips/wall.mp4", "origin"] == "subject" and boxes.loc["clips/face.mp4", "origin"] == "detected"
+    assert (boxes.loc["clips/wall.mp4", list("xywh")] == boxes.loc["clips/face.mp4", list("xywh")]).all()
+    again = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, progress=False)
+    assert again.skipped == 2 and {p.face_box_origin for p in again.packed} == {"detected", "subject"}

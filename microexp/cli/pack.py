@@ -7,7 +7,7 @@ from pathlib import Path
 
 from microexp.data.annotations import FORMATS, load_clip_table
 from microexp.data.face import DEFAULT_MARGIN
-from microexp.data.pack import DEFAULT_CRF, DEFAULT_GOP, PACK_MODES, PackSettings, pack_table
+from microexp.data.pack import DEFAULT_CRF, DEFAULT_GOP, FACE_FALLBACKS, PACK_MODES, PackSettings, pack_table
 from microexp.errors import ConfigError
 
 
@@ -62,6 +62,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--face-margin", type=float, default=None, metavar="M",
         help=f"with --face-crop: enlargement of the detected face box, side x (1 + M) (default {DEFAULT_MARGIN:g})",
     )
+    parser.add_argument(
+        "--face-fallback", default=None, choices=list(FACE_FALLBACKS),
+        help="with --face-crop, a clip without a detected face: subject = cut with the median box of the same "
+             "subject's other clips (default), none = leave the clip out",
+    )
     parser.add_argument("--workers", type=int, default=1, metavar="K", help="parallel encoding processes (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--strict", action="store_true", help="stop on any annotation error instead of skipping rows")
@@ -69,11 +74,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.face_margin is not None and not args.face_crop:
-        raise ConfigError("--face-margin applies only with --face-crop")
+    for option, value in (("--face-margin", args.face_margin), ("--face-fallback", args.face_fallback)):
+        if value is not None and not args.face_crop:
+            raise ConfigError(f"{option} applies only with --face-crop")
     settings = PackSettings(mode=args.mode, gop=args.gop, crf=args.crf, container=args.container,
                             preset=args.preset, face_crop=args.face_crop,
-                            face_margin=DEFAULT_MARGIN if args.face_margin is None else args.face_margin)
+                            face_margin=DEFAULT_MARGIN if args.face_margin is None else args.face_margin,
+                            face_fallback=args.face_fallback or "subject")
     annotations = Path(args.annotations)
     if annotations.is_file() and (Path(args.out) / "annotations.csv").resolve() == annotations.resolve():
         raise ConfigError(f"--out {args.out}: would overwrite the input {annotations}; choose another folder")
@@ -87,11 +94,13 @@ def run(args: argparse.Namespace) -> int:
     )
     packed = len(result.packed) - result.skipped
     filled = sum(1 for p in result.packed if p.filled)
+    borrowed = sum(1 for p in result.packed if p.face_box_origin == "subject")
     print(
         f"packed {packed} clip file(s), {result.skipped} already up to date, {len(result.failed)} failed; "
         f"{len(result.table)} clips in {result.csv_path}"
         + (f" ({filled} file(s) had missing frame numbers filled)" if filled else "")
         + (f"; face boxes in {Path(args.out) / 'face_boxes.csv'}" if args.face_crop else "")
+        + (f" ({borrowed} clip(s) without a detected face cut with their subject's median box)" if borrowed else "")
     )
     for source, message in result.failed.items():
         print(f"failed: {source}: {message}")

@@ -26,7 +26,7 @@ import numpy as np
 from microexp.errors import MicroexpError
 
 __all__ = ["CASCADE", "DEFAULT_MARGIN", "FACE_PROBES", "FaceBox", "NoFaceError", "crop_frames", "detect_faces",
-           "probe_positions", "stable_face_box"]
+           "median_box", "probe_positions", "stable_face_box"]
 
 #: the bundled cascade file used by :func:`detect_faces`
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -132,6 +132,28 @@ def stable_face_box(
     x = min(max(x, 0), width - side)
     y = min(max(y, 0), height - side)
     return FaceBox(x, y, side, side), len(boxes)
+
+
+def median_box(boxes: Sequence[FaceBox], frame_size: tuple[int, int]) -> FaceBox:
+    """The median square of several boxes (median centre and side), clamped inside ``frame_size = (H, W)``.
+
+    Used when a clip has no detectable face but other clips of the same subject, filmed in the same set-up,
+    do: their median box stands in for it.
+
+    Raises:
+        ValueError: no boxes, or the median side does not fit the frame.
+    """
+    if not boxes:
+        raise ValueError("median_box needs at least one box")
+    arr = np.array([[b.x + b.w / 2, b.y + b.h / 2, max(b.w, b.h)] for b in boxes], dtype=np.float64)
+    cx, cy, side = np.median(arr, axis=0)
+    height, width = frame_size
+    side = int(round(side))
+    if side > min(height, width):
+        raise ValueError(f"a {side} px face box does not fit {width}x{height} frames")
+    x = min(max(int(round(cx - side / 2)), 0), width - side)
+    y = min(max(int(round(cy - side / 2)), 0), height - side)
+    return FaceBox(x, y, side, side)
 
 
 def crop_frames(frames: np.ndarray, box: FaceBox | None) -> np.ndarray:

@@ -27,8 +27,11 @@ Face crop (``face_crop=True``, ``microexp pack --face-crop``): for raw, uncroppe
 DFME release. Each clip gets one square box from Haar detections on 5 frames spread over it
 (:func:`microexp.data.face.stable_face_box`, the same box logic as ``microexp predict``), and every frame is
 cut with that one box, so the crop never moves and cannot add motion of its own. The box is stored in the
-packed file's tag and listed in ``OUT/face_boxes.csv``; a clip with no face on any probe frame fails with
-one message and the others are still packed.
+packed file's tag and listed in ``OUT/face_boxes.csv``. A clip with no face on any probe frame is cut with
+the median box of the same subject's other clips (``face_fallback="subject"``, the default: a subject is
+filmed in one set-up; ``OUT/face_boxes.csv`` marks such boxes ``origin=subject``); when the subject has no
+detected box either, or with ``face_fallback="none"``, the clip fails with one message and the others are
+still packed.
 
 Frame numbers missing inside a folder (``img1..img99, img101..``) are filled with the previous frame so
 the numbering stays valid; each filled clip is logged as a warning.
@@ -53,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from microexp.data.cache import cache_key, clip_fingerprint
-from microexp.data.face import DEFAULT_MARGIN, FaceBox, probe_positions, stable_face_box
+from microexp.data.face import DEFAULT_MARGIN, FaceBox, NoFaceError, median_box, probe_positions, stable_face_box
 from microexp.data.video import open_video, write_video
 from microexp.errors import ConfigError, MicroexpError
 
@@ -65,6 +68,7 @@ __all__ = [
     "DEFAULT_CRF",
     "CSV_COLUMNS",
     "FACE_BOXES_CSV",
+    "FACE_FALLBACKS",
     "FACE_BOX_COLUMNS",
     "PackSettings",
     "PackedClip",
@@ -88,7 +92,9 @@ CSV_COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "fps", "emo
 #: ``OUT/face_boxes.csv``, written by ``face_crop`` packing: per packed file (``path`` as in annotations.csv,
 #: mirroring the source's layout) its box in source pixels.
 FACE_BOXES_CSV = "face_boxes.csv"
-FACE_BOX_COLUMNS = ("path", "x", "y", "w", "h")
+FACE_BOX_COLUMNS = ("path", "x", "y", "w", "h", "origin")
+#: ``face_fallback`` values: for a clip without a detected face, use its subject's median box, or fail.
+FACE_FALLBACKS = ("subject", "none")
 _TAG = "microexp-pack/1"
 _BOX_TAG = " face_box="  # the box follows the settings in a packed file's tag
 _CHUNK = 32  # frames decoded at a time while packing
@@ -106,6 +112,8 @@ class PackSettings:
         preset: x264 preset.
         face_crop: cut every clip to one stable square face box (see the module docstring).
         face_margin: enlargement of the detected face box (side x (1 + margin)).
+        face_fallback: for a clip without a detected face, ``"subject"`` (the median box of the same subject's
+            other clips) or ``"none"`` (the clip fails); see :data:`FACE_FALLBACKS`.
     """
 
     mode: str = "lossless"
@@ -115,6 +123,7 @@ class PackSettings:
     preset: str = "medium"
     face_crop: bool = False
     face_margin: float = DEFAULT_MARGIN
+    face_fallback: str = "subject"
 
     def __post_init__(self) -> None:
         if self.mode not in PACK_MODES:
@@ -130,6 +139,8 @@ class PackSettings:
         if isinstance(self.face_margin, bool) or not isinstance(self.face_margin, (int, float)) or not (
                 math.isfinite(self.face_margin) and self.face_margin >= 0):
             raise ConfigError(f"--face-margin must be a finite number >= 0, got {self.face_margin!r}")
+        if self.face_fallback not in FACE_FALLBACKS:
+            raise ConfigError(f"--face-fallback {self.face_fallback!r} is not one of {', '.join(FACE_FALLBACKS)}")
 
     @property
     def keyframe_interval(self) -> int:
@@ -162,6 +173,7 @@ class PackedClip:
     filled: int = 0  # missing frame numbers filled with the previous frame
     skipped: bool = False  # already packed with the same settings
     face_box: FaceBox | None = None  # the crop box in source pixels (face_crop packing)
+    face_box_origin: str | None = None  # "detected", or "subject" (the subject's median box)
 
 
 @dataclass
@@ -191,15 +203,23 @@ def _read_tag(path: Path) -> tuple[str | None, int]:
         return None, 0
 
 
-def _split_tag(stored: str | None) -> tuple[str | None, FaceBox | None]:
-    """(settings part, face box) of a stored tag; the box is None when absent or unreadable."""
+def _box_tag(box: FaceBox, origin: str) -> str:
+    return f"{_BOX_TAG}{box.x},{box.y},{box.w},{box.h}" + ("" if origin == "detected" else f":{origin}")
+
+
+def _split_tag(stored: str | None) -> tuple[str | None, FaceBox | None, str | None]:
+    """(settings part, face box, its origin) of a stored tag; box and origin are None when absent or
+    unreadable (then the settings part is the whole tag, which matches no settings: the clip is re-packed)."""
     if stored is None:
-        return None, None
-    settings, _, box = stored.partition(_BOX_TAG)
+        return None, None, None
+    settings, _, text = stored.partition(_BOX_TAG)
+    if not text:
+        return settings, None, None
+    coords, _, origin = text.partition(":")
     try:
-        return settings, FaceBox(*(int(v) for v in box.split(","))) if box else None
+        return settings, FaceBox(*(int(v) for v in coords.split(","))), origin or "detected"
     except (TypeError, ValueError):
-        return stored, None
+        return stored, None, None
 
 
 def _source_digest(source: str | os.PathLike[str]) -> str:
@@ -242,6 +262,7 @@ def pack_clip(
     settings: PackSettings = PackSettings(),
     first_frame: int = 0,
     threads: int | None = None,
+    face_box: FaceBox | None = None,
 ) -> PackedClip:
     """Encode one clip (frame folder or video) to ``dest``; skip it when ``dest`` is up to date.
 
@@ -253,6 +274,8 @@ def pack_clip(
         first_frame: frame number of a video source's first frame (frame folders number their frames
             by file name).
         threads: encoder threads (None = x264's default).
+        face_box: with ``settings.face_crop``, cut with this box (the subject fallback, clamped inside the
+            frame) instead of detecting one.
 
     Returns:
         :class:`PackedClip` with the first frame number and frame count of the packed file.
@@ -269,13 +292,21 @@ def pack_clip(
         tag = settings.tag(frames, first, _source_digest(source))
         if dest.is_file():
             stored, stored_frames = _read_tag(dest)
-            stored_settings, stored_box = _split_tag(stored)
+            stored_settings, stored_box, origin = _split_tag(stored)
             if (stored_settings, stored_frames) == (tag, frames) and (stored_box is not None or not settings.face_crop):
-                return PackedClip(str(source), str(dest), first, frames, missing, skipped=True, face_box=stored_box)
-        box = None
+                return PackedClip(str(source), str(dest), first, frames, missing, skipped=True, face_box=stored_box,
+                                  face_box_origin=origin)
+        box = origin = None
         if settings.face_crop:
-            box, _ = stable_face_box(reader.get_frames(probe_positions(len(numbers))), margin=settings.face_margin)
-            tag += f"{_BOX_TAG}{box.x},{box.y},{box.w},{box.h}"
+            probes = reader.get_frames(probe_positions(len(numbers)))
+            if face_box is None:
+                box, origin = stable_face_box(probes, margin=settings.face_margin)[0], "detected"
+            else:
+                try:
+                    box, origin = median_box([face_box], probes.shape[1:3]), "subject"
+                except ValueError as exc:
+                    raise MicroexpError(f"{source}: {exc}") from None
+            tag += _box_tag(box, origin)
         if missing:
             logger.warning("%s: filling %d missing frame number(s) in %d..%d with the previous frame",
                            source, missing, numbers[0], numbers[-1])
@@ -294,7 +325,7 @@ def pack_clip(
         finally:
             if tmp.exists():
                 tmp.unlink()
-    return PackedClip(str(source), str(dest), first, frames, missing, face_box=box)
+    return PackedClip(str(source), str(dest), first, frames, missing, face_box=box, face_box_origin=origin)
 
 
 def packed_path(source: str | os.PathLike[str], base: str | os.PathLike[str], container: str = "mp4") -> Path:
@@ -308,6 +339,30 @@ def packed_path(source: str | os.PathLike[str], base: str | os.PathLike[str], co
 def _pack_job(args: tuple[str, str, float, int, PackSettings, int | None]) -> PackedClip:
     source, dest, fps, first_frame, settings, threads = args
     return pack_clip(source, dest, fps=fps, settings=settings, first_frame=first_frame, threads=threads)
+
+
+def _subject_fallback(
+    no_face: list[str], subject_of: dict[str, object], done: dict[str, PackedClip],
+    jobs: dict[str, tuple[str, str, float, int, PackSettings, int | None]],
+) -> Iterator[tuple[str, PackedClip | BaseException]]:
+    """Pack each clip without a detected face with the median detected box of its subject's other clips."""
+    for source in no_face:
+        subject = subject_of[source]
+        boxes = [p.face_box for s, p in done.items()
+                 if subject_of[s] == subject and p.face_box is not None and p.face_box_origin == "detected"]
+        if not boxes:
+            yield source, NoFaceError(f"no face found on the probe frames, nor on any other clip of subject {subject}")
+            continue
+        _, dest, fps, first_frame, settings, threads = jobs[source]
+        try:
+            packed = pack_clip(source, dest, fps=fps, settings=settings, first_frame=first_frame, threads=threads,
+                               face_box=median_box(boxes, (1 << 30, 1 << 30)))
+        except (MicroexpError, OSError, ValueError) as exc:
+            yield source, exc
+            continue
+        logger.warning("%s: no face found; cut with the median box of %d other clip(s) of subject %s",
+                       source, len(boxes), subject)
+        yield source, packed
 
 
 def pack_table(
@@ -383,12 +438,20 @@ def pack_table(
     threads = None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
     jobs = [(s, str(clips_dir / dests[s]), fps_of[s], first_of[s], settings, threads) for s in sources]
 
+    subject_of: dict[str, object] = {}
+    for p, subject in zip(rows["path"], rows["subject"]):
+        subject_of.setdefault(str(Path(p).absolute()), subject)
+
     result = PackResult(table=pd.DataFrame(columns=list(CSV_COLUMNS)), csv_path=None)
     done: dict[str, PackedClip] = {}
+    no_face: list[str] = []
+    fallback = settings.face_crop and settings.face_fallback == "subject"
     bar = tqdm(total=len(jobs), unit="clip", desc="pack", disable=None if progress is None else not progress)
 
-    def finish(source: str, outcome: PackedClip | BaseException) -> None:
-        if isinstance(outcome, (MicroexpError, OSError, ValueError)):
+    def finish(source: str, outcome: PackedClip | BaseException, count: bool = True) -> None:
+        if fallback and count and isinstance(outcome, NoFaceError):
+            no_face.append(source)  # tried again with the subject's box once every clip is done
+        elif isinstance(outcome, (MicroexpError, OSError, ValueError)):
             message = " ".join(str(outcome).split())
             logger.error("%s: not packed: %s", source, message)
             result.failed[source] = message
@@ -399,7 +462,8 @@ def pack_table(
             result.packed.append(outcome)
             if on_packed is not None:
                 on_packed(outcome)
-        bar.update(1)
+        if count:
+            bar.update(1)
 
     try:
         if workers == 1:
@@ -415,6 +479,8 @@ def pack_table(
                 for future in as_completed(futures):
                     exc = future.exception()
                     finish(futures[future], exc if exc is not None else future.result())
+        for source, outcome in _subject_fallback(sorted(no_face), subject_of, done, {j[0]: j for j in jobs}):
+            finish(source, outcome, count=False)
     finally:
         bar.close()
 
@@ -438,7 +504,7 @@ def _write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
 
 def _face_box_table(done: dict[str, PackedClip], out_dir: Path) -> pd.DataFrame:
     records = [
-        {"path": Path(os.path.relpath(p.dest, out_dir)).as_posix(), **p.face_box._asdict()}
+        {"path": Path(os.path.relpath(p.dest, out_dir)).as_posix(), **p.face_box._asdict(), "origin": p.face_box_origin}
         for p in done.values() if p.face_box is not None
     ]
     return pd.DataFrame(records, columns=list(FACE_BOX_COLUMNS)).sort_values("path", ignore_index=True)
