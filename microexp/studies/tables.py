@@ -169,8 +169,8 @@ def bar_chart(
 ) -> Path:
     """Grouped bars: one group per category, one bar per series ``label -> (values, errors)``.
 
-    NaN values leave a gap; ``errors`` (e.g. std over seeds) are drawn as error bars; ``chance`` as a
-    dashed line.
+    NaN values leave a gap; ``errors`` (e.g. std over seeds) are drawn as error bars (none when all are NaN,
+    as with one seed); ``chance`` as a dashed line. The legend sits right of the axes so it hides no bar.
     """
     import matplotlib
 
@@ -182,7 +182,8 @@ def bar_chart(
     x = np.arange(len(categories))
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(categories) + 2), 3.6))
     for i, (label, (values, errors)) in enumerate(series.items()):
-        err = None if errors is None else np.nan_to_num(np.asarray(errors, dtype=float))
+        err = None if errors is None else np.asarray(errors, dtype=float)
+        err = None if err is None or np.isnan(err).all() else np.nan_to_num(err)
         ax.bar(x + (i - (n - 1) / 2) * width, np.asarray(values, dtype=float), width, yerr=err, capsize=2,
                label=label)
     if chance is not None:
@@ -191,10 +192,10 @@ def bar_chart(
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, ncol=min(4, n + (chance is not None)))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
