@@ -356,7 +356,7 @@ def _subject_fallback(
         _, dest, fps, first_frame, settings, threads = jobs[source]
         try:
             packed = pack_clip(source, dest, fps=fps, settings=settings, first_frame=first_frame, threads=threads,
-                               face_box=median_box(boxes, (1 << 30, 1 << 30)))
+                               face_box=median_box(boxes, (1 << 30, 1 << 30)))  # pack_clip clamps to the frame
         except (MicroexpError, OSError, ValueError) as exc:
             yield source, exc
             continue
