@@ -26,7 +26,7 @@ import numpy as np
 from microexp.errors import MicroexpError
 
 __all__ = ["CASCADE", "DEFAULT_MARGIN", "FACE_PROBES", "FaceBox", "NoFaceError", "crop_frames", "detect_faces",
-           "median_box", "probe_positions", "stable_face_box"]
+           "clamp_box", "median_box", "probe_positions", "stable_face_box"]
 
 #: the bundled cascade file used by :func:`detect_faces`
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -124,18 +124,13 @@ def stable_face_box(
     if not boxes:
         raise NoFaceError(f"no face found on the {len(frames)} frame(s) searched")
     height, width = frame_size or np.asarray(frames[0]).shape[:2]
-    arr = np.array([[b.x + b.w / 2, b.y + b.h / 2, max(b.w, b.h)] for b in boxes], dtype=np.float64)
-    cx, cy, side = np.median(arr, axis=0)
-    side = int(round(min(side * (1 + margin), height, width)))
-    x = int(round(cx - side / 2))
-    y = int(round(cy - side / 2))
-    x = min(max(x, 0), width - side)
-    y = min(max(y, 0), height - side)
-    return FaceBox(x, y, side, side), len(boxes)
+    cx, cy, side = _median_square(boxes)
+    return _square(cx, cy, int(round(min(side * (1 + margin), height, width))), (height, width)), len(boxes)
 
 
-def median_box(boxes: Sequence[FaceBox], frame_size: tuple[int, int]) -> FaceBox:
-    """The median square of several boxes (median centre and side), clamped inside ``frame_size = (H, W)``.
+def median_box(boxes: Sequence[FaceBox], frame_size: tuple[int, int] | None = None) -> FaceBox:
+    """The median square of several boxes (median centre and side), clamped inside ``frame_size = (H, W)``
+    when given.
 
     Used when a clip has no detectable face but other clips of the same subject, filmed in the same set-up,
     do: their median box stands in for it.
@@ -145,14 +140,30 @@ def median_box(boxes: Sequence[FaceBox], frame_size: tuple[int, int]) -> FaceBox
     """
     if not boxes:
         raise ValueError("median_box needs at least one box")
+    cx, cy, side = _median_square(boxes)
+    return _square(cx, cy, int(round(side)), frame_size)
+
+
+def clamp_box(box: FaceBox, frame_size: tuple[int, int]) -> FaceBox:
+    """``box`` (square) moved inside ``frame_size = (H, W)``; ValueError when it is larger than the frame."""
+    return _square(box.x + box.w / 2, box.y + box.h / 2, box.w, frame_size)
+
+
+def _median_square(boxes: Sequence[FaceBox]) -> tuple[float, float, float]:
+    """Median centre and median side (of each box's longer side) of ``boxes``."""
     arr = np.array([[b.x + b.w / 2, b.y + b.h / 2, max(b.w, b.h)] for b in boxes], dtype=np.float64)
     cx, cy, side = np.median(arr, axis=0)
-    height, width = frame_size
-    side = int(round(side))
-    if side > min(height, width):
-        raise ValueError(f"a {side} px face box does not fit {width}x{height} frames")
-    x = min(max(int(round(cx - side / 2)), 0), width - side)
-    y = min(max(int(round(cy - side / 2)), 0), height - side)
+    return float(cx), float(cy), float(side)
+
+
+def _square(cx: float, cy: float, side: int, frame_size: tuple[int, int] | None) -> FaceBox:
+    """The ``side`` px square centred on (cx, cy), shifted (not shrunk) inside the frame when one is given."""
+    x, y = int(round(cx - side / 2)), int(round(cy - side / 2))
+    if frame_size is not None:
+        height, width = frame_size
+        if side > min(height, width):
+            raise ValueError(f"a {side} px face box does not fit {width}x{height} frames")
+        x, y = min(max(x, 0), width - side), min(max(y, 0), height - side)
     return FaceBox(x, y, side, side)
 
 

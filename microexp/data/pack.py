@@ -56,7 +56,8 @@ import numpy as np
 import pandas as pd
 
 from microexp.data.cache import cache_key, clip_fingerprint
-from microexp.data.face import DEFAULT_MARGIN, FaceBox, NoFaceError, median_box, probe_positions, stable_face_box
+from microexp.data.face import (DEFAULT_MARGIN, FaceBox, NoFaceError, clamp_box, median_box, probe_positions,
+                                stable_face_box)
 from microexp.data.video import open_video, write_video
 from microexp.errors import ConfigError, MicroexpError
 
@@ -298,12 +299,12 @@ def pack_clip(
                                   face_box_origin=origin)
         box = origin = None
         if settings.face_crop:
-            probes = reader.get_frames(probe_positions(len(numbers)))
             if face_box is None:
+                probes = reader.get_frames(probe_positions(len(numbers)))
                 box, origin = stable_face_box(probes, margin=settings.face_margin)[0], "detected"
             else:
                 try:
-                    box, origin = median_box([face_box], probes.shape[1:3]), "subject"
+                    box, origin = clamp_box(face_box, reader.get_frames([0]).shape[1:3]), "subject"
                 except ValueError as exc:
                     raise MicroexpError(f"{source}: {exc}") from None
             tag += _box_tag(box, origin)
@@ -356,7 +357,7 @@ def _subject_fallback(
         _, dest, fps, first_frame, settings, threads = jobs[source]
         try:
             packed = pack_clip(source, dest, fps=fps, settings=settings, first_frame=first_frame, threads=threads,
-                               face_box=median_box(boxes, (1 << 30, 1 << 30)))  # pack_clip clamps to the frame
+                               face_box=median_box(boxes))  # pack_clip clamps it to this clip's frame
         except (MicroexpError, OSError, ValueError) as exc:
             yield source, exc
             continue

@@ -332,8 +332,8 @@ def _check_options(
             width, height = uncropped  # type: ignore[misc]
         except (TypeError, ValueError):
             raise ConfigError(f"--uncropped must be a (width, height) pair, got {uncropped!r}") from None
-        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v % 2 or not int(size) <= v <= MAX_UNCROPPED
-               for v in (width, height)):  # type: ignore[operator]
+        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v % 2
+               or not int(size) <= v <= MAX_UNCROPPED for v in (width, height)):  # type: ignore[operator]
             raise ConfigError(f"--uncropped must be even WxH frame sides of at least --size ({size}) and at most "
                               f"{MAX_UNCROPPED}, got {width}x{height}")
 

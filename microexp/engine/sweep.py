@@ -43,7 +43,7 @@ from optuna.trial import TrialState
 from microexp.config import ExperimentConfig, build_config
 from microexp.engine.experiment import ExperimentData, build_folds, load_experiment_data, run_fold
 from microexp.engine.sweep_space import SearchSpace, apply_params, flatten
-from microexp.engine.sweep_storage import _redact, open_storage
+from microexp.engine.sweep_storage import redact_url, open_storage
 from microexp.engine.trainer import select_device
 from microexp.errors import ConfigError, MicroexpError
 from microexp.metrics import compute_metrics
@@ -362,7 +362,7 @@ def check_study(study: optuna.Study, settings: SweepSettings, fold: Fold, *, bas
         ConfigError: the study was made with other settings (or not by microexp sweep).
     """
     name = study_name(settings.study, fold.fold)
-    where = _redact(settings.storage)
+    where = redact_url(settings.storage)
     found = study.user_attrs.get(ATTR)
     if found is None:
         raise ConfigError(f"study {name!r} in {where} was not made by microexp sweep (no {ATTR!r} attribute); "

@@ -21,7 +21,7 @@ from typing import Any
 
 from microexp.errors import ConfigError
 
-__all__ = ["HEARTBEAT_INTERVAL", "JOURNAL_PREFIX", "default_storage_url", "open_storage"]
+__all__ = ["HEARTBEAT_INTERVAL", "JOURNAL_PREFIX", "default_storage_url", "open_storage", "redact_url"]
 
 JOURNAL_PREFIX = "journal://"
 HEARTBEAT_INTERVAL = 60
@@ -55,7 +55,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     if ":" not in url or scheme not in _RDB_SCHEMES:
-        raise ConfigError(f"--storage {_redact(url)!r}: expected an RDB URL (sqlite:///PATH, postgresql://user@host/db, ...) "
+        raise ConfigError(f"--storage {redact_url(url)!r}: expected an RDB URL (sqlite:///PATH, postgresql://user@host/db, ...) "
                           "or journal:///PATH")
     engine_kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
@@ -75,11 +75,11 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
                               optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except ImportError as exc:  # e.g. psycopg2 missing for postgresql://
-        raise ConfigError(f"--storage {_redact(url)!r}: database driver missing ({_scrub(str(exc), url)}); "
+        raise ConfigError(f"--storage {redact_url(url)!r}: database driver missing ({_scrub(str(exc), url)}); "
                           "e.g. pip install psycopg2-binary") from None
     except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: server down, bad credentials
         first = _scrub(" ".join(str(exc).split()), url)[:300]  # e.g. a URL parse error quotes the URL
-        raise ConfigError(f"--storage {_redact(url)!r}: cannot open ({type(exc).__name__}: {first})") from None
+        raise ConfigError(f"--storage {redact_url(url)!r}: cannot open ({type(exc).__name__}: {first})") from None
 
 
 def journal_path(url: str) -> str:
@@ -90,7 +90,7 @@ def journal_path(url: str) -> str:
     return path
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """Hide a password in ``scheme://user:password@host`` (use it wherever a URL reaches a message or log)."""
     head, sep, tail = url.partition("://")
     if "@" in tail and ":" in tail.rsplit("@", 1)[0]:
@@ -110,7 +110,7 @@ def _scrub(text: str, url: str) -> str:
     """``text`` (e.g. a driver's error message) with ``url`` redacted and its password (raw or %-decoded) hidden."""
     from urllib.parse import unquote
 
-    text = text.replace(url, _redact(url))
+    text = text.replace(url, redact_url(url))
     password = _password(url)
     for secret in {password, unquote(password)} - {""}:
         text = text.replace(secret, "***")
