@@ -184,8 +184,33 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Exper
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (it loads back unchanged)."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    """Write the resolved config as YAML, atomically (it loads back unchanged)."""
+    from microexp.fileio import write_text
+
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+#: keys that cannot change a run's results, so a resume may change them (where and how fast it runs)
+RESULT_NEUTRAL_KEYS = ("data.num_workers", "data.cache_dir", "device")
+
+
+def config_differences(old: ExperimentConfig, new: ExperimentConfig, *,
+                       ignore: Sequence[str] = RESULT_NEUTRAL_KEYS) -> list[str]:
+    """Dotted keys whose values differ between two configs, as ``key: old -> new``, except ``ignore``."""
+    flat_old, flat_new = _flatten(old.to_dict()), _flatten(new.to_dict())
+    return [f"{key}: {flat_old.get(key)!r} -> {flat_new.get(key)!r}"
+            for key in sorted(set(flat_old) | set(flat_new))
+            if key not in ignore and flat_old.get(key) != flat_new.get(key)]
+
+
+def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, Mapping) and not (prefix + key).startswith("model.kwargs"):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def validate(config: ExperimentConfig, *, source: str = "config") -> None:
