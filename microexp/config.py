@@ -20,7 +20,8 @@ import yaml
 
 from microexp.errors import ConfigError
 
-PROTOCOLS = ("kfold", "loso", "split")
+#: cv.protocol: subject k-fold, leave-one-subject-out, leave-one-dataset-out (composite tables), fixed test subjects
+PROTOCOLS = ("kfold", "loso", "lodo", "split")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
 MODEL_SELECTION = ("last", "val")

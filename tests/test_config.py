@@ -40,7 +40,7 @@ def test_unknown_key_lists_close_and_valid_keys():
 
 @pytest.mark.parametrize("override,message", [
     ("data.sampling=random", "data.sampling='random': expected one of uniform"),
-    ("cv.protocol=holdout", "expected one of kfold, loso, split"),
+    ("cv.protocol=holdout", "expected one of kfold, loso, lodo, split"),
     ("train.epochs=0", "train.epochs=0: expected an integer >= 1"),
     ("train.batch_size=two", "expected an integer"),
     ("train.lr=-1", "train.lr=-1"),
