@@ -38,7 +38,7 @@ if [[ -z "$bin" ]]; then
   bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 fi
 if ! .venv/bin/python -c "import psycopg2" 2>/dev/null; then
-  echo "$0: the sweep needs the psycopg2 driver: .venv/bin/pip install psycopg2-binary" >&2
+  echo "$0: the printed postgresql+psycopg2:// URL needs the psycopg2 driver: .venv/bin/pip install psycopg2-binary (a bare postgresql:// URL needs psycopg 3 instead)" >&2
 fi
 
 mkdir -p "$dir"

@@ -37,8 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "with --finalize to only finalize")
     parser.add_argument("--study", required=True, help="study name; fold f's study is NAME-foldNN")
     parser.add_argument("--storage", default=None,
-                        help="Optuna storage: sqlite:///PATH (default DIR/study.db), postgresql://..., "
-                        "or journal:///PATH.log")
+                        help="Optuna storage: sqlite:///PATH (default DIR/study.db; PATH's folder must exist), "
+                        "postgresql+psycopg2://USER@HOST:PORT/DB (psycopg2; a bare postgresql:// needs psycopg 3: "
+                        "pip install 'psycopg[binary]'), or journal:///PATH.log")
     parser.add_argument("--out", required=True, help="sweep directory")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds after which no new trial starts")

@@ -43,7 +43,7 @@ from optuna.trial import TrialState
 from microexp.config import ExperimentConfig, build_config
 from microexp.engine.experiment import ExperimentData, build_folds, load_experiment_data, run_fold
 from microexp.engine.sweep_space import SearchSpace, apply_params, flatten
-from microexp.engine.sweep_storage import redact_url, open_storage
+from microexp.engine.sweep_storage import default_storage_url, open_storage, redact_url
 from microexp.engine.trainer import select_device
 from microexp.errors import ConfigError, MicroexpError
 from microexp.metrics import compute_metrics
@@ -394,7 +394,8 @@ def prepare_studies(settings: SweepSettings, base_raw: Mapping[str, Any], space:
         space.grid()  # raises for a space with ranges, before any data is read
     data = load_experiment_data(base)
     folds = select_folds(build_folds(base, data.table), settings.outer_folds)
-    storage = open_storage(settings.storage)
+    # only the default storage (inside --out) may create its folder; a --storage path must exist
+    storage = open_storage(settings.storage, create_folder=settings.storage == default_storage_url(settings.out_dir))
     target = trial_target(settings, space)
     studies = {}
     for fold in folds:
