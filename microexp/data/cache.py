@@ -31,8 +31,9 @@ key should not change when the backend does.
 * each entry adds a 128-byte ``.npy`` header and a ``.json`` of its key (about 0.5 kB).
 
 So the cache grows with the clips' lengths in frames, not with the dataset's size on disk: compressed
-video is far smaller than its decoded frames (the demo's 36 MB of 200-500 fps clips decode to about
-0.8 GB of 112 px spans).
+video is far smaller than its decoded frames. The demo (``make demo``: 300 clips, onset to offset 67.7
+frames on average, ``size`` 112, 8 Farneback flows per clip) caches 300 x 67.7 x 112 x 112 x 3 B = 765 MB
+of frame spans plus 300 x 8 x 112 x 112 x 2 x 2 B = 120 MB of flows: 885 MB for a 36 MB dataset.
 
 **Housekeeping**: :func:`scan_cache` lists the entries (``microexp cache info``) and :func:`prune_cache`
 removes entries by age, by total size (least recently used first) or all of them (``microexp cache
@@ -46,6 +47,7 @@ A write that fails because of the file system (read-only ``data.cache_dir``, dis
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -196,7 +198,12 @@ class ClipCache:
         except OSError as exc:
             from microexp.fileio import output_error
 
-            raise output_error(target, exc, kept=f"the cache {self.root} keeps its complete entries; free space, "
+            if target == path and not path.exists():  # the key file alone is no entry: do not leave it
+                path.with_suffix(".json").unlink(missing_ok=True)
+            cause = exc
+            if exc.errno is None and _free_bytes(path.parent) < array.nbytes:  # NumPy's short write has no errno
+                cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+            raise output_error(target, cause, kept=f"the cache {self.root} keeps its complete entries; free space, "
                                "fix the permissions or point data.cache_dir elsewhere") from exc
         stored = self.get(key_parts)
         if stored is None:  # e.g. removed concurrently by a cleaner; the data is still good
@@ -246,6 +253,15 @@ def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _free_bytes(folder: Path) -> int:
+    """Bytes available to this user on ``folder``'s file system (a large number when unknown)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
 
 
 def _default_mode() -> int:
