@@ -248,7 +248,7 @@ def test_dfme_without_fps_column_names_it(tmp_path: Path) -> None:
     with pytest.raises(AnnotationError) as info:
         load_clip_table(sheet, check_files=False)
     message = str(info.value)
-    assert "\n" not in message and str(sheet) in message and "missing column(s) fps" in message
+    assert "\n" not in message and str(sheet) in message and "missing column(s) 'fps'" in message
     assert "'Onset Frame'" in message and "'Emotion'" in message  # what was found
 
 
@@ -514,7 +514,7 @@ def test_wrong_columns_name_the_missing_ones_and_what_was_found(tmp_path: Path) 
     with pytest.raises(AnnotationError) as info:
         load_clip_table(sheet, check_files=False)
     message = str(info.value)
-    assert message.startswith(f"{sheet}: missing column(s) ApexFrame, OffsetFrame for format 'samm'")
+    assert message.startswith(f"{sheet}: missing column(s) 'Apex Frame', 'Offset Frame' for format 'samm'")
     assert "'Subject', 'Filename', 'Onset Frame', 'Emotion', 'Extra' (row 2)" in message
     empty = write_xlsx(tmp_path / "samm_empty.xlsx", [])
     with pytest.raises(AnnotationError, match="the sheet is empty"):

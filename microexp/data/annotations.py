@@ -28,7 +28,8 @@ casme3      CAS(ME)^3 Part A xlsx: Subject ``spNO.{N}``, Filename = stimulus let
             frames ``spNO.{N}/{Filename}/color/{index}.jpg`` (Filename folder matched ignoring case);
             fps 30 (an assumption: the sheet has no fps and DATASETS.md gives none; pass ``fps=`` to
             override); clip id = ``'spNO.{N}/{Filename}/{onset}'`` (the letter repeats within a subject),
-            suffixed ``'-2'``, ``'-3'``... if that still repeats.
+            suffixed ``'-2'``, ``'-3'``... if that still repeats. ``Offset = 0`` is the sheet's way of
+            writing a missing offset (rows 798 and 800 of the release): an error "missing offset".
 mmew        MMEW xlsx (``MMEW_Micro_Exp.xlsx``); frames ``{emotion}/{Filename}/{n}.jpg`` (emotion folder
             matched ignoring case); fps 90 (an assumption, from the MMEW paper; pass ``fps=`` to override);
             clip id = Filename.
@@ -39,7 +40,10 @@ auto        from the file name (dfme, casme2/casme ii, samm, cas(me)3, mmew), el
 Column names match ignoring case, spaces, underscores and dashes, with aliases (``'OnsetFrame'``,
 ``'Onset Frame'``, ``'onset_frame'``, ``'Onset'``...); a sheet column that gives ``fps`` overrides the
 format's default. Apex cells that are blank, ``'/'``, ``'-'`` or ``-1`` are set to ``(onset + offset) // 2``
-with ``apex_estimated=True`` and a ``'warning'``.
+with ``apex_estimated=True`` and a ``'warning'``. FACS action descriptors and movement codes in the AU cell
+(``AD31``, ``M57``; DFME challenge sheets) are kept in the ``action_descriptors`` column (``'AD31+M57'``),
+not in ``aus``; a missing column is named as the format's files spell it (``onset`` in our CSV, ``Onset``
+in CAS(ME)^3, ``OnsetFrame`` in DFME), with the columns that were found.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from microexp.data.aus import invalid_au_tokens, normalise_aus
+from microexp.data.aus import invalid_au_tokens, normalise_action_descriptors, normalise_aus
 from microexp.data.video import frame_number_from_name
 from microexp.errors import AnnotationError
 
@@ -83,7 +87,7 @@ logger = logging.getLogger(__name__)
 
 #: Columns of a clip table, in order.
 COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "first_frame", "fps", "emotion", "aus",
-           "dataset", "apex_estimated")
+           "dataset", "apex_estimated", "action_descriptors")
 #: Values of the ``dataset`` column (one per reader).
 DATASET_NAMES = ("microexp", "dfme", "casme2", "samm", "smic", "casme3", "mmew")
 #: Accepted ``format=`` values.
@@ -115,11 +119,21 @@ _ALIASES: Mapping[str, tuple[str, ...]] = {
     "fps": ("fps", "framerate", "framespersecond"),
     "first_frame": ("firstframe",),
     "dataset": ("dataset",),
+    "action_descriptors": ("actiondescriptors", "actiondescriptor", "descriptors"),
 }
-# how a missing column is named in messages
-_DISPLAY = {"subject": "Subject", "filename": "Filename", "path": "path", "onset": "OnsetFrame",
-            "apex": "ApexFrame", "offset": "OffsetFrame", "aus": "Action Units", "emotion": "emotion",
-            "fps": "fps", "first_frame": "first_frame", "dataset": "dataset"}
+# how a missing column is named in messages: as each format's files spell it (DATASETS.md)
+_DISPLAY_SHEET = {"subject": "Subject", "filename": "Filename", "path": "path", "onset": "OnsetFrame",
+                  "apex": "ApexFrame", "offset": "OffsetFrame", "aus": "Action Units",
+                  "emotion": "Estimated Emotion", "fps": "fps", "first_frame": "first_frame", "dataset": "dataset"}
+_DISPLAY: Mapping[str, Mapping[str, str]] = {
+    "microexp": {f: f for f in _ALIASES} | {"filename": "clip"},
+    "dfme": _DISPLAY_SHEET | {"aus": "AU", "emotion": "emotion"},
+    "casme2": _DISPLAY_SHEET,
+    "samm": _DISPLAY_SHEET | {"onset": "Onset Frame", "apex": "Apex Frame", "offset": "Offset Frame"},
+    "casme3": _DISPLAY_SHEET | {"onset": "Onset", "apex": "Apex", "offset": "Offset", "aus": "AU",
+                                "emotion": "emotion"},
+    "mmew": _DISPLAY_SHEET,
+}
 _SHEET_FIELDS = ("subject", "filename", "onset", "apex", "offset", "emotion")
 _REQUIRED: Mapping[str, tuple[str, ...]] = {
     "microexp": ("subject", "filename", "path", "onset", "apex", "offset", "fps", "emotion", "aus"),
@@ -129,6 +143,8 @@ _REQUIRED: Mapping[str, tuple[str, ...]] = {
     "casme3": _SHEET_FIELDS,
     "mmew": _SHEET_FIELDS,
 }
+# formats whose sheets write a missing offset as 0 (CAS(ME)^3 Part A, e.g. spreadsheet rows 798 and 800)
+_ZERO_IS_MISSING_OFFSET = frozenset({"casme3"})
 _MISSING_TOKENS = {"", "/", "-", "--", "n/a", "na", "nan", "none", "null"}
 _HEADER_SEARCH_ROWS = 50
 _SHOWN_ERRORS = 5
@@ -355,15 +371,38 @@ def _read_sheets(path: Path) -> list[_Sheet]:
         if suffix in (".xlsx", ".xlsm", ".xls"):
             frames = pd.read_excel(path, header=None, dtype=object, sheet_name=None, keep_default_na=False)
             return [_Sheet(str(name), df.astype(object).values.tolist()) for name, df in frames.items()]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"annotation file not found: {path}") from None
-    except ImportError as exc:
-        raise AnnotationError(f"cannot read {path}: {exc}; save it as .xlsx or .csv") from None
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"annotation file not found: {path}") from exc
+    except ImportError as exc:  # e.g. xlrd for .xls is not installed
+        raise AnnotationError(f"cannot read {path}: {exc}; save it as .xlsx or .csv") from exc
     except AnnotationError:
         raise
-    except Exception as exc:  # any parser error of a corrupt file: one line naming the file
-        raise AnnotationError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    except _corrupt_file_errors(suffix) as exc:  # a corrupt or mislabelled file; anything else is a bug
+        detail = " ".join(str(exc).split()) or "no detail"
+        raise AnnotationError(f"cannot read {path}: not a valid {suffix.lstrip('.')} file "
+                              f"({type(exc).__name__}: {detail})") from exc
     raise AnnotationError(f"cannot read {path}: unsupported extension {suffix!r} (expected .xlsx, .xls or .csv)")
+
+
+def _corrupt_file_errors(suffix: str) -> tuple[type[BaseException], ...]:
+    """The exceptions pandas' readers raise on a corrupt or mislabelled file of this kind.
+
+    ``ValueError`` covers pandas' ParserError, "Excel file format cannot be determined" and decoding
+    errors; for xlsx also a broken zip, broken XML and the ``KeyError`` of a zip without a workbook.
+    """
+    errors: list[type[BaseException]] = [ValueError, EOFError]
+    if suffix in (".xlsx", ".xlsm", ".xls"):
+        import xml.etree.ElementTree as ElementTree
+        import zipfile
+
+        errors += [zipfile.BadZipFile, ElementTree.ParseError, KeyError]
+        try:
+            from openpyxl.utils.exceptions import InvalidFileException
+
+            errors.append(InvalidFileException)
+        except ImportError:  # pragma: no cover - openpyxl is a dependency
+            pass
+    return tuple(errors)
 
 
 def _read_csv_rows(path: Path, sep: str) -> list[list[object]]:
@@ -435,8 +474,7 @@ def _locate(path: Path, sheets: list[_Sheet], fmt: str) -> _Layout:
     first = sheets[0] if sheets else _Sheet("", [])
     index = _find_header(first.rows)
     positions = _match_columns(first.rows[index])[0] if index is not None else {}
-    missing = ", ".join(_DISPLAY[f] if f != "filename" or fmt != "microexp" else "clip"
-                        for f in required if f not in positions)
+    missing = ", ".join(repr(_DISPLAY[fmt][f]) for f in required if f not in positions)
     others = f"; other sheets: {', '.join(s.name for s in sheets[1:])}" if len(sheets) > 1 else ""
     raise AnnotationError(f"{path}: missing column(s) {missing} for format {fmt!r} (names match ignoring case, "
                           f"spaces and underscores); columns found in sheet {first.name!r}: "
@@ -472,6 +510,7 @@ class _Record:
     emotion: str
     aus: str
     dataset: str
+    action_descriptors: str = ""
     first_frame: int = 0
     path: str = ""
     apex_estimated: bool = False
@@ -511,6 +550,10 @@ def _parse_required(ctx: _Context, row: int, cells: Mapping[str, object], proble
             out[fld] = parse_frame_number(cells[fld])
             if out[fld] is None:
                 problems.append(ctx.problem(row, fld, cells[fld], f"missing {fld} frame number"))
+            elif fld == "offset" and out[fld] == 0 and ctx.fmt in _ZERO_IS_MISSING_OFFSET:
+                out[fld] = None
+                problems.append(ctx.problem(row, fld, cells[fld], f"missing offset frame number ({ctx.fmt} "
+                                            f"writes a missing offset as {ctx.headers.get(fld, fld)} = 0)"))
         except ValueError as exc:
             out[fld] = None
             problems.append(ctx.problem(row, fld, cells[fld], str(exc)))
@@ -540,6 +583,8 @@ def _parse_optional(ctx: _Context, row: int, cells: Mapping[str, object], proble
         problems.append(ctx.problem(row, "aus", cells.get("aus"), f"ignored tokens that are not AU codes: "
                                     f"{', '.join(map(repr, bad_aus))}", severity="warning"))
     out["aus"] = normalise_aus(cells.get("aus"), strict=False)
+    descriptors = [normalise_action_descriptors(cells.get(c)) for c in ("aus", "action_descriptors")]
+    out["action_descriptors"] = normalise_action_descriptors("+".join(d for d in descriptors if d))
     if not _is_blank(cells.get("first_frame")):
         try:
             out["first_frame"] = parse_frame_number(cells["first_frame"]) or 0
@@ -660,7 +705,7 @@ def _build_table(records: Sequence[_Record]) -> pd.DataFrame:
     dtypes = {"subject": "int64", "onset": "int64", "apex": "int64", "offset": "int64", "first_frame": "int64",
               "fps": "float64", "apex_estimated": "bool"}
     table = table.astype(dtypes)
-    for c in ("clip", "path", "emotion", "aus", "dataset"):
+    for c in ("clip", "path", "emotion", "aus", "dataset", "action_descriptors"):
         table[c] = table[c].astype(object)
     return table
 

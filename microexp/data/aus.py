@@ -6,6 +6,11 @@ without duplicates, joined by ``'+'`` (``'1+2+12'``); laterality (``L``/``R``, b
 and intensity (``A``..``E``) marks are dropped unless ``keep_laterality=True``, which writes the side as a
 prefix (``'12L'`` -> ``'L12'``). Blank cells, ``'/'`` and ``'-'`` mean "no AUs".
 
+FACS action descriptors (``AD31``, ``AD38``, ``AD39``) and movement codes (``M57``, ``M58``), which the
+DFME challenge sheets write in the AU cell, are real annotations but not AUs: :func:`parse_aus` skips
+them (never an error) and :func:`parse_action_descriptors` returns them (``'AD31+M57'``), ascending by
+number, without duplicates.
+
 Pure functions, no I/O.
 """
 
@@ -14,7 +19,18 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["AU_SEPARATORS", "format_aus", "invalid_au_tokens", "normalise_aus", "parse_au_token", "parse_aus"]
+__all__ = [
+    "AU_SEPARATORS",
+    "format_aus",
+    "invalid_au_tokens",
+    "is_action_descriptor",
+    "normalise_action_descriptors",
+    "normalise_aus",
+    "parse_action_descriptor",
+    "parse_action_descriptors",
+    "parse_au_token",
+    "parse_aus",
+]
 
 #: Characters that separate AUs in a cell: '+', ',' and their full-width forms, and ';'.
 AU_SEPARATORS = "+,，＋;"
@@ -26,6 +42,8 @@ _TOKEN = re.compile(
     r"^(?P<pre>[LR])?\s*(?:AU)?\s*(?P<num>\d+)\s*(?P<post>[A-E]?[LR]?|[LR][A-E]?)$",
     re.IGNORECASE,
 )
+# a FACS action descriptor (AD) or movement code (M): prefix and number, optional side/intensity marks.
+_DESCRIPTOR = re.compile(r"^(?P<pre>AD|M)\s*(?P<num>\d+)\s*(?:[A-E]?[LR]?|[LR][A-E]?)$", re.IGNORECASE)
 
 
 def parse_au_token(token: str, *, keep_laterality: bool = False) -> str | None:
@@ -93,6 +111,8 @@ def parse_aus(value: object, *, keep_laterality: bool = False, strict: bool = Tr
         try:
             code = parse_au_token(token, keep_laterality=keep_laterality)
         except ValueError:
+            if is_action_descriptor(token):
+                continue
             if strict:
                 raise
             continue
@@ -102,14 +122,46 @@ def parse_aus(value: object, *, keep_laterality: bool = False, strict: bool = Tr
 
 
 def invalid_au_tokens(value: object) -> list[str]:
-    """The tokens of an AU cell that are not AU codes (``[]`` when the cell is fine)."""
+    """The tokens of an AU cell that are neither AU codes nor action descriptors (``[]`` when fine)."""
     bad = []
     for token in _tokens(value):
         try:
             parse_au_token(token, keep_laterality=True)
         except ValueError:
-            bad.append(token.strip())
+            if not is_action_descriptor(token):
+                bad.append(token.strip())
     return bad
+
+
+def parse_action_descriptor(token: str) -> str | None:
+    """Normalise one FACS action descriptor or movement code: ``'ad31'`` -> ``'AD31'``, ``'M057'`` -> ``'M57'``.
+
+    Returns:
+        The code, or ``None`` when ``token`` is not one (AU numbers like ``'12'`` included).
+    """
+    match = _DESCRIPTOR.match(token.strip().strip("()[]").strip())
+    if match is None:
+        return None
+    return match["pre"].upper() + str(int(match["num"]))
+
+
+def is_action_descriptor(token: str) -> bool:
+    """Whether ``token`` is a FACS action descriptor (``AD31``) or movement code (``M57``)."""
+    return parse_action_descriptor(token) is not None
+
+
+def parse_action_descriptors(value: object) -> list[str]:
+    """The action descriptors and movement codes of an AU cell, ascending by number, without duplicates.
+
+    ``'4+AD38+M57+AD31'`` -> ``['AD31', 'AD38', 'M57']``; AU codes and other tokens are skipped.
+    """
+    codes = {code for code in (parse_action_descriptor(t) for t in _tokens(value)) if code is not None}
+    return sorted(codes, key=lambda c: (int(c.lstrip("ADM")), c))
+
+
+def normalise_action_descriptors(value: object) -> str:
+    """An AU cell's action descriptors in normal form, e.g. ``'4+M57+AD31'`` -> ``'AD31+M57'``."""
+    return format_aus(parse_action_descriptors(value))
 
 
 def format_aus(codes: list[str] | tuple[str, ...]) -> str:

@@ -557,6 +557,29 @@ class PyAVReader(_VideoFileReader):
 # ----------------------------------------------------------------------------------------------
 
 
+class _FallbackWarning:
+    """Warn once per process that decord failed and PyAV took over (later fallbacks log at debug level).
+
+    A forked DataLoader worker inherits the flag, so a process that already warned does not warn again
+    from each worker.
+    """
+
+    def __init__(self) -> None:
+        self.warned = False
+
+    def __call__(self, path: Path, reason: str) -> None:
+        if self.warned:
+            logger.debug("%s: read with PyAV (decord failed: %s)", path, reason)
+            return
+        self.warned = True
+        reason = reason.removeprefix(f"{path}: ")
+        logger.warning("%s: decord failed (%s); reading it with PyAV, which is slower. Later fallbacks "
+                       "are not reported (this is said once per process).", path, reason)
+
+
+_warn_fallback = _FallbackWarning()
+
+
 class _AutoReader(VideoReader):
     """decord, falling back to PyAV when decord is missing, cannot open or cannot decode the file.
 
@@ -579,6 +602,8 @@ class _AutoReader(VideoReader):
                 self._reader._open()
             except VideoReadError as exc:
                 self._fall_back(str(exc))
+                self._reader._open()  # raises when PyAV cannot open it either
+                _warn_fallback(self.path, str(exc))
             self._resolved = True
         return self._reader
 
@@ -623,6 +648,9 @@ class _AutoReader(VideoReader):
                     f"({length} vs {len(self._reader)})"
                 )
             reader = self._reader
+            frames = reader._read_sorted(positions)
+            _warn_fallback(self.path, reason)
+            return frames
         return reader._read_sorted(positions)
 
     def close(self) -> None:
