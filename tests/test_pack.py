@@ -189,6 +189,29 @@ def test_parallel_workers(tmp_path, dataset):
         np.testing.assert_array_equal(reader.get_frames_by_number([8])[0], frames["sub02/EP03_02"][8])
 
 
+def test_worker_pool_spawns_instead_of_forking(tmp_path, dataset, monkeypatch):
+    """pack has imported OpenCV: a forked worker inherits its threads' locks (the project's rule is spawn)."""
+    import concurrent.futures
+
+    import microexp.data.pack as pack_module
+
+    methods = []
+
+    class SpyPool(concurrent.futures.ProcessPoolExecutor):  # the real pool, recording its start method
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            methods.append(self._mp_context.get_start_method())
+
+    monkeypatch.setattr(pack_module, "ProcessPoolExecutor", SpyPool)
+    _, table, frames = dataset
+    result = pack_table(table, tmp_path / "out", workers=2, progress=False)
+    assert methods == ["spawn"]
+    assert not result.failed and len(result.table) == 2
+    row = result.table.iloc[0]
+    with open_video(tmp_path / "out" / row["path"], first_frame=int(row["first_frame"])) as reader:
+        np.testing.assert_array_equal(reader.get_frames_by_number([16])[0], frames["sub01/EP02_01f"][16])
+
+
 def test_settings_validation():
     with pytest.raises(ConfigError, match="pack mode 'lossy' is not one of lossless, near-lossless"):
         PackSettings(mode="lossy")

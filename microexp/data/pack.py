@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -475,7 +476,7 @@ def pack_table(
                     outcome = exc
                 finish(job[0], outcome)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
                 futures = {pool.submit(_pack_job, job): job[0] for job in jobs}
                 for future in as_completed(futures):
                     exc = future.exception()
@@ -497,10 +498,20 @@ def pack_table(
     return result
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The start method of ``pack``'s worker processes: always ``spawn``.
+
+    This process has imported OpenCV (and may hold decord, PyAV or torch threads); a ``fork``ed child
+    inherits their locks in whatever state they were and can hang, so workers start fresh interpreters.
+    """
+    return multiprocessing.get_context("spawn")
+
+
 def _write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    from microexp.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def _face_box_table(done: dict[str, PackedClip], out_dir: Path) -> pd.DataFrame:
