@@ -1,9 +1,14 @@
 """The ``microexp`` command: one argparse parser with a sub-command per module.
 
 Each command module exposes ``add_parser(subparsers)`` and ``run(args) -> int``. This package is the
-only place that parses arguments or configures logging. User errors (``MicroexpError``,
-``FileNotFoundError``) become one line on stderr and exit code 2; anything else is a bug and keeps its
+only place that parses arguments or configures logging. User errors (``MicroexpError``, which includes
+``microexp.fileio.OutputError``, and ``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``,
+``PermissionError``) become one line on stderr and exit code 2; anything else is a bug and keeps its
 traceback.
+
+Start-up is lazy: the top-level parser lists the commands from :data:`COMMANDS` (a static table of
+module and one-line help), and only the module of the command being run is imported, so
+``microexp --help`` or ``microexp inspect ...`` never import torch.
 """
 
 from __future__ import annotations
@@ -13,43 +18,99 @@ import importlib
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from microexp.errors import MicroexpError
 
-#: sub-command name -> module implementing it, in the order ``--help`` lists them
-COMMANDS = {
-    "synth": "microexp.cli.synth",
-    "inspect": "microexp.cli.inspect",
-    "pack": "microexp.cli.pack",
-    "models": "microexp.cli.models",
-    "flow": "microexp.cli.flow",
-    "train": "microexp.cli.train",
-    "evaluate": "microexp.cli.evaluate",
-    "predict": "microexp.cli.predict",
-    "export": "microexp.cli.export",
-    "sweep": "microexp.cli.sweep",
-    "benchmark": "microexp.cli.benchmark",
+
+class Command(NamedTuple):
+    """Where a sub-command lives and the one line ``microexp --help`` shows for it."""
+
+    module: str
+    help: str
+
+
+#: sub-command name -> (module implementing it, its one-line help), in the order ``--help`` lists them.
+#: The help must equal the ``help=`` the module's ``add_parser`` passes (``tests/test_cli_startup.py`` checks).
+COMMANDS: dict[str, Command] = {
+    "synth": Command("microexp.cli.synth",
+                     "generate the synthetic DFME-style benchmark (faces, AU micro-expressions, 200/300/500 fps)"),
+    "inspect": Command("microexp.cli.inspect",
+                       "summarise an annotation file: clips, subjects, classes, fps, problems"),
+    "pack": Command("microexp.cli.pack",
+                    "re-encode a frame-folder dataset as seekable H.264 videos plus a new annotations.csv"),
+    "models": Command("microexp.cli.models",
+                      "list the registered models (family, modality, frames, size, parameters)"),
+    "flow": Command("microexp.cli.flow", "precompute the optical-flow cache of a dataset"),
+    "train": Command("microexp.cli.train", "train and test a model under a subject-independent protocol"),
+    "evaluate": Command("microexp.cli.evaluate",
+                        "recompute metrics.json and plots of a run from its predictions.csv"),
+    "predict": Command("microexp.cli.predict", "predict the emotion of clips with a trained checkpoint"),
+    "export": Command("microexp.cli.export", "export a checkpoint to TorchScript or ONNX"),
+    "sweep": Command("microexp.cli.sweep",
+                     "hyperparameter study (Optuna), nested per outer fold, with a final nested test"),
+    "benchmark": Command("microexp.cli.benchmark",
+                         "measure key-frame loading, pipeline balance, flow cache, training throughput and latency"),
 }
 
 USER_ERROR_EXIT = 2
+INTERRUPTED_EXIT = 130
+
+#: user errors: printed as one line, exit code :data:`USER_ERROR_EXIT`
+USER_ERRORS = (MicroexpError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+EPILOG = f"""\
+Run `microexp COMMAND --help` for a command's options.
+
+exit codes:
+  0    success
+  1    `inspect` found errors in the annotations (warnings alone exit 0)
+  {USER_ERROR_EXIT}    user error, reported as one line on stderr: a bad argument, a missing or
+       unreadable file, an invalid config, an output that cannot be written
+  {INTERRUPTED_EXIT}  interrupted (Ctrl-C)
+"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every sub-command registered."""
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Build the top-level parser.
+
+    Args:
+        commands: the sub-commands whose modules are imported and whose full parsers are built; the
+            others are listed with their one-line help only (``--help`` needs nothing more). ``None``
+            builds every command (importing every command module).
+    """
     parser = argparse.ArgumentParser(
         prog="microexp",
         description="Micro-expression video recognition: data, models, protocols and studies.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        sub = module.add_parser(subparsers)
-        sub.set_defaults(_run=module.run)
+    full = set(COMMANDS if commands is None else commands)
+    for name, command in COMMANDS.items():
+        if name in full:
+            module = importlib.import_module(command.module)
+            sub = module.add_parser(subparsers)
+            sub.set_defaults(_run=module.run)
+        else:  # listed only; main() builds it for real when it is the command being run
+            sub = subparsers.add_parser(name, help=command.help, add_help=False)
+            sub.add_argument("_unparsed", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            sub.set_defaults(_run=None)
     return parser
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv``: the first argument that is not an option; None if none is known.
+
+    The top-level options (``-v``, ``-q``, ``-h``) take no value, so the first non-option is the command.
+    """
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
@@ -60,12 +121,15 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``microexp`` command line; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = chosen_command(argv)
+    args = build_parser([command] if command else []).parse_args(argv)
+    if args._run is None:  # the command was not where chosen_command looked: build it and parse again
+        args = build_parser([args.command]).parse_args(argv)
     configure_logging(args.verbose, args.quiet)
     try:
         return int(args._run(args) or 0)
-    except (MicroexpError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+    except USER_ERRORS as exc:
         print(f"microexp {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return USER_ERROR_EXIT
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early: not an error
@@ -73,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         print(f"microexp {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_EXIT
 
 
 def _one_line(exc: BaseException) -> str:

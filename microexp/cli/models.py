@@ -1,11 +1,18 @@
-"""``microexp models``: list the registered models with their family, modality, input and size."""
+"""``microexp models``: list the registered models with their family, modality, input and size.
+
+Parameters are counted on models built on the ``meta`` device (shapes only, no weights allocated), so
+listing TimeSformer-Base's 121 M parameters takes milliseconds and no memory.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 #: class count at which ``params`` is reported (the DFME 7-class protocol)
 PARAMS_AT_CLASSES = 7
@@ -48,9 +55,8 @@ def run(args: argparse.Namespace) -> int:
 def describe_models(
     pattern: str = "*", *, family: str | None = None, modality: str | None = None, cpu_only: bool = False
 ) -> list[dict[str, Any]]:
-    """One JSON-ready dict per registered model (built on the meta device where possible, no weights)."""
+    """One JSON-ready dict per registered model (built on the meta device: no weights are allocated)."""
     from microexp.models import count_params, list_models, model_info
-    from microexp.models._registry import build_on_meta
 
     rows = []
     for name in list_models(pattern, family=family, modality=modality, cpu_friendly=True if cpu_only else None):
@@ -71,6 +77,67 @@ def describe_models(
             }
         )
     return rows
+
+
+#: the factories ``nn.Module`` constructors allocate parameters and buffers with (then initialised in place)
+_WEIGHT_FACTORIES = ("empty", "empty_strided", "zeros", "ones", "full", "rand", "randn")
+
+#: tensors with fewer elements stay on the CPU when a builder needs values back (see :func:`build_on_meta`)
+SMALL_TENSOR = 4096
+
+
+def build_on_meta(name: str, **kwargs: Any) -> torch.nn.Module:
+    """``create_model(name, **kwargs)`` with its weights on the ``meta`` device: shapes, no memory.
+
+    The model is built inside ``with torch.device("meta"):``. A builder that reads a value back while
+    building (pytorchvideo's MViT calls ``.item()`` on ``torch.linspace`` and ``torch.ones`` results) cannot
+    run there; it is built again with only tensors of at least :data:`SMALL_TENSOR` elements on ``meta``
+    and smaller ones on the CPU (a few kB in all), so no registered model allocates its weights.
+    """
+    import torch
+
+    from microexp.models import create_model
+
+    if kwargs.get("pretrained") is not None:
+        raise ValueError("build_on_meta: pretrained weights cannot be loaded on the meta device")
+    try:
+        with torch.device("meta"):
+            return create_model(name, **kwargs)
+    except (RuntimeError, NotImplementedError) as exc:
+        if "meta" not in str(exc).lower():
+            raise
+    with _large_tensors_on_meta():
+        return create_model(name, **kwargs)
+
+
+def _requested_numel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """Elements a factory call such as ``torch.zeros(2, 3)`` or ``torch.full((2, 3), 1.0)`` asks for."""
+    size = kwargs.get("size", args[0] if args else None)
+    if isinstance(size, int):  # torch.empty(2, 3): the size is the leading ints
+        size = [a for a in args if isinstance(a, int)] if "size" not in kwargs else [size]
+    if not isinstance(size, (tuple, list)) or not all(isinstance(n, int) for n in size):
+        return None
+    numel = 1
+    for n in size:
+        numel *= n
+    return numel
+
+
+def _large_tensors_on_meta() -> Any:
+    """A torch function mode in which factories asked for at least :data:`SMALL_TENSOR` elements use ``meta``."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    factories = {getattr(torch, f) for f in _WEIGHT_FACTORIES}
+
+    class LargeTensorsOnMeta(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            kwargs = dict(kwargs or {})
+            if func in factories and (_requested_numel(args, kwargs) or 0) >= SMALL_TENSOR:
+                kwargs["device"] = torch.device("meta")
+            return func(*args, **kwargs)
+
+    return LargeTensorsOnMeta()
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
