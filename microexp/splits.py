@@ -28,6 +28,7 @@ import numpy as np
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedGroupKFold
 
 from microexp.errors import ConfigError, MicroexpError
+from microexp.fileio import write_text
 
 __all__ = [
     "PROTOCOLS",
@@ -481,16 +482,13 @@ def save_folds(folds: Sequence[Fold], path: str | Path) -> Path:
 
     Args:
         folds: The folds (checked for role overlap first).
-        path: Destination file; parent folders are created.
+        path: Destination file, written atomically; parent folders are created.
 
     Returns:
         The written path.
     """
     check_folds(folds, None, protocol="fixed")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([f.to_dict() for f in folds], indent=1) + "\n", encoding="utf-8")
-    return path
+    return write_text(path, json.dumps([f.to_dict() for f in folds], indent=1) + "\n")
 
 
 def load_folds(path: str | Path) -> list[Fold]:

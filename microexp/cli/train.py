@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from microexp.config import load_config, valid_keys
@@ -15,14 +14,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="train and test a model under a subject-independent protocol",
         description="Run a cross-validation experiment (fresh model per fold, test subjects evaluated once) and "
         "write config.yaml, folds.json, predictions.csv, metrics.json and plots into --out. Re-running the same "
-        "command resumes an interrupted run.",
+        "command resumes an interrupted run. The checks (clip table, folds, data.num_frames, device, writable "
+        "folders) run before --out is touched, and --out is locked while a run trains into it. --final then trains "
+        "one model on every subject for deployment (RUN/final/model.pt).",
         epilog="config keys: " + ", ".join(valid_keys()),
     )
     parser.add_argument("--config", default=None, help="recipe YAML (defaults when omitted)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.epochs=5 (repeatable)")
     parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (the INFO log lines stay; -q hides them)")
+    final = parser.add_mutually_exclusive_group()
+    final.add_argument("--final", action="store_true",
+                       help="after the cross-validation folds, train one model on every subject with the recipe's "
+                       "fixed schedule (last epoch) and write RUN/final/model.pt (resumable)")
+    final.add_argument("--final-only", action="store_true",
+                       help="train only the final all-subjects model, no cross-validation (for a recipe whose "
+                       "protocol results you already have); RUN/final/model.pt")
     return parser
 
 
@@ -30,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from microexp.engine.experiment import run_experiment
 
     config = load_config(args.config, args.overrides)
-    metrics = run_experiment(config, args.out, progress=False if args.no_progress else None)
-    print(format_results(metrics))
+    metrics = run_experiment(config, args.out, progress=False if args.no_progress else None,
+                             final=args.final or args.final_only, cross_validation=not args.final_only)
+    if metrics is not None:
+        print(format_results(metrics))
     print(f"outputs: {Path(args.out)}")
     return 0
 
@@ -56,7 +66,8 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         "evaluate",
         help="recompute metrics.json and plots of a run from its predictions.csv",
         description="Recompute metrics.json (pooled and fold-mean, labelled) and the plots from RUN_DIR/"
-        "predictions.csv, without retraining.",
+        "predictions.csv, without retraining. predictions.csv is first checked against RUN_DIR/folds.json (every "
+        "test clip of every fold present exactly once); nothing is written when it does not match.",
     )
     parser.add_argument("run_dir", help="a directory written by microexp train")
     parser.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
@@ -64,21 +75,12 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from microexp.engine.experiment import write_metrics
-    from microexp.errors import ConfigError
+    from microexp.engine.experiment import read_run_predictions, write_metrics
+    from microexp.fileio import dumps_json
 
     run_dir = Path(args.run_dir)
-    predictions_path = run_dir / "predictions.csv"
-    if not predictions_path.is_file():
-        raise FileNotFoundError(f"{predictions_path}: no predictions (is {run_dir} a finished microexp train run?)")
+    predictions, classes = read_run_predictions(run_dir)
     config = load_config(run_dir / "config.yaml")
-    predictions = pd.read_csv(predictions_path)
-    classes = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
-    missing = [c for c in ("clip", "fold", "label", "pred") if c not in predictions.columns]
-    if missing or not classes:
-        raise ConfigError(f"{predictions_path}: missing column(s) {missing or ['prob_<class>']}")
     metrics = write_metrics(run_dir, predictions, classes, protocol=config.cv.protocol)
-    print(json.dumps(metrics, indent=2) if args.json else format_results(metrics))
+    print(dumps_json(metrics) if args.json else format_results(metrics))
     return 0

@@ -10,24 +10,40 @@ Evaluation integrity is built in, not left to discipline:
   once per fold, after training, and their predictions are never read before then;
 * a killed run resumes at the last completed epoch of the fold it was in; completed folds are kept.
 
-Outputs in the run directory: ``config.yaml``, ``folds.json``, ``fold_XX/`` (``log.csv``, ``last.pt``,
-``model.pt``, ``predictions.csv``), ``predictions.csv``, ``metrics.json`` and plots.
+A run starts only once everything it needs has been checked: the clip table is read and validated, the
+folds are built and ``data.num_frames`` is checked against the clips' lengths, the device and the cache
+folder are checked, all before the run directory is created or touched. Then the run directory is
+locked for the run's duration (:func:`hold_lock`; a second ``train`` on the same ``--out`` is refused,
+naming the holder), and only then is ``config.yaml`` written.
+
+Outputs in the run directory (every one written atomically through :mod:`microexp.fileio`):
+``config.yaml``, ``folds.json``, ``fold_XX/`` (``log.csv``, ``last.pt``, ``model.pt``,
+``predictions.csv``), ``predictions.csv``, ``metrics.json`` and plots; with ``final=True`` also
+``final/`` (``log.csv``, ``last.pt``, ``model.pt``: one model trained on every subject).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import json
+import dataclasses
+import datetime
+import errno
 import logging
+import os
+import socket
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 
-from microexp.config import ExperimentConfig, save_config
+from microexp.config import ExperimentConfig, config_differences, load_config, save_config
 from microexp.data.annotations import load_clip_table
 from microexp.data.class_maps import apply_class_map, get_class_map
 from microexp.data.dataset import EpochIndexSampler, MicroExpressionDataset
@@ -37,20 +53,34 @@ from microexp.data.sampling import SamplingSpec
 from microexp.data.transforms import TransformSpec
 from microexp.engine.checkpoint import load_checkpoint, save_checkpoint
 from microexp.engine.trainer import build_optimizer, build_scheduler, evaluate, select_device, train_one_epoch
-from microexp.errors import ConfigError
+from microexp.errors import ConfigError, MicroexpError
+from microexp.fileio import OutputError, atomic_open, atomic_path, output_error, write_json
 from microexp.losses import build_loss, loss_options
 from microexp.metrics import compute_metrics, cross_validation_summary
 from microexp.models import create_model, get_model_spec
 from microexp.seed import seed_everything, seed_worker
-from microexp.splits import Fold, check_folds, fixed_split, kfold_subject_splits, load_folds, loso_splits, save_folds
+from microexp.splits import (
+    Fold, check_folds, fixed_split, kfold_subject_splits, leave_one_dataset_out, load_folds, loso_splits, save_folds,
+)
 
 logger = logging.getLogger(__name__)
 
 #: cv.protocol (the recipe's word) -> the protocol name microexp.splits checks folds under
-SPLITS_PROTOCOL = {"kfold": "kfold", "loso": "loso", "split": "fixed"}
+SPLITS_PROTOCOL = {"kfold": "kfold", "loso": "loso", "lodo": "lodo", "split": "fixed"}
 
 LOSS_FIELDS = {"gamma": "gamma", "beta": "beta", "label_smoothing": "label_smoothing", "max_m": "max_m",
                "scale": "s", "drw_epoch": "drw_epoch"}
+
+#: the run directory's lock file (its holder is described in ``LOCK_NAME + ".json"`` beside it)
+LOCK_NAME = "train.lock"
+#: the folder of the final all-subjects model inside a run directory
+FINAL_DIR = "final"
+#: the random stream of the final model (fold ``f`` uses stream ``f``; no protocol has this many folds)
+FINAL_STREAM = 999
+
+
+class RunLockedError(MicroexpError, RuntimeError):
+    """Another process holds the run directory's lock."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +106,33 @@ def load_experiment_data(config: ExperimentConfig) -> ExperimentData:
     return ExperimentData(table=labelled.reset_index(drop=True), class_names=list(class_map.classes))
 
 
+def check_num_frames(config: ExperimentConfig, table: pd.DataFrame) -> None:
+    """Refuse ``data.num_frames`` above the longest clip's onset..offset span.
+
+    No clip has that many distinct frames, so every sample would only repeat (or, for ``tim``,
+    interpolate) frames while the workers' memory grows with ``num_frames``.
+
+    Raises:
+        ConfigError: naming the limit and the longest clip.
+    """
+    if table.empty:
+        return
+    spans = (table["offset"].astype("int64") - table["onset"].astype("int64") + 1).to_numpy()
+    longest = int(spans.argmax())
+    limit = int(spans[longest])
+    if config.data.num_frames > limit:
+        raise ConfigError(
+            f"data.num_frames={config.data.num_frames}: more frames than any clip has; the longest clip "
+            f"({table['clip'].iloc[longest]!r}, onset..offset) spans {limit} frames, so use data.num_frames <= {limit}"
+        )
+
+
 def build_folds(config: ExperimentConfig, table: pd.DataFrame) -> list[Fold]:
-    """The outer folds of ``config.cv`` (validation subjects carved from training subjects)."""
+    """The outer folds of ``config.cv`` (validation subjects carved from training subjects).
+
+    ``lodo`` (leave-one-dataset-out) reads the table's ``dataset`` column: fold ``i`` tests every subject
+    of the ``i``-th dataset in sorted name order.
+    """
     subjects = table["subject"].to_numpy()
     labels = table["label"].to_numpy()
     cv = config.cv
@@ -86,44 +141,132 @@ def build_folds(config: ExperimentConfig, table: pd.DataFrame) -> list[Fold]:
                                      val_fraction=cv.val_fraction)
     elif cv.protocol == "loso":
         folds = loso_splits(subjects, labels=labels, val_fraction=cv.val_fraction, seed=config.seed)
-    else:
+    elif cv.protocol == "lodo":
+        if "dataset" not in table.columns or table["dataset"].isna().any():
+            raise ConfigError("cv.protocol=lodo needs a dataset name for every clip (the clip table's dataset column)")
+        folds = leave_one_dataset_out(table["dataset"].to_numpy(), subjects, labels=labels,
+                                      val_fraction=cv.val_fraction, seed=config.seed)
+    elif cv.protocol == "split":
         folds = [fixed_split(subjects, cv.test_subjects, labels=labels, val_fraction=cv.val_fraction,
                              seed=config.seed)]
+    else:
+        raise ConfigError(f"cv.protocol={cv.protocol!r}: expected one of {', '.join(SPLITS_PROTOCOL)}")
     check_folds(folds, subjects, protocol=SPLITS_PROTOCOL[cv.protocol])
     return folds
 
 
-def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict[str, Any]:
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool | None = None,
+    final: bool = False,
+    cross_validation: bool = True,
+) -> dict[str, Any] | None:
     """Train and test every fold (resuming where a previous run stopped) and write all outputs.
 
+    Args:
+        config: the validated recipe.
+        out_dir: the run directory (created once every check has passed).
+        progress: tqdm bars (None: only on a terminal).
+        final: after the folds, also train one model on every subject (:func:`train_final`).
+        cross_validation: False skips the folds (with ``final=True``: only the final model).
+
     Returns:
-        The metrics dict written to ``metrics.json``.
+        The metrics dict written to ``metrics.json`` (None when ``cross_validation`` is False).
+
+    Raises:
+        RunLockedError: another process is training into ``out_dir``.
+        OutputError: the run directory or the cache cannot be written (one line naming the path, the
+            cause and what was kept).
     """
+    if not (cross_validation or final):
+        raise ValueError("run_experiment: nothing to do (cross_validation=False and final=False)")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_same_config(config, out)
-    save_config(config, out / "config.yaml")
+    # everything that can be checked is checked before the run directory is touched
+    _check_not_a_file(out)
     data = load_experiment_data(config)
-    folds_path = out / "folds.json"
-    if folds_path.exists():
-        folds = load_folds(folds_path)
-        check_folds(folds, data.table["subject"].to_numpy(), protocol=SPLITS_PROTOCOL[config.cv.protocol])
-    else:
-        folds = build_folds(config, data.table)
-        save_folds(folds, folds_path)
+    check_num_frames(config, data.table)
+    folds = build_folds(config, data.table) if cross_validation else []
     device = select_device(config.device)
-    logger.info("%d clips, %d subjects, %d folds, model %s on %s", len(data.table),
-                data.table["subject"].nunique(), len(folds), config.model.name, device)
-    for fold in folds:
-        fold_dir = out / f"fold_{fold.fold:02d}"
-        if (fold_dir / "predictions.csv").exists():
-            logger.info("fold %d already complete: kept", fold.fold)
-            continue
-        run_fold(config, data, fold, fold_dir, device=device, progress=progress)
-    predictions = pd.concat([pd.read_csv(out / f"fold_{f.fold:02d}" / "predictions.csv") for f in folds],
-                            ignore_index=True)
-    predictions.to_csv(out / "predictions.csv", index=False)
-    return write_metrics(out, predictions, data.class_names, protocol=config.cv.protocol)
+    if config.data.cache_dir:
+        _probe_writable(Path(config.data.cache_dir), what="data.cache_dir ")
+    _probe_writable(out, what="")
+    with hold_lock(out / LOCK_NAME, what=f"run directory {out}"):
+        _start_run(config, out)
+        if cross_validation:
+            folds = _run_folds(config, out, folds, data)
+        logger.info("%d clips, %d subjects, %s, model %s on %s", len(data.table), data.table["subject"].nunique(),
+                    f"{len(folds)} folds" if cross_validation else "final model only", config.model.name, device)
+        tracker = RunProgress(config.train.epochs)
+        for fold in folds:
+            fold_dir = out / f"fold_{fold.fold:02d}"
+            if not (fold_dir / "predictions.csv").exists():
+                tracker.plan(_unit(fold.fold), config.train.epochs - _logged_epochs(fold_dir / "log.csv"))
+        if final and not (out / FINAL_DIR / "model.pt").exists():
+            tracker.plan("final", config.train.epochs - _logged_epochs(out / FINAL_DIR / "log.csv"))
+        try:
+            metrics = None
+            if cross_validation:
+                for index, fold in enumerate(folds):
+                    fold_dir = out / f"fold_{fold.fold:02d}"
+                    if (fold_dir / "predictions.csv").exists():
+                        logger.info("fold %d/%d (%s) already complete: kept", index + 1, len(folds), fold_dir.name)
+                        continue
+                    logger.info("fold %d/%d (%s): %d training, %d validation, %d test subjects", index + 1,
+                                len(folds), fold_dir.name, len(fold.train_subjects), len(fold.val_subjects),
+                                len(fold.test_subjects))
+                    run_fold(config, data, fold, fold_dir, device=device, progress=progress,
+                             tracker=tracker.unit(_unit(fold.fold), f"fold {index + 1}/{len(folds)}"))
+                predictions = pd.concat([pd.read_csv(out / f"fold_{f.fold:02d}" / "predictions.csv") for f in folds],
+                                        ignore_index=True)
+                write_csv(predictions, out / "predictions.csv")
+                metrics = write_metrics(out, predictions, data.class_names, protocol=config.cv.protocol)
+            if final:
+                train_final(config, data, out, device=device, progress=progress, tracker=tracker.unit("final", "final"))
+        except OutputError as exc:
+            raise OutputError(f"{exc}; run state kept: {_kept(out, folds)}") from exc
+    return metrics
+
+
+def train_final(
+    config: ExperimentConfig,
+    data: ExperimentData,
+    out: Path,
+    *,
+    device: torch.device,
+    progress: bool | None = None,
+    tracker: "UnitProgress | None" = None,
+) -> Path:
+    """Train one model on every subject with the recipe's fixed schedule; write ``out/final/model.pt``.
+
+    The schedule is the recipe's (``train.epochs``, last epoch kept): with every subject in training there
+    is no held-out subject left to select an epoch honestly, so ``train.model_selection=val`` falls back to
+    the last epoch, and the log and the checkpoint's ``extra`` say so. Resumable from ``final/last.pt``;
+    an existing ``final/model.pt`` is kept.
+
+    Returns:
+        The path of ``model.pt``.
+    """
+    final_dir = out / FINAL_DIR
+    target = final_dir / "model.pt"
+    if target.exists():
+        logger.info("final model already trained: kept %s", target)
+        return target
+    note = "fixed schedule: last of train.epochs, trained on every subject"
+    if config.train.model_selection != "last":
+        note += (f" (the recipe's train.model_selection={config.train.model_selection} needs held-out subjects, "
+                 "which a model trained on every subject does not have)")
+    logger.info("final model on all %d subjects (%d clips): %s", data.table["subject"].nunique(), len(data.table), note)
+    fixed = dataclasses.replace(config, train=dataclasses.replace(config.train, model_selection="last"))
+    empty = data.table.iloc[:0]
+    extra = {"final": True, "trained_on": "all subjects", "selection": "last", "note": note,
+             "recipe_model_selection": config.train.model_selection,
+             "subjects": sorted(int(s) for s in data.table["subject"].unique()), "clips": len(data.table)}
+    _train_model(fixed, data, data.table, empty, final_dir, device=device, stream=FINAL_STREAM, fold=None,
+                 name="final", progress=progress, tracker=tracker, model_extra=extra)
+    print(f"final model (all subjects): {target}")
+    return target
 
 
 def run_fold(
@@ -135,92 +278,22 @@ def run_fold(
     device: torch.device,
     progress: bool | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    tracker: "UnitProgress | None" = None,
 ) -> pd.DataFrame:
     """Train a fresh model on the fold's training subjects, select it without test subjects, test once.
 
     ``on_epoch(epoch, record)``, when given, is called after each epoch has been logged and checkpointed,
     with that epoch's ``log.csv`` record (``val_acc``/``val_uf1``/``val_uar`` when the fold has validation
     subjects); an exception it raises (e.g. ``optuna.TrialPruned``) ends the fold and propagates.
+    ``tracker`` reports epoch times and the run's ETA (a fold-only one when None).
     """
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    generator = seed_everything(config.seed * 1000 + fold.fold, deterministic=config.deterministic)
     table = data.table
     train_table = table[table["subject"].isin(fold.train_subjects)]
     val_table = table[table["subject"].isin(fold.val_subjects)]
-    num_classes = len(data.class_names)
-    class_counts = np.bincount(train_table["label"].to_numpy(), minlength=num_classes).tolist()
-
-    model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
-    spec = get_model_spec(config.model.name, **model_kwargs)
-    model = create_model(config.model.name, num_classes=num_classes, pretrained=config.model.pretrained,
-                         **model_kwargs).to(device)
-    train_set = build_dataset(config, train_table, spec, train=True)
-    loader_args = {"batch_size": config.train.batch_size, "num_workers": config.data.num_workers,
-                   "worker_init_fn": seed_worker, "persistent_workers": config.data.num_workers > 0,
-                   "pin_memory": device.type == "cuda"}
-    sampler_kwargs = {"epochs": config.train.epochs} if config.train.sampler == "progressive" else {}
-    # the sampler draws from its own generator: the DataLoader's one also feeds worker base seeds, and how
-    # often it is drawn from depends on num_workers and persistent workers
-    sampler_generator = torch.Generator()
-    sampler = EpochIndexSampler(build_sampler(config.train.sampler, train_set.labels, generator=sampler_generator,
-                                              **sampler_kwargs))
-    train_loader = torch.utils.data.DataLoader(train_set, sampler=sampler, drop_last=len(train_set) > config.train.batch_size,
-                                               generator=generator, **loader_args)
-    val_loader = (torch.utils.data.DataLoader(build_dataset(config, val_table, spec, train=False), **loader_args)
-                  if len(val_table) else None)
-    loss_fn = build_loss(config.loss.name, class_counts, **_loss_kwargs(config)).to(device)  # weight buffers
-    optimizer = build_optimizer(model, name=config.train.optimizer, lr=config.train.lr,
-                                weight_decay=config.train.weight_decay, momentum=config.train.momentum)
-    scheduler = build_scheduler(optimizer, name=config.train.schedule, epochs=config.train.epochs,
-                                steps_per_epoch=max(1, len(train_loader)), warmup_epochs=config.train.warmup_epochs,
-                                step_size=config.train.step_size)
-    data_config = _data_config(config)
-    start_epoch, best = _resume(fold_dir / "last.pt", model, optimizer, scheduler, fold)
-    log_path = fold_dir / "log.csv"
-    tensorboard = _tensorboard_writer(fold_dir.parent / "tensorboard" / fold_dir.name)
-    for epoch in range(start_epoch, config.train.epochs):
-        # every epoch's random streams derive from (seed, fold, epoch) alone, so a resumed fold draws the
-        # same batches and dropout masks as an uninterrupted one
-        epoch_seed = int(np.random.SeedSequence([config.seed, fold.fold, epoch]).generate_state(1)[0])
-        sampler_generator.manual_seed(epoch_seed)
-        torch.manual_seed(epoch_seed)
-        for part in (sampler, loss_fn, train_set):
-            part.set_epoch(epoch)
-        stats = train_one_epoch(model, train_loader, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
-                                device=device, grad_clip=config.train.grad_clip, amp=config.train.amp,
-                                channels_last=config.train.channels_last, progress=progress,
-                                description=f"fold {fold.fold} epoch {epoch + 1}/{config.train.epochs}")
-        record = {"fold": fold.fold, "epoch": epoch, "train_loss": stats.loss, "train_acc": stats.accuracy,
-                  "lr": stats.lr, "seconds": round(stats.seconds, 3), "data_seconds": round(stats.data_seconds, 3)}
-        if val_loader is not None:
-            val = evaluate(model, val_loader, device=device, loss_fn=loss_fn, amp=config.train.amp, progress=False,
-                           description=f"fold {fold.fold} val")
-            val_metrics = compute_metrics(val.labels, val.predicted, num_classes=num_classes)
-            record.update(val_loss=val.loss, val_acc=val_metrics.acc, val_uf1=val_metrics.uf1, val_uar=val_metrics.uar)
-            score = getattr(val_metrics, config.train.selection_metric)
-            if config.train.model_selection == "val" and (best is None or score > best["score"]):
-                best = {"score": float(score), "epoch": epoch}
-                save_checkpoint(fold_dir / "best.pt", model=model, class_names=data.class_names, data=data_config,
-                                epoch=epoch, fold=fold.fold, metrics={f"val_{config.train.selection_metric}": score})
-        _append_csv(log_path, record)
-        if tensorboard is not None:
-            for name, value in record.items():
-                if name not in ("fold", "epoch"):
-                    tensorboard.add_scalar(name, value, epoch)
-        save_checkpoint(fold_dir / "last.pt", model=model, class_names=data.class_names, data=data_config,
-                        epoch=epoch, fold=fold.fold, optimizer=optimizer, scheduler=scheduler,
-                        extra={"best": best or {}})
-        logger.info("fold %d epoch %d: loss %.4f acc %.3f%s", fold.fold, epoch + 1, stats.loss, stats.accuracy,
-                    f" val {config.train.selection_metric} {record.get('val_' + config.train.selection_metric, float('nan')):.3f}"
-                    if val_loader is not None else "")
-        if on_epoch is not None:
-            on_epoch(epoch, record)
-    if tensorboard is not None:
-        tensorboard.close()
-    if config.train.model_selection == "val" and (fold_dir / "best.pt").exists():
-        model.load_state_dict(load_checkpoint(fold_dir / "best.pt")["state_dict"])
-    save_checkpoint(fold_dir / "model.pt", model=model, class_names=data.class_names, data=data_config,
-                    epoch=config.train.epochs - 1, fold=fold.fold, extra={"selection": config.train.model_selection})
+    model, spec, loader_args = _train_model(
+        config, data, train_table, val_table, fold_dir, device=device, stream=fold.fold, fold=fold.fold,
+        name=f"fold {fold.fold}", progress=progress, on_epoch=on_epoch, tracker=tracker,
+        model_extra={"selection": config.train.model_selection})
 
     # the test subjects are touched here, once, after training and model selection are over
     test_table = table[table["subject"].isin(fold.test_subjects)]
@@ -231,23 +304,463 @@ def run_fold(
                           "label": predictions.labels, "pred": predictions.predicted})
     for index, name in enumerate(data.class_names):
         frame[f"prob_{name}"] = predictions.probabilities[:, index]
-    tmp = fold_dir / "predictions.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(fold_dir / "predictions.csv")  # its presence marks the fold complete
+    write_csv(frame, fold_dir / "predictions.csv")  # its presence marks the fold complete
     return frame
 
 
+def _train_model(
+    config: ExperimentConfig,
+    data: ExperimentData,
+    train_table: pd.DataFrame,
+    val_table: pd.DataFrame,
+    work_dir: Path,
+    *,
+    device: torch.device,
+    stream: int,
+    fold: int | None,
+    name: str,
+    progress: bool | None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    tracker: "UnitProgress | None" = None,
+    model_extra: dict[str, Any] | None = None,
+) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """Train a fresh model on ``train_table`` in ``work_dir`` (resuming from its ``last.pt``), select it
+    (last epoch, or best on ``val_table``), save ``model.pt``.
+
+    ``stream`` keys every random stream (fold number; :data:`FINAL_STREAM` for the final model).
+
+    Returns:
+        The selected model, its spec, and the DataLoader arguments for evaluation loaders.
+    """
+    generator = seed_everything(config.seed * 1000 + stream, deterministic=config.deterministic)
+    num_classes = len(data.class_names)
+    class_counts = np.bincount(train_table["label"].to_numpy(), minlength=num_classes).tolist()
+
+    model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
+    spec = get_model_spec(config.model.name, **model_kwargs)
+    model = create_model(config.model.name, num_classes=num_classes, pretrained=config.model.pretrained,
+                         **model_kwargs).to(device)
+    train_set = build_dataset(config, train_table, spec, train=True)
+    # validation and test loaders are iterated once per epoch or once per fold: persistent workers there
+    # would only triple the live workers (and their memory) while the train loader's are alive too
+    loader_args = {"batch_size": config.train.batch_size, "num_workers": config.data.num_workers,
+                   "worker_init_fn": seed_worker, "persistent_workers": False, "pin_memory": device.type == "cuda"}
+    sampler_kwargs = {"epochs": config.train.epochs} if config.train.sampler == "progressive" else {}
+    # the sampler draws from its own generator: the DataLoader's one also feeds worker base seeds, and how
+    # often it is drawn from depends on num_workers and persistent workers
+    sampler_generator = torch.Generator()
+    sampler = EpochIndexSampler(build_sampler(config.train.sampler, train_set.labels, generator=sampler_generator,
+                                              **sampler_kwargs))
+    train_loader = torch.utils.data.DataLoader(train_set, sampler=sampler, drop_last=len(train_set) > config.train.batch_size,
+                                               generator=generator,
+                                               **{**loader_args, "persistent_workers": config.data.num_workers > 0})
+    val_loader = (torch.utils.data.DataLoader(build_dataset(config, val_table, spec, train=False), **loader_args)
+                  if len(val_table) else None)
+    loss_fn = build_loss(config.loss.name, class_counts, **_loss_kwargs(config)).to(device)  # weight buffers
+    optimizer = build_optimizer(model, name=config.train.optimizer, lr=config.train.lr,
+                                weight_decay=config.train.weight_decay, momentum=config.train.momentum)
+    scheduler = build_scheduler(optimizer, name=config.train.schedule, epochs=config.train.epochs,
+                                steps_per_epoch=max(1, len(train_loader)), warmup_epochs=config.train.warmup_epochs,
+                                step_size=config.train.step_size)
+    data_config = _data_config(config)
+    start_epoch, best = _resume(work_dir / "last.pt", model, optimizer, scheduler, fold, name=name)
+    log_path = work_dir / "log.csv"
+    # a kill between a log row and its last.pt leaves a row the resumed run writes again: keep exactly the
+    # rows of the epochs last.pt holds, so log.csv has one row per epoch
+    rows = _read_log(log_path, before=start_epoch)
+    if log_path.exists():
+        _write_log(log_path, rows)
+    if tracker is None:
+        tracker = RunProgress(config.train.epochs).unit(name, name)
+    tracker.begin(config.train.epochs - start_epoch)
+    tensorboard = _tensorboard_writer(work_dir.parent / "tensorboard" / work_dir.name)
+    for epoch in range(start_epoch, config.train.epochs):
+        epoch_start = time.perf_counter()
+        # every epoch's random streams derive from (seed, stream, epoch) alone, so a resumed fold draws the
+        # same batches and dropout masks as an uninterrupted one
+        epoch_seed = int(np.random.SeedSequence([config.seed, stream, epoch]).generate_state(1)[0])
+        sampler_generator.manual_seed(epoch_seed)
+        torch.manual_seed(epoch_seed)
+        for part in (sampler, loss_fn, train_set):
+            part.set_epoch(epoch)
+        stats = train_one_epoch(model, train_loader, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
+                                device=device, grad_clip=config.train.grad_clip, amp=config.train.amp,
+                                channels_last=config.train.channels_last, progress=progress,
+                                description=f"{name} epoch {epoch + 1}/{config.train.epochs}")
+        record = {"fold": fold if fold is not None else "final", "epoch": epoch, "train_loss": stats.loss,
+                  "train_acc": stats.accuracy, "lr": stats.lr, "seconds": round(stats.seconds, 3),
+                  "data_seconds": round(stats.data_seconds, 3)}
+        if val_loader is not None:
+            val = evaluate(model, val_loader, device=device, loss_fn=loss_fn, amp=config.train.amp, progress=False,
+                           description=f"{name} val")
+            val_metrics = compute_metrics(val.labels, val.predicted, num_classes=num_classes)
+            record.update(val_loss=val.loss, val_acc=val_metrics.acc, val_uf1=val_metrics.uf1, val_uar=val_metrics.uar)
+            score = getattr(val_metrics, config.train.selection_metric)
+            if config.train.model_selection == "val" and (best is None or score > best["score"]):
+                best = {"score": float(score), "epoch": epoch}
+                save_checkpoint(work_dir / "best.pt", model=model, class_names=data.class_names, data=data_config,
+                                epoch=epoch, fold=fold, metrics={f"val_{config.train.selection_metric}": score})
+        rows.append(record)
+        _write_log(log_path, rows)
+        if tensorboard is not None:
+            for key, value in record.items():
+                if key not in ("fold", "epoch"):
+                    tensorboard.add_scalar(key, value, epoch)
+        save_checkpoint(work_dir / "last.pt", model=model, class_names=data.class_names, data=data_config,
+                        epoch=epoch, fold=fold, optimizer=optimizer, scheduler=scheduler,
+                        extra={"best": best or {}})
+        val_text = (f" val {config.train.selection_metric} {record.get('val_' + config.train.selection_metric, float('nan')):.3f}"
+                    if val_loader is not None else "")
+        tracker.epoch_done(epoch, config.train.epochs, time.perf_counter() - epoch_start,
+                           f"loss {stats.loss:.4f} acc {stats.accuracy:.3f}{val_text}")
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+    if tensorboard is not None:
+        tensorboard.close()
+    if config.train.model_selection == "val" and (work_dir / "best.pt").exists():
+        model.load_state_dict(load_checkpoint(work_dir / "best.pt")["state_dict"])
+    save_checkpoint(work_dir / "model.pt", model=model, class_names=data.class_names, data=data_config,
+                    epoch=config.train.epochs - 1, fold=fold, extra=dict(model_extra or {}))
+    return model, spec, loader_args
+
+
+# ----------------------------------------------------------------------------------------------------
+# progress: fold k/K, epoch times, ETA of the whole run
+
+
+class RunProgress:
+    """Epochs left in every unit of a run (folds, final model) and the mean epoch time so far -> ETA."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.remaining: dict[str, int] = {}
+        self.seconds = 0.0
+        self.done = 0
+
+    def plan(self, key: str, remaining: int) -> None:
+        """An estimate of ``key``'s remaining epochs (corrected when it starts)."""
+        self.remaining[key] = max(0, remaining)
+
+    def unit(self, key: str, label: str) -> UnitProgress:
+        return UnitProgress(self, key, label)
+
+    def eta_seconds(self) -> float | None:
+        if not self.done:
+            return None
+        return self.seconds / self.done * sum(self.remaining.values())
+
+
+@dataclass
+class UnitProgress:
+    """One fold's (or the final model's) view of :class:`RunProgress`; logs each epoch at INFO."""
+
+    run: RunProgress
+    key: str
+    label: str
+
+    def begin(self, remaining: int) -> None:
+        self.run.plan(self.key, remaining)
+
+    def epoch_done(self, epoch: int, epochs: int, seconds: float, summary: str) -> None:
+        self.run.seconds += seconds
+        self.run.done += 1
+        self.run.remaining[self.key] = max(0, self.run.remaining.get(self.key, 1) - 1)
+        eta = self.run.eta_seconds()
+        logger.info("%s epoch %d/%d: %s (%s; ETA of the run %s)", self.label, epoch + 1, epochs, summary,
+                    format_seconds(seconds), format_seconds(eta) if eta is not None else "unknown")
+
+
+def format_seconds(seconds: float) -> str:
+    """``3.2 s``, ``4 min 05 s``, ``2 h 03 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _unit(fold: int) -> str:
+    return f"fold_{fold:02d}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# the run directory: checks before it is touched, the lock, config.yaml and folds.json
+
+
+def _check_not_a_file(out: Path) -> None:
+    """``--out`` (or a folder above it) being a file is refused before anything is read or written."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                error = OutputError(f"cannot use {out} as the run directory: not a directory ({path} is a file); "
+                                    "nothing was written")
+                error.errno = errno.ENOTDIR
+                raise error
+            return
+
+
+def _probe_writable(folder: Path, *, what: str) -> None:
+    """Create ``folder`` and a temporary file in it, so a read-only or full place fails before training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise output_error(f"{what}{folder}", exc, kept="nothing was written; training did not start") from exc
+
+
+@contextlib.contextmanager
+def hold_lock(path: Path, *, what: str) -> Iterator[None]:
+    """Hold an exclusive OS-level lock on ``path`` for the block; refuse at once when another holds it.
+
+    The lock is the operating system's (``flock`` / ``msvcrt.locking``), so it dies with its process: a
+    killed run never blocks the next one. Who holds it (pid, host, start time, command) is written beside
+    it in ``path + ".json"`` and named in the refusal. Per-fold locks can use the same function.
+
+    Raises:
+        RunLockedError: another process holds the lock.
+        OutputError: the lock file cannot be created.
+    """
+    info_path = path.with_name(path.name + ".json")
+    try:
+        handle = open(path, "a+b")
+    except OSError as exc:
+        raise output_error(path, exc, kept="nothing was written; training did not start") from exc
+    try:
+        if not _try_lock(handle):
+            raise RunLockedError(f"{what} is in use by {_describe_holder(info_path)}; wait for it to finish "
+                                 f"or use another --out (the lock dies with its process: {path})")
+        try:
+            write_json(info_path, {"pid": os.getpid(), "host": socket.gethostname(),
+                                   "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                                   "command": " ".join(sys.argv)})
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                info_path.unlink()
+            _unlock(handle)
+    finally:
+        handle.close()
+
+
+def _try_lock(handle: Any) -> bool:
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock(handle: Any) -> None:
+    if os.name == "nt":  # pragma: no cover
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    import fcntl
+
+    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _describe_holder(info_path: Path) -> str:
+    import json
+
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        return f"pid {info['pid']} on {info['host']}, started {info['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (its pid is not recorded yet)"
+
+
+def _start_run(config: ExperimentConfig, out: Path) -> None:
+    """Write ``config.yaml``, or check that the run being resumed has the same result-relevant config.
+
+    Keys that cannot change results (``config.RESULT_NEUTRAL_KEYS``: workers, device, cache folder) may
+    differ on resume; they are logged and ``config.yaml`` keeps the values the run started with (it is the
+    record of the run, and rewriting it on every resume would churn it).
+    """
+    path = out / "config.yaml"
+    if path.exists():
+        previous = load_config(path)
+        if not _anything_trained(out):
+            if previous != config:
+                logger.info("%s: replacing the config.yaml of a run that never started training", out)
+                save_config(config, path)
+            return
+        differences = config_differences(previous, config)
+        if differences:
+            raise ConfigError(f"{out} holds a run with a different config.yaml ({'; '.join(differences)}); use a "
+                              "new --out, or the same config to resume")
+        neutral = config_differences(previous, config, ignore=())
+        if neutral:
+            logger.info("resuming with %s (cannot change results; %s keeps the values the run started with)",
+                        "; ".join(neutral), path)
+        return
+    save_config(config, path)
+
+
+def _anything_trained(out: Path) -> bool:
+    return (out / "folds.json").exists() or (out / FINAL_DIR).exists() or any(out.glob("fold_*"))
+
+
+def _run_folds(config: ExperimentConfig, out: Path, folds: list[Fold], data: ExperimentData) -> list[Fold]:
+    """The folds of ``folds.json`` when resuming (checked against the table), else ``folds``, saved."""
+    folds_path = out / "folds.json"
+    if not folds_path.exists():
+        save_folds(folds, folds_path)
+        return folds
+    stored = load_folds(folds_path)
+    try:
+        check_folds(stored, data.table["subject"].to_numpy(), protocol=SPLITS_PROTOCOL[config.cv.protocol])
+    except MicroexpError as exc:
+        raise ConfigError(f"{folds_path}: does not fit the clip table ({exc})") from exc
+    return stored
+
+
+def _kept(out: Path, folds: list[Fold]) -> str:
+    """What survives an interrupted run: completed folds, resume points, the final model's state."""
+    complete = [f.fold for f in folds if (out / f"fold_{f.fold:02d}" / "predictions.csv").exists()]
+    parts = [f"{len(complete)}/{len(folds)} folds complete" + (f" ({', '.join(map(str, complete))})" if complete else "")]
+    for f in folds:
+        last = out / f"fold_{f.fold:02d}" / "last.pt"
+        if f.fold not in complete and last.exists():
+            parts.append(f"fold {f.fold} resumes from {last}")
+    final_last = out / FINAL_DIR / "last.pt"
+    if (out / FINAL_DIR / "model.pt").exists():
+        parts.append(f"final model {out / FINAL_DIR / 'model.pt'}")
+    elif final_last.exists():
+        parts.append(f"final model resumes from {final_last}")
+    return ", ".join(parts) + "; free space or fix the folder, then rerun the same command to resume"
+
+
+# ----------------------------------------------------------------------------------------------------
+# outputs
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """``frame.to_csv(path)`` atomically (a kill or a full disk never leaves a partial file)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
 def write_metrics(out: Path, predictions: pd.DataFrame, class_names: list[str], *, protocol: str) -> dict[str, Any]:
-    """metrics.json (pooled and fold-mean, labelled) and the plots, from predictions.csv alone."""
+    """metrics.json (pooled and fold-mean, labelled; strict JSON, atomic) and the plots, from predictions alone."""
     summary = cross_validation_summary(predictions["label"].to_numpy(), predictions["pred"].to_numpy(),
                                        predictions["fold"].to_numpy(), num_classes=len(class_names),
                                        class_names=class_names)
     metrics = {"protocol": protocol, **summary}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    write_json(out / "metrics.json", metrics)
     from microexp.engine.plots import plot_run
 
     plot_run(out, metrics)
     return metrics
+
+
+def read_run_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """``RUN/predictions.csv``, checked against ``RUN/folds.json`` before anything is computed from it.
+
+    Every fold of ``folds.json`` must be present, every row must belong to a test subject of its fold,
+    every test subject of every fold must appear, no clip may appear twice and, where a fold's own
+    ``fold_XX/predictions.csv`` exists, the pooled file must hold exactly its clips.
+
+    Returns:
+        The predictions and the class names (from the ``prob_<class>`` columns, in order).
+
+    Raises:
+        FileNotFoundError: no predictions.csv or folds.json.
+        ConfigError: one line naming what is missing, duplicated or unreadable.
+    """
+    run = Path(run_dir)
+    path = run / "predictions.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no predictions (is {run} a finished microexp train run?)")
+    predictions = _read_predictions_csv(path)
+    classes = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
+    missing = [c for c in ("clip", "subject", "fold", "label", "pred") if c not in predictions.columns]
+    if missing or not classes:
+        raise ConfigError(f"{path}: missing column(s) {', '.join(missing or ['prob_<class>'])}")
+    numeric = ["subject", "fold", "label", "pred", *(f"prob_{c}" for c in classes)]
+    bad = predictions["clip"].isna()
+    for column in numeric:
+        bad |= pd.to_numeric(predictions[column], errors="coerce").isna()
+    if bad.any():
+        rows = [int(i) + 2 for i in np.flatnonzero(bad.to_numpy())[:5]]
+        raise ConfigError(f"{path}: empty or unreadable values on line(s) {', '.join(map(str, rows))} (a truncated "
+                          "file?); nothing was written")
+    for column in ("label", "pred"):
+        out_of_range = ~predictions[column].astype("int64").between(0, len(classes) - 1)
+        if out_of_range.any():
+            raise ConfigError(f"{path}: {column} {predictions[column][out_of_range].iloc[0]} on line "
+                              f"{int(np.flatnonzero(out_of_range.to_numpy())[0]) + 2} is not a class index "
+                              f"0..{len(classes) - 1}; nothing was written")
+    folds = load_folds(run / "folds.json")
+    problems = _prediction_problems(predictions, folds, run)
+    if problems:
+        raise ConfigError(f"{path} does not match {run / 'folds.json'}: {'; '.join(problems)}; nothing was written")
+    return predictions, classes
+
+
+def _read_predictions_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise ConfigError(f"{path}: empty file (no header, no rows); nothing was written") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"{path}: not a readable CSV ({reason}); nothing was written") from exc
+
+
+def _prediction_problems(predictions: pd.DataFrame, folds: list[Fold], run: Path) -> list[str]:
+    problems = []
+    clips = predictions["clip"].astype(str)
+    duplicated = sorted(set(clips[clips.duplicated()]))
+    if duplicated:
+        problems.append(f"{len(duplicated)} clip(s) listed more than once ({_some(duplicated)})")
+    fold_numbers = {f.fold for f in folds}
+    fold_column = predictions["fold"].astype("int64")
+    unknown = sorted(set(fold_column) - fold_numbers)
+    if unknown:
+        problems.append(f"fold(s) {_some(unknown)} are not in folds.json")
+    for fold in folds:
+        rows = predictions[fold_column == fold.fold]
+        if rows.empty:
+            problems.append(f"fold {fold.fold} has no predictions")
+            continue
+        subjects = set(rows["subject"].astype("int64"))
+        wrong = sorted(subjects - set(fold.test_subjects))
+        if wrong:
+            problems.append(f"fold {fold.fold} lists clips of subject(s) {_some(wrong)}, which it does not test")
+        absent = sorted(set(fold.test_subjects) - subjects)
+        if absent:
+            problems.append(f"fold {fold.fold} lacks every clip of test subject(s) {_some(absent)}")
+        fold_file = run / f"fold_{fold.fold:02d}" / "predictions.csv"
+        if fold_file.is_file():
+            with contextlib.suppress(MicroexpError):
+                expected = set(_read_predictions_csv(fold_file)["clip"].astype(str))
+                lacking = sorted(expected - set(rows["clip"].astype(str)))
+                if lacking:
+                    problems.append(f"fold {fold.fold} lacks {len(lacking)} of its {len(expected)} test clips "
+                                    f"({_some(lacking)})")
+    return problems
+
+
+def _some(values: list[Any], n: int = 5) -> str:
+    shown = ", ".join(str(v) for v in values[:n])
+    return shown + (f" and {len(values) - n} more" if len(values) > n else "")
 
 
 def build_dataset(config: ExperimentConfig, table: pd.DataFrame, spec: Any, *, train: bool) -> MicroExpressionDataset:
@@ -282,29 +795,18 @@ def _data_config(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-            fold: Fold) -> tuple[int, dict[str, Any] | None]:
+            fold: int | None, *, name: str) -> tuple[int, dict[str, Any] | None]:
     if not path.exists():
         return 0, None
     payload = load_checkpoint(path)
-    if payload.get("fold") != fold.fold:
-        raise ConfigError(f"{path}: belongs to fold {payload.get('fold')}, not fold {fold.fold}")
+    if payload.get("fold") != fold:
+        raise ConfigError(f"{path}: belongs to fold {payload.get('fold')}, not {name}")
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
-    logger.info("fold %d: resuming after epoch %d", fold.fold, payload["epoch"] + 1)
+    logger.info("%s: resuming after epoch %d", name, payload["epoch"] + 1)
     best = payload.get("extra", {}).get("best") or None
     return int(payload["epoch"]) + 1, best
-
-
-def _check_same_config(config: ExperimentConfig, out: Path) -> None:
-    """Resuming into a run directory made with another config would mix two experiments."""
-    previous = out / "config.yaml"
-    if not previous.exists():
-        return
-    from microexp.config import load_config
-
-    if load_config(previous) != config:
-        raise ConfigError(f"{out} holds a run with a different config.yaml; use a new --out or the same config to resume")
 
 
 def _tensorboard_writer(log_dir: Path) -> Any:
@@ -316,10 +818,34 @@ def _tensorboard_writer(log_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(log_dir))
 
 
-def _append_csv(path: Path, record: dict[str, Any]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(record))
-        if new:
+def _read_log(path: Path, *, before: int) -> list[dict[str, Any]]:
+    """The rows of ``log.csv`` for epochs ``< before``, one per epoch (the first of any duplicate)."""
+    if before <= 0 or not path.exists():
+        return []
+    rows: dict[int, dict[str, Any]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                epoch = int(row.get("epoch") or "")
+            except ValueError:  # a line cut by a kill mid-append
+                continue
+            if 0 <= epoch < before and None not in row and epoch not in rows:
+                rows[epoch] = row
+    return [rows[e] for e in sorted(rows)]
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite ``log.csv`` atomically (tiny: one row per epoch)."""
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
+        if fields:
             writer.writeheader()
-        writer.writerow(record)
+        writer.writerows(rows)
+
+
+def _logged_epochs(path: Path) -> int:
+    """How many distinct epochs ``log.csv`` holds (an estimate of a fold's progress, for the ETA)."""
+    return len(_read_log(path, before=sys.maxsize))
