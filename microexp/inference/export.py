@@ -17,10 +17,9 @@ contrast, is loaded with ``weights_only=True`` and never runs code).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import torch
 
 from microexp import __version__
 from microexp.errors import ConfigError, MicroexpError
+from microexp.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +66,11 @@ def _require(package: str) -> Any:
 
     try:
         return importlib.import_module(package)
-    except ImportError:
+    except ImportError as exc:
         raise ExportError(
             f"ONNX export/inference needs the '{package}' package, which is not installed "
             f"(pip install 'microexp[export]' or pip install onnx onnxruntime)"
-        ) from None
+        ) from exc
 
 
 def _metadata(payload: Mapping[str, Any], spec: Any, input_shape: tuple[int, ...], source: str) -> dict[str, Any]:
@@ -108,6 +108,7 @@ def export_checkpoint(
         raise ConfigError(f"export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
     if fmt == "onnx":
         _require("onnx"), _require("onnxruntime")
+    target = _check_out(out, fmt)
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload, source=str(checkpoint)).eval()
     spec = model.spec
@@ -116,41 +117,57 @@ def export_checkpoint(
     example = torch.randn((1, *shape), generator=generator)
     check = torch.randn((3, *shape), generator=generator)
     meta = _metadata(payload, spec, shape, str(checkpoint))
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer and deprecation warnings of torch.jit / torch.onnx
-            if fmt == "torchscript":
-                with torch.no_grad():
-                    traced = torch.jit.trace(model, example, check_trace=False)
-                torch.jit.save(traced, tmp, _extra_files={METADATA_KEY: json.dumps(meta)})
-            else:
-                _export_onnx(model, example, tmp, meta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and deprecation warnings of torch.jit / torch.onnx
+        if fmt == "torchscript":
+            with torch.no_grad():
+                traced = torch.jit.trace(model, example, check_trace=False)
+            data = _torchscript_bytes(traced, meta)
+        else:
+            data = _onnx_bytes(model, example, meta)
+    kept = "the previous file is kept" if target.exists() else "nothing was written"
+    with atomic_path(target, kept=kept) as tmp:
+        with open(tmp, "wb") as handle:  # Python writes: a full disk is an OSError, not a crash inside torch
+            handle.write(data)
         exported = load_exported(tmp, fmt=fmt)
         with torch.no_grad():
             expected = model(check)
         diff = float((exported(check) - expected).abs().max())
         if not diff <= atol:
-            raise ExportError(f"{checkpoint}: {fmt} export disagrees with the eager model (max |diff| {diff:.3g} > {atol})")
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+            raise ExportError(f"{checkpoint}: {fmt} export disagrees with the eager model (max |diff| {diff:.3g} > {atol}); "
+                              f"{kept}")
     logger.info("exported %s to %s (%s), max |exported - eager| = %.3g", checkpoint, target, fmt, diff)
     return ExportResult(target, fmt, (1, *shape), diff)
 
 
-def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, meta: Mapping[str, Any]) -> None:
+def _check_out(out: str | Path, fmt: str) -> Path:
+    """``--out`` must name a file: a folder (existing, or written with a trailing slash) is refused."""
+    ext = "onnx" if fmt == "onnx" else "ts"
+    text = str(out)
+    target = Path(out)
+    if target.is_dir() or text.endswith(("/", "\\")):
+        raise ExportError(f"--out {text}: is a folder; expected the path of the file to write, "
+                          f"e.g. {target / f'model.{ext}'}")
+    return target
+
+
+def _torchscript_bytes(traced: Any, meta: Mapping[str, Any]) -> bytes:
+    """The TorchScript archive in memory: ``torch.jit.save`` to a full disk aborts the process."""
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer, _extra_files={METADATA_KEY: json.dumps(meta)})
+    return buffer.getvalue()
+
+
+def _onnx_bytes(model: torch.nn.Module, example: torch.Tensor, meta: Mapping[str, Any]) -> bytes:
     onnx = _require("onnx")
-    torch.onnx.export(model, (example,), path, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (example,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                       dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                       opset_version=ONNX_OPSET, dynamo=False)
-    proto = onnx.load(path)
+    proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(meta)
-    onnx.save(proto, path)
+    return proto.SerializeToString()
 
 
 def detect_export_format(path: str | Path) -> str | None:
@@ -206,7 +223,7 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu", fmt: 
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
                 module = torch.jit.load(str(p), map_location=dev)
         except (RuntimeError, ValueError) as exc:
-            raise ExportError(f"{p}: not a loadable TorchScript file ({' '.join(str(exc).split())[:200]})") from None
+            raise ExportError(f"{p}: not a loadable TorchScript file ({' '.join(str(exc).split())[:200]})") from exc
         module.eval()
 
         def run(x: torch.Tensor) -> torch.Tensor:
@@ -219,7 +236,7 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu", fmt: 
     try:
         proto = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for a damaged file
-        raise ExportError(f"{p}: not a loadable ONNX file ({' '.join(str(exc).split())[:200]})") from None
+        raise ExportError(f"{p}: not a loadable ONNX file ({' '.join(str(exc).split())[:200]})") from exc
     props = {e.key: e.value for e in proto.metadata_props}
     meta = _parse_metadata(p, props.get(ONNX_METADATA_KEY, ""))  # checked before a session is created
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if dev.type == "cuda" else ["CPUExecutionProvider"]
