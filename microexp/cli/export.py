@@ -15,7 +15,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--checkpoint", required=True, help="a microexp checkpoint (fold_XX/model.pt)")
     parser.add_argument("--format", required=True, choices=("torchscript", "onnx"), help="export format")
-    parser.add_argument("--out", required=True, help="the file to write")
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help="the file to write, e.g. model.ts or model.onnx (a folder is refused; the file is "
+                        "replaced atomically, so a failed export leaves a previous one intact)")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted |exported - eager| (default 1e-4)")
     return parser
 

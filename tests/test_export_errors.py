@@ -1,0 +1,88 @@
+"""``microexp export`` output errors: a folder as --out, full and read-only disks, permissions, nothing half-written."""
+
+import contextlib
+import os
+import subprocess
+
+import pytest
+import torch
+
+from microexp.cli import main
+from microexp.engine.checkpoint import save_checkpoint
+from microexp.inference.export import ExportError, export_checkpoint
+from microexp.models import create_model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_model("tsm_tiny", num_classes=3, num_frames=4, input_size=16)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt", model=model, class_names=["a", "b", "c"],
+                           data={"num_frames": 4, "size": 16, "sampling": "uniform"})
+
+
+@contextlib.contextmanager
+def _tmpfs(folder, options):
+    """A real small or read-only file system at ``folder`` (needs root and mount), else the test is skipped."""
+    folder.mkdir(exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def _export(checkpoint, out, fmt="torchscript"):
+    return main(["export", "--checkpoint", str(checkpoint), "--format", fmt, "--out", str(out)])
+
+
+@pytest.mark.parametrize("slash", [False, True], ids=["existing_folder", "trailing_slash"])
+def test_a_folder_as_out_names_it_and_asks_for_a_file(checkpoint, tmp_path, capsys, slash):
+    folder = tmp_path / ("new" if slash else "exports")
+    if not slash:
+        folder.mkdir()
+    assert _export(checkpoint, f"{folder}/" if slash else folder) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and str(folder) in lines[0] and "is a folder" in lines[0], lines
+    assert "expected the path of the file to write" in lines[0] and ".tmp" not in lines[0]
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_exports_get_normal_permissions_and_leave_no_temporary_file(checkpoint, tmp_path, capsys):
+    old = os.umask(0o022)
+    try:
+        assert _export(checkpoint, tmp_path / "model.ts") == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.ts").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["model.ts"]
+    assert f"wrote {tmp_path / 'model.ts'}" in capsys.readouterr().out
+
+
+def test_a_failed_parity_check_keeps_the_previous_export(checkpoint, tmp_path):
+    out = tmp_path / "model.ts"
+    out.write_bytes(b"previous export")
+    with pytest.raises(ExportError, match="disagrees with the eager model .* the previous file is kept"):
+        export_checkpoint(checkpoint, fmt="torchscript", out=out, atol=-1.0)  # no difference passes atol < 0
+    assert out.read_bytes() == b"previous export" and [p.name for p in tmp_path.iterdir()] == ["model.ts"]
+
+
+def test_a_full_disk_is_one_line_and_keeps_nothing_half_written(checkpoint, tmp_path, capsys):
+    with _tmpfs(tmp_path / "small", "size=512k") as small:
+        assert _export(checkpoint, small / "model.ts") == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and f"cannot write {small / 'model.ts'}: disk full" in lines[0], lines
+        assert list(small.iterdir()) == []
+
+
+def test_a_read_only_folder_is_one_line(checkpoint, tmp_path, capsys):
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
+        assert _export(checkpoint, ro / "model.ts") == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and f"cannot write {ro / 'model.ts'}: read-only file system" in lines[0], lines
