@@ -176,3 +176,21 @@ def test_models_json_reports_meta_counts(capsys):
     assert cli.main(["models", "mvit_tiny", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["params"] == count_params(create_model("mvit_tiny", num_classes=7))
+
+
+@pytest.mark.parametrize("module", ["microexp", "microexp.data", "microexp.engine", "microexp.inference.spotting"])
+def test_packages_import_lazily(module):
+    """Importing a package (or a torch-free module inside one) does not import torch through ``__init__``."""
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"
+
+
+def test_lazy_inference_names_resolve():
+    import microexp.inference as inference
+    from microexp.inference.predictor import ClipPredictor
+
+    assert inference.ClipPredictor is ClipPredictor
+    assert set(inference.__all__) <= set(dir(inference))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        inference.nope  # noqa: B018
