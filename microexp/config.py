@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -136,9 +138,14 @@ def valid_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
     return keys
 
 
-def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested mapping; returns a copy."""
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], *, source: str = "recipe") -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested mapping; returns a copy.
+
+    ``source`` names ``raw`` (the recipe file) in the message when ``raw`` holds a value where an override
+    needs a section (``data: 5`` and ``--set data.size=64``): the recipe is at fault, not the override.
+    """
     result = _deep_copy(raw)
+    set_by: dict[str, str] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -151,18 +158,41 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
             raise ConfigError(f"override {item!r}: value is not valid YAML ({_first_line(exc)})") from None
         node = result
         parts = key.split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+                section = ".".join(parts[:i + 1])
+                blame = f"override {set_by[section]!r}" if section in set_by else source
+                raise ConfigError(f"{blame}: {section}={node!r}: expected a mapping (a section of keys), so "
+                                  f"override {item!r} cannot set {key}")
         node[parts[-1]] = value
+        set_by[key] = item
     return result
 
 
-def build_config(raw: Mapping[str, Any] | None, *, source: str = "config") -> ExperimentConfig:
-    """Validate a nested mapping against the schema and return the typed config."""
-    config = _build(ExperimentConfig, raw or {}, prefix="", source=source)
-    validate(config, source=source)
+def overridden_keys(overrides: Sequence[str]) -> dict[str, str]:
+    """Dotted key -> the last ``--set`` item that sets it (for messages naming where a value came from)."""
+    keys = {}
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if sep and key.strip():
+            keys[key.strip()] = item
+    return keys
+
+
+def build_config(raw: Mapping[str, Any] | None, *, source: str = "config",
+                 overridden: Mapping[str, str] | None = None) -> ExperimentConfig:
+    """Validate a nested mapping against the schema and return the typed config.
+
+    Args:
+        raw: the recipe's mapping (overrides applied).
+        source: names the recipe in messages.
+        overridden: dotted key -> ``--set`` item (see :func:`overridden_keys`): a bad value set by an
+            override is blamed on the override, any other on ``source``.
+    """
+    where = _Where(source, overridden)
+    config = _build(ExperimentConfig, raw or {}, prefix="", where=where)
+    validate(config, source=source, overridden=overridden)
     return config
 
 
@@ -181,7 +211,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Exper
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: expected a mapping of sections, got {type(raw).__name__}")
         source = str(p)
-    return build_config(apply_overrides(raw, overrides), source=source)
+    return build_config(apply_overrides(raw, overrides, source=source), source=source,
+                        overridden=overridden_keys(overrides))
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
@@ -214,8 +245,62 @@ def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def validate(config: ExperimentConfig, *, source: str = "config") -> None:
-    """Check values that the types alone do not constrain."""
+#: the largest data.num_frames accepted: a micro-expression lasts under 0.5 s, i.e. at most ~250 frames from
+#: onset to offset even at DFME's 500 fps, and every sampled frame is decoded, cached and held per worker
+#: (256 RGB frames at 224 px are 154 MB per clip as float32, times batch size and workers)
+MAX_NUM_FRAMES = 256
+#: data.size bounds: optical flow needs a 16 px side (microexp.data.flow.MIN_SIDE); above 1024 px a clip
+#: no longer fits a worker's memory at any useful num_frames
+MIN_SIZE, MAX_SIZE = 16, 1024
+#: model arguments the engine sets from other keys (so they cannot disagree with the data)
+_ENGINE_MODEL_ARGS = {"num_classes": "the class map (data.class_map)", "num_frames": "data.num_frames",
+                      "input_size": "data.size"}
+
+
+class _Where:
+    """Names where a key's value came from: the ``--set`` override that set it, else the recipe (source)."""
+
+    def __init__(self, source: str, overridden: Mapping[str, str] | None) -> None:
+        self.source = source
+        self.overridden = dict(overridden or {})
+
+    def __call__(self, key: str) -> str:
+        parts = key.split(".")
+        for i in range(len(parts), 0, -1):
+            item = self.overridden.get(".".join(parts[:i]))
+            if item is not None:
+                return f"override {item!r}"
+        return self.source
+
+
+def validate(config: ExperimentConfig, *, source: str = "config",
+             overridden: Mapping[str, str] | None = None) -> None:
+    """Check every key's value beyond its type, before anything is written or loaded.
+
+    Cheap: no data is read and the model is built on the ``meta`` device (no weights); a
+    ``model.pretrained`` file is opened with ``weights_only=True`` and its tensors memory-mapped.
+
+    Args:
+        config: the typed config.
+        source: where the values come from (the recipe's path, or ``defaults``), named in messages.
+        overridden: dotted key -> the ``--set`` item that set it, so that a message blames the override
+            instead of the recipe.
+
+    Raises:
+        ConfigError: one line naming the key, the value, what was expected (the allowed values) and where
+            the value came from.
+    """
+    where = _Where(source, overridden)
+    _validate_choices(config, where)
+    _validate_ranges(config, where)
+    _validate_protocol(config, where)
+    _validate_model(config, where)
+
+
+def _validate_choices(config: ExperimentConfig, where: _Where) -> None:
+    from microexp.data.annotations import FORMATS
+    from microexp.data.class_maps import list_class_maps
+    from microexp.data.flow import FLOW_METHODS
     from microexp.data.samplers import SAMPLERS
     from microexp.data.sampling import STRATEGIES
     from microexp.data.transforms import FRAME_DIFFERENCES
@@ -223,9 +308,12 @@ def validate(config: ExperimentConfig, *, source: str = "config") -> None:
     from microexp.losses import LOSSES
 
     choices = {
+        "data.format": (config.data.format, FORMATS),
+        "data.class_map": (config.data.class_map, tuple(list_class_maps())),
         "data.sampling": (config.data.sampling, STRATEGIES),
         "data.backend": (config.data.backend, BACKENDS),
         "data.frame_difference": (config.data.frame_difference, FRAME_DIFFERENCES),
+        "data.flow_method": (config.data.flow_method, FLOW_METHODS),
         "cv.protocol": (config.cv.protocol, PROTOCOLS),
         "train.sampler": (config.train.sampler, SAMPLERS),
         "loss.name": (config.loss.name, LOSSES),
@@ -236,55 +324,196 @@ def validate(config: ExperimentConfig, *, source: str = "config") -> None:
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
-            raise ConfigError(f"{source}: {key}={value!r}: expected one of {', '.join(allowed)}")
-    positive = {
-        "data.num_frames": config.data.num_frames, "data.stride": config.data.stride, "data.size": config.data.size,
-        "train.epochs": config.train.epochs, "train.batch_size": config.train.batch_size, "cv.folds": config.cv.folds,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{source}: {key}={value}: expected an integer >= 1")
-    ranges = {
-        "train.lr": (config.train.lr, 0.0, None), "data.crop_scale": (config.data.crop_scale, 0.1, 1.0),
-        "cv.val_fraction": (config.cv.val_fraction, 0.0, 0.5), "loss.label_smoothing": (config.loss.label_smoothing, 0.0, 1.0),
-        "loss.beta": (config.loss.beta, 0.0, 1.0),
-    }
-    for key, (value, low, high) in ranges.items():
-        if value < low or (high is not None and value >= high) or (key == "train.lr" and value <= 0):
-            bounds = f"> {low}" if high is None else f"in [{low}, {high})"
-            raise ConfigError(f"{source}: {key}={value}: expected a value {bounds}")
-    if config.train.model_selection == "val" and config.cv.val_fraction <= 0:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{where(key)}: {key}={value!r}: expected one of {', '.join(allowed)}{hint}")
+    if config.device != "auto" and not (config.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", config.device)):
+        raise ConfigError(f"{where('device')}: device={config.device!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def _check_int(where: _Where, key: str, value: int, low: int, high: int | None = None, why: str = "") -> None:
+    if value < low or (high is not None and value > high):
+        expected = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise ConfigError(f"{where(key)}: {key}={value}: expected {expected}{why}")
+
+
+def _check_float(where: _Where, key: str, value: float | None, low: float, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False, null: bool = False) -> None:
+    if value is None and null:
+        return
+    ok = value is not None and math.isfinite(value) and (value > low if low_open else value >= low)
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "(" if low_open else "["
+        if high is None:
+            bounds = f"a number {'>' if low_open else '>='} {low}"
+        else:
+            bounds = f"a number in {lo}{low}, {high}{')' if high_open else ']'}"
+        raise ConfigError(f"{where(key)}: {key}={value}: expected {bounds}{' or null' if null else ''}")
+
+
+def _validate_ranges(config: ExperimentConfig, where: _Where) -> None:
+    d, t, loss, cv = config.data, config.train, config.loss, config.cv
+    _check_int(where, "data.num_frames", d.num_frames, 1, MAX_NUM_FRAMES,
+               f" (a micro-expression lasts under 0.5 s: at most ~250 frames even at 500 fps, and each sampled "
+               f"frame is held in memory per clip and worker)")
+    _check_int(where, "data.stride", d.stride, 1)
+    _check_int(where, "data.size", d.size, MIN_SIZE, MAX_SIZE,
+               f" (optical flow needs {MIN_SIZE} px; larger clips no longer fit a worker's memory)")
+    _check_int(where, "data.num_workers", d.num_workers, 0, None, " (0 loads in the main process)")
+    _check_float(where, "data.reference_fps", d.reference_fps, 0.0, low_open=True, null=True)
+    _check_float(where, "data.crop_scale", d.crop_scale, 0.1, 1.0)
+    _check_int(where, "train.epochs", t.epochs, 1)
+    _check_int(where, "train.batch_size", t.batch_size, 1)
+    _check_float(where, "train.lr", t.lr, 0.0, low_open=True)
+    _check_float(where, "train.weight_decay", t.weight_decay, 0.0)
+    _check_float(where, "train.momentum", t.momentum, 0.0, 1.0, high_open=True)
+    _check_int(where, "train.warmup_epochs", t.warmup_epochs, 0, t.epochs, " (at most train.epochs)")
+    _check_int(where, "train.step_size", t.step_size, 1)
+    _check_float(where, "train.grad_clip", t.grad_clip, 0.0, low_open=True, null=True)
+    _check_float(where, "loss.gamma", loss.gamma, 0.0)
+    _check_float(where, "loss.beta", loss.beta, 0.0, 1.0, high_open=True)
+    _check_float(where, "loss.label_smoothing", loss.label_smoothing, 0.0, 1.0, high_open=True)
+    _check_float(where, "loss.max_m", loss.max_m, 0.0, low_open=True)
+    _check_float(where, "loss.scale", loss.scale, 0.0, low_open=True)
+    if loss.drw_epoch is not None:
+        _check_int(where, "loss.drw_epoch", loss.drw_epoch, 0, t.epochs - 1,
+                   f" or null (the re-weighting must start within train.epochs={t.epochs})")
+    _check_float(where, "cv.val_fraction", cv.val_fraction, 0.0, 0.5, high_open=True)
+    _check_int(where, "seed", config.seed, 0, 2**32 - 1)
+
+
+def _validate_protocol(config: ExperimentConfig, where: _Where) -> None:
+    cv = config.cv
+    if config.train.model_selection == "val" and cv.val_fraction <= 0:
         raise ConfigError(
-            f"{source}: train.model_selection=val needs cv.val_fraction > 0 (validation subjects are carved from "
-            "the training subjects; the test fold is never used for selection)"
+            f"{where('train.model_selection')}: train.model_selection=val needs cv.val_fraction > 0 (validation "
+            "subjects are carved from the training subjects; the test fold is never used for selection)"
         )
-    if config.cv.protocol == "split" and not config.cv.test_subjects:
-        raise ConfigError(f"{source}: cv.protocol=split needs cv.test_subjects (a list of subject ids)")
-    if config.device != "auto" and not (config.device == "cpu" or config.device.startswith("cuda")):
-        raise ConfigError(f"{source}: device={config.device!r}: expected auto, cpu, cuda or cuda:N")
+    if cv.protocol == "kfold" and cv.folds < 2:
+        raise ConfigError(f"{where('cv.folds')}: cv.folds={cv.folds}: expected an integer >= 2 for cv.protocol=kfold")
+    if cv.protocol == "split" and not cv.test_subjects:
+        raise ConfigError(f"{where('cv.protocol')}: cv.protocol=split needs cv.test_subjects (a list of subject ids)")
+    repeated = sorted({s for s in cv.test_subjects if cv.test_subjects.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{where('cv.test_subjects')}: cv.test_subjects={cv.test_subjects}: subjects {repeated} "
+                          "are listed more than once")
+
+
+def _validate_model(config: ExperimentConfig, where: _Where) -> None:
+    from microexp.models._registry import check_plain_argument, get_model_spec, list_models, model_arguments
+
+    m, d = config.model, config.data
+    names = list_models()
+    if m.name not in names:
+        close = difflib.get_close_matches(str(m.name), names, n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"{where('model.name')}: model.name={m.name!r}: expected a registered model{hint}: "
+                          f"{', '.join(names)} (see `microexp models`)")
+    arguments = model_arguments(m.name)
+    for key, value in m.kwargs.items():
+        dotted = f"model.kwargs.{key}"
+        if key in _ENGINE_MODEL_ARGS:
+            raise ConfigError(f"{where(dotted)}: {dotted}={value!r}: set by {_ENGINE_MODEL_ARGS[key]}, "
+                              "not in model.kwargs")
+        if key not in arguments:
+            accepted = [a for a in arguments if a not in _ENGINE_MODEL_ARGS]
+            close = difflib.get_close_matches(str(key), accepted, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{where(dotted)}: {dotted}: {m.name} has no argument {key!r}{hint}; accepted: "
+                              f"{', '.join(accepted) or 'none'}")
+        try:
+            check_plain_argument(m.name, key, value)
+        except ConfigError as exc:
+            raise ConfigError(f"{where(dotted)}: {dotted}={value!r}: expected a plain value (number, string, "
+                              "true/false, null or a list of them) so that a checkpoint can rebuild the model") from exc
+    try:  # the family's own argument checks, on the meta device (no weights)
+        spec = get_model_spec(m.name, num_frames=d.num_frames, input_size=d.size, **m.kwargs)
+    except (ValueError, TypeError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in m.kwargs.items())
+        raise ConfigError(
+            f"{where('model.kwargs' if m.kwargs else 'model.name')}: model {m.name} (data.num_frames={d.num_frames}, "
+            f"data.size={d.size}{', ' + given if given else ''}) rejects its arguments: {_first_line(exc)}"
+        ) from exc
+    if spec.family == "frame":
+        _validate_apex_pairing(config, spec.apex_index, arguments.get("apex_index"), where)
+    if m.pretrained is not None:
+        _validate_pretrained(m.pretrained, where)
+
+
+def apex_position(sampling: str, num_frames: int) -> int | None:
+    """Where a sampling strategy puts the apex among its ``num_frames`` frames, or None when not fixed.
+
+    ``onset_apex`` ends on the apex (index ``T - 1``, always); ``apex_centered`` centres its window on the
+    apex (index ``T // 2``, shifted only when the apex is within ``T // 2`` strides of onset or offset);
+    the other strategies do not place the apex at a fixed index (see :mod:`microexp.data.sampling`).
+    """
+    return {"onset_apex": num_frames - 1, "apex_centered": num_frames // 2}.get(sampling)
+
+
+def _validate_apex_pairing(config: ExperimentConfig, apex_index: int | None, default: Any, where: _Where) -> None:
+    """The frame family reads one frame: it must be the apex of the sampling strategy's frames."""
+    d, m = config.data, config.model
+    expected = apex_position(d.sampling, d.num_frames)
+    given = m.kwargs.get("apex_index", default)
+    blame = where("data.sampling") if where("data.sampling") != where.source else where("model.kwargs.apex_index")
+    reads = f"model {m.name} reads frame {apex_index} of {d.num_frames} (model.kwargs.apex_index={given!r})"
+    if expected is None:
+        raise ConfigError(
+            f"{blame}: data.sampling={d.sampling!r}: {reads}, but {d.sampling} puts the apex at no fixed frame; "
+            "the frame family expects data.sampling onset_apex (with model.kwargs.apex_index=-1, the last frame) "
+            "or apex_centered (with the default apex_index, T // 2)"
+        )
+    if apex_index != expected:
+        fix = "-1 (the last frame)" if d.sampling == "onset_apex" else "null (T // 2)"
+        raise ConfigError(
+            f"{blame}: data.sampling={d.sampling!r}: {reads}, but {d.sampling} puts the apex at frame {expected}; "
+            f"set model.kwargs.apex_index={fix}"
+        )
+
+
+def _validate_pretrained(path: str, where: _Where) -> None:
+    from microexp.models.pretrained import PretrainedError, check_pretrained_file
+
+    p = Path(path)
+    prefix = f"{where('model.pretrained')}: model.pretrained={path!r}"
+    if not p.exists():
+        raise ConfigError(f"{prefix}: no such file (expected a local weights file; nothing is downloaded)")
+    if not p.is_file():
+        raise ConfigError(f"{prefix}: not a file (expected a weights file such as resnet18.pth)")
+    try:
+        check_pretrained_file(p)
+    except PretrainedError as exc:
+        message = str(exc)
+        message = message[len(f"{p}: "):] if message.startswith(f"{p}: ") else message
+        raise ConfigError(f"{prefix}: {message}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{prefix}: cannot be read ({exc.strerror or type(exc).__name__})") from exc
 
 
 # ----------------------------------------------------------------------------------------------------
 # building dataclasses from mappings, with type checks
 
 
-def _build(cls: type, raw: Any, *, prefix: str, source: str) -> Any:
+def _build(cls: type, raw: Any, *, prefix: str, where: _Where) -> Any:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+        key = prefix.rstrip(".") or "config"
+        raise ConfigError(f"{where(key)}: {key}={raw!r}: expected a mapping (a section of keys)")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in names:
-            _check_key(f"{prefix}{key}", source=source)
+            _check_key(f"{prefix}{key}", source=where(f"{prefix}{key}"))
     values = {}
     for f in dataclasses.fields(cls):
         if f.name not in raw:
             continue
         key, value, hint = f"{prefix}{f.name}", raw[f.name], hints[f.name]
         if dataclasses.is_dataclass(hint):
-            values[f.name] = _build(hint, value, prefix=f"{key}.", source=source)
+            values[f.name] = _build(hint, value, prefix=f"{key}.", where=where)
         else:
-            values[f.name] = _coerce(value, hint, key=key, source=source)
+            values[f.name] = _coerce(value, hint, key=key, source=where(key))
     return cls(**values)
 
 
@@ -303,6 +532,8 @@ def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:
                 return _coerce(value, option, key=key, source=source)
             except ConfigError as exc:
                 errors.append(exc)
+        if type(None) in options:
+            raise ConfigError(f"{source}: {key}={value!r}: expected {_type_name(options[0])} or null")
         raise errors[0]
     expected = origin or hint
     if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -315,6 +546,8 @@ def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:
     if expected is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if expected in (str, bool, dict) and isinstance(value, expected):
+        if expected is dict and not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{source}: {key}={value!r}: expected a mapping with string keys")
         return value
     if expected is list and isinstance(value, list):
         (item_type,) = typing.get_args(hint) or (Any,)
@@ -323,9 +556,9 @@ def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:
 
 
 def _type_name(hint: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        hint, getattr(hint, "__name__", str(hint))
-    )
+    origin = typing.get_origin(hint) or hint
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping",
+            list: "a list"}.get(origin, getattr(hint, "__name__", str(hint)))
 
 
 def _check_key(key: str, *, source: str = "override") -> None:

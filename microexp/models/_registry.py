@@ -20,6 +20,8 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
+from microexp.errors import ConfigError
+
 from ._base import FAMILIES, MODALITIES, ModelSpec, VideoClassifier
 
 F = TypeVar("F", bound=Callable[..., VideoClassifier])
@@ -39,6 +41,17 @@ class ModelInfo:
 
 _ENTRYPOINTS: dict[str, Callable[..., VideoClassifier]] = {}
 _INFO: dict[str, ModelInfo] = {}
+
+#: the modules whose import registers the built-in models (one per family)
+_FAMILY_MODULES = ("cnn3d", "frame", "transformer", "tsm", "two_stream")
+
+
+def _register_builtins() -> None:
+    """Import the family modules (idempotent), so that lookups work however ``microexp.models`` was imported."""
+    import importlib
+
+    for module in _FAMILY_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
 
 
 def register_model(*, family: str, modality: str, cpu_friendly: bool = False) -> Callable[[F], F]:
@@ -98,10 +111,10 @@ def _bind(name: str, signature: inspect.Signature, kwargs: dict[str, Any]) -> di
         for key in unknown:
             close = difflib.get_close_matches(key, list(params), n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(f"{name}: unknown argument(s) {', '.join(hints)}; accepted: {', '.join(params)}")
+        raise ConfigError(f"{name}: unknown argument(s) {', '.join(hints)}; accepted: {', '.join(params)}")
     missing = [p.name for p in params.values() if p.default is inspect.Parameter.empty and p.name not in kwargs]
     if missing:
-        raise ValueError(f"{name}: missing required argument(s) {', '.join(missing)}")
+        raise ConfigError(f"{name}: missing required argument(s) {', '.join(missing)}")
     resolved = {p.name: kwargs.get(p.name, p.default) for p in params.values()}
     for key, value in resolved.items():
         _check_plain(name, key, value)
@@ -116,7 +129,7 @@ def _check_plain(name: str, key: str, value: Any) -> None:
         for item in value:
             _check_plain(name, key, item)
         return
-    raise ValueError(
+    raise ConfigError(
         f"{name}: argument {key}={value!r} must be a plain value (int, float, str, bool, None or a list of them) "
         "so that a checkpoint can rebuild the model"
     )
@@ -130,6 +143,7 @@ def list_models(
     cpu_friendly: bool | None = None,
 ) -> list[str]:
     """Sorted names of registered models matching a shell-style ``pattern`` and optional filters."""
+    _register_builtins()
     names = []
     for name, info in _INFO.items():
         if not fnmatch.fnmatchcase(name, pattern):
@@ -145,17 +159,41 @@ def list_models(
 
 
 def model_info(name: str) -> ModelInfo:
-    """Registry information of ``name`` (``ValueError`` naming the closest names when unknown)."""
+    """Registry information of ``name`` (``ConfigError``, a ``ValueError``, naming the closest names when
+    unknown)."""
     _check_name(name)
     return _INFO[name]
+
+
+def model_arguments(name: str) -> dict[str, Any]:
+    """The constructor arguments of ``name`` and their defaults, without building it.
+
+    Returns:
+        ``{argument: default}`` in signature order; a required argument (``num_classes``) maps to
+        ``inspect.Parameter.empty``.
+
+    Raises:
+        ConfigError: unknown name (the message lists the closest names).
+    """
+    _check_name(name)
+    signature = inspect.signature(_ENTRYPOINTS[name])  # functools.wraps keeps the entry point's signature
+    return {p.name: p.default for p in signature.parameters.values()}
+
+
+def check_plain_argument(name: str, key: str, value: Any) -> None:
+    """Raise ``ConfigError`` unless ``value`` is a plain constructor value (a checkpoint can store it)."""
+    _check_plain(name, key, value)
 
 
 def _check_name(name: str) -> None:
     if name in _ENTRYPOINTS:
         return
-    close = difflib.get_close_matches(name, list(_ENTRYPOINTS), n=5, cutoff=0.5)
+    _register_builtins()
+    if name in _ENTRYPOINTS:
+        return
+    close = difflib.get_close_matches(str(name), list(_ENTRYPOINTS), n=5, cutoff=0.5)
     hint = f"; closest: {', '.join(close)}" if close else ""
-    raise ValueError(f"unknown model {name!r}{hint} (see list_models() or `microexp models`)")
+    raise ConfigError(f"unknown model {name!r}{hint} (see list_models() or `microexp models`)")
 
 
 def create_model(
@@ -182,7 +220,10 @@ def create_model(
         The model; ``model.spec`` describes its input and rebuilds it with ``create_model(spec.name, **spec.kwargs)``.
 
     Raises:
-        ValueError: unknown name (the message lists the closest names) or unknown/invalid argument.
+        ConfigError: (a ``ValueError``) unknown name (the message lists the closest names), unknown or
+            non-plain argument, or an unusable ``pretrained`` file
+            (:class:`~microexp.models.pretrained.PretrainedError`).
+        ValueError: an argument value the family's constructor rejects.
     """
     _check_name(name)
     kwargs["num_classes"] = num_classes

@@ -2,9 +2,11 @@
 
 The baseline that shows how much of a benchmark's signal is temporal: if it matches the video models,
 they are not using motion. It receives the same ``(B, 3, T, H, W)`` clip as every other model and keeps
-only ``x[:, :, apex_index]``. ``apex_index`` defaults to ``num_frames // 2``, the apex position of the
-apex-centred sampling this model is meant to be trained with; set it to wherever your sampling puts the
-apex (e.g. ``T - 1`` for onset-to-apex sampling).
+only ``x[:, :, apex_index]``. ``apex_index`` must be where the clip's sampling strategy puts the apex:
+``num_frames // 2`` (the default) for ``apex_centered``, the last frame (``-1``, counted from the end
+like a Python index, so it stays right when ``num_frames`` changes) for ``onset_apex``. The other
+strategies have no fixed apex position; :func:`microexp.config.validate` refuses a recipe whose pairing
+does not read the apex.
 """
 
 from __future__ import annotations
@@ -18,7 +20,27 @@ from ._base import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, VideoClassifier
 from ._registry import register_model
 from .layers import ClassifierHead, ResNet2d
 
-__all__ = ["FrameClassifier", "frame_tiny", "frame_r18"]
+__all__ = ["FrameClassifier", "frame_tiny", "frame_r18", "resolve_apex_index"]
+
+
+def resolve_apex_index(apex_index: int | None, num_frames: int) -> int:
+    """The frame index ``0 <= i < num_frames`` a frame model reads.
+
+    Args:
+        apex_index: ``None`` (``num_frames // 2``), an index, or a negative index counted from the end.
+        num_frames: ``T`` of the clips.
+
+    Raises:
+        ValueError: not an int in ``[-num_frames, num_frames)`` or None.
+    """
+    if apex_index is None:
+        return num_frames // 2
+    if isinstance(apex_index, bool) or not isinstance(apex_index, int) or not -num_frames <= apex_index < num_frames:
+        raise ValueError(
+            f"apex_index: expected an int in [{-num_frames}, {num_frames}) (negative counts from the end) "
+            f"or None, got {apex_index!r}"
+        )
+    return apex_index % num_frames
 
 
 class FrameClassifier(VideoClassifier):
@@ -29,7 +51,8 @@ class FrameClassifier(VideoClassifier):
         num_classes: classifier outputs.
         num_frames: ``T`` of the clips it receives.
         input_size: ``H = W`` the model is trained on (any size runs).
-        apex_index: index along ``T`` of the apex frame; ``None`` = ``num_frames // 2``.
+        apex_index: index along ``T`` of the apex frame; negative counts from the end (``-1`` = the last
+            frame, the apex of ``onset_apex`` sampling); ``None`` = ``num_frames // 2`` (``apex_centered``).
         drop_rate: dropout before the classifier.
         attention: ``None`` or ``"cbam"``.
     """
@@ -48,17 +71,14 @@ class FrameClassifier(VideoClassifier):
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
-        apex = num_frames // 2 if apex_index is None else apex_index
-        if not isinstance(apex, int) or not 0 <= apex < num_frames:
-            raise ValueError(f"apex_index: expected an int in [0, {num_frames}) or None, got {apex_index!r}")
-        self.apex_index = apex
+        self.apex_index = resolve_apex_index(apex_index, num_frames)
         self.backbone = ResNet2d(arch=arch, attention=attention)
         self.num_features = self.backbone.num_features
         self.num_classes = num_classes
         self.head = ClassifierHead(in_features=self.num_features, num_classes=num_classes, drop_rate=drop_rate)
         self.spec = ModelSpec(
             family="frame", modality="rgb", num_frames=num_frames, input_size=input_size,
-            in_channels=3, mean=tuple(mean), std=tuple(std), apex_index=apex,
+            in_channels=3, mean=tuple(mean), std=tuple(std), apex_index=self.apex_index,
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

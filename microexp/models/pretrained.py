@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
+import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,10 +40,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from microexp.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "PretrainedError",
     "PretrainedLoadResult",
+    "check_pretrained_file",
     "load_pretrained",
     "read_state_dict",
     "unwrap_state_dict",
@@ -51,6 +58,16 @@ __all__ = [
     "cross_modality_conv_weight",
     "resize_pos_embed",
 ]
+
+class PretrainedError(ConfigError):
+    """A ``model.pretrained`` file that cannot be used: not a checkpoint, truncated, holding Python objects
+    beyond tensors (refused, never executed), or with no weight matching the model."""
+
+
+#: what ``torch.load`` raises on a file that is not a (complete) checkpoint: these are the file's fault.
+#: Anything else (MemoryError, a bug) keeps its traceback; OSError (permissions, a directory) propagates as is.
+_UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, IndexError, ValueError, TypeError,
+               UnicodeDecodeError, struct.error, zipfile.BadZipFile)
 
 _CONTAINER_KEYS = ("state_dict", "model_state", "model_state_dict", "model", "module", "net")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -76,19 +93,53 @@ class PretrainedLoadResult:
     classifier: list[str] = field(default_factory=list)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file safely (``weights_only=True``) and return its unwrapped state dict."""
+def read_state_dict(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file safely (``weights_only=True``) and return its unwrapped state dict.
+
+    Args:
+        path: the file.
+        mmap: map the tensors instead of reading them (zip-format files; legacy files are read).
+
+    Raises:
+        FileNotFoundError: no such file (or not a file).
+        PretrainedError: (a ``ConfigError``) the file is not a readable checkpoint, holds Python objects
+            that ``weights_only`` refuses to unpickle (they are never executed), or holds no state dict.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights not found: {path}")
+        raise FileNotFoundError(f"pretrained weights not found: {path}" + (" (a directory)" if path.is_dir() else ""))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors of checkpoints holding arbitrary Python objects
-        raise ValueError(
-            f"{path}: cannot be read with torch.load(weights_only=True) ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); re-save only its state dict"
-        ) from exc
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise PretrainedError(
+                f"{path}: refused: it holds Python objects beyond tensors, which torch.load(weights_only=True) "
+                "does not unpickle (nothing in it was executed); if you trust the file, re-save only its state dict "
+                "(torch.save(model.state_dict(), 'weights.pth'))"
+            ) from exc
+        raise PretrainedError(f"{path}: not a PyTorch checkpoint ({_describe(exc)})") from exc
+    except _UNREADABLE as exc:
+        raise PretrainedError(f"{path}: not a readable PyTorch checkpoint, or truncated ({_describe(exc)})") from exc
     return unwrap_state_dict(obj, source=str(path))
+
+
+def check_pretrained_file(path: str | os.PathLike) -> None:
+    """Check that ``path`` is a usable weights file without reading its tensors (for config validation).
+
+    The pickled structure is read with ``weights_only=True`` (nothing is executed) and the tensors are
+    memory-mapped, so this is cheap even for large files.
+
+    Raises:
+        FileNotFoundError, PretrainedError: as :func:`read_state_dict`.
+    """
+    state = read_state_dict(path, mmap=True)
+    if not state:
+        raise PretrainedError(f"{path}: holds no tensors")
+
+
+def _describe(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
 
 
 def unwrap_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -97,10 +148,10 @@ def unwrap_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str, torc
         if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             break
         if not isinstance(obj, Mapping):
-            raise ValueError(f"{source}: expected a state dict or a dict holding one, got {type(obj).__name__}")
+            raise PretrainedError(f"{source}: expected a state dict or a dict holding one, got {type(obj).__name__}")
         inner = next((obj[k] for k in _CONTAINER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
-            raise ValueError(
+            raise PretrainedError(
                 f"{source}: no state dict found; expected tensors or one of the keys {list(_CONTAINER_KEYS)}, "
                 f"got keys {sorted(map(str, obj))[:10]}"
             )
@@ -241,7 +292,8 @@ def load_pretrained(
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: unreadable file, or no tensor of it matches the model.
+        PretrainedError: (a ``ConfigError``, one line at the CLI) unreadable or unsafe file, or no tensor of
+            it matches the model.
     """
     state = read_state_dict(path)
     convert = getattr(model, "convert_pretrained_state_dict", None)
@@ -261,7 +313,7 @@ def load_pretrained(
             continue
         usable[key] = value
     if not any(k in own for k in usable):
-        raise ValueError(
+        raise PretrainedError(
             f"{path}: no weight matches model {getattr(getattr(model, 'spec', None), 'name', type(model).__name__)} "
             f"(file keys such as {sorted(state)[:3]}); see microexp.models.pretrained for supported sources"
         )
