@@ -194,3 +194,34 @@ def test_lazy_inference_names_resolve():
     assert set(inference.__all__) <= set(dir(inference))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         inference.nope  # noqa: B018
+
+
+class _CorruptClips:
+    """A dataset whose clips fail to decode, as a truncated mp4 does inside a DataLoader worker."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        from microexp.errors import VideoReadError
+
+        raise VideoReadError(f"clips/c{index}.mp4: corrupt video (moov atom not found)")
+
+
+def test_worker_error_is_the_single_process_line(capsys, monkeypatch):
+    """A user error raised in a DataLoader worker is printed as the line the single-process path gives."""
+    import torch.utils.data
+
+    import microexp.cli.models as models_cli
+
+    def load(args):
+        next(iter(torch.utils.data.DataLoader(_CorruptClips(), num_workers=1, batch_size=None)))
+
+    monkeypatch.setattr(models_cli, "run", load)
+    assert cli.main(["models"]) == 2
+    assert capsys.readouterr().err == "microexp models: error: clips/c0.mp4: corrupt video (moov atom not found)\n"
+
+
+def test_cache_command_is_registered(tmp_path, capsys):
+    assert cli.main(["cache", "info", str(tmp_path)]) == 0
+    assert str(tmp_path) in capsys.readouterr().out

@@ -3,8 +3,8 @@
 Each command module exposes ``add_parser(subparsers)`` and ``run(args) -> int``. This package is the
 only place that parses arguments or configures logging. User errors (``MicroexpError``, which includes
 ``microexp.fileio.OutputError``, and ``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``,
-``PermissionError``) become one line on stderr and exit code 2; anything else is a bug and keeps its
-traceback.
+``PermissionError``) become one line on stderr and exit code 2, also when a DataLoader worker raised
+them; anything else is a bug and keeps its traceback.
 
 Start-up is lazy: the top-level parser lists the commands from :data:`COMMANDS` (a static table of
 module and one-line help), and only the module of the command being run is imported, so
@@ -20,7 +20,7 @@ import os
 import sys
 from typing import NamedTuple, Sequence
 
-from microexp.errors import MicroexpError
+from microexp.errors import MicroexpError, user_message
 
 
 class Command(NamedTuple):
@@ -42,6 +42,8 @@ COMMANDS: dict[str, Command] = {
     "models": Command("microexp.cli.models",
                       "list the registered models (family, modality, frames, size, parameters)"),
     "flow": Command("microexp.cli.flow", "precompute the optical-flow cache of a dataset"),
+    "cache": Command("microexp.cli.cache",
+                     "show (info) or free (prune) a preprocessed-clip cache folder (data.cache_dir)"),
     "train": Command("microexp.cli.train", "train and test a model under a subject-independent protocol"),
     "evaluate": Command("microexp.cli.evaluate",
                         "recompute metrics.json and plots of a run from its predictions.csv"),
@@ -141,6 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}"
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """``FILE: reason`` for an OS error, else the message on one line; a DataLoader worker's re-raise is
+    unwrapped to the worker's original message (:func:`microexp.errors.user_message`)."""
+    return user_message(exc)
