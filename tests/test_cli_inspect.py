@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from microexp.cli import main
 
@@ -12,10 +13,11 @@ from microexp.cli import main
 @pytest.fixture()
 def csv_table(tmp_path):
     frames = tmp_path / "clips"
+    image = Image.new("RGB", (4, 4), (10, 20, 30))
     for clip in ("c1", "c2", "c3"):
         (frames / clip).mkdir(parents=True)
         for n in range(1, 21):
-            (frames / clip / f"{n:05d}.png").write_bytes(b"")  # existence is all inspect checks
+            image.save(frames / clip / f"{n:05d}.png")  # real images: inspect opens them
     path = tmp_path / "annotations.csv"
     path.write_text(
         "subject,clip,path,onset,apex,offset,fps,emotion,aus\n"
@@ -27,7 +29,7 @@ def csv_table(tmp_path):
 
 
 def test_inspect_json_summary(csv_table, capsys):
-    assert main(["inspect", str(csv_table), "--json", "--sample", "2", "--strategy", "uniform", "--frames", "4"]) == 0
+    assert main(["inspect", str(csv_table), "--json", "--sample", "2", "--strategy", "uniform", "--frames", "4"]) == 1
     summary = json.loads(capsys.readouterr().out)
     assert summary["clips"] == 3 and summary["subjects"] == 2
     assert summary["classes"] == {"fear": 1, "happiness": 1, "surprise": 1}
@@ -39,7 +41,7 @@ def test_inspect_json_summary(csv_table, capsys):
 
 
 def test_inspect_text_lists_problems(csv_table, capsys):
-    assert main(["inspect", str(csv_table)]) == 0
+    assert main(["inspect", str(csv_table)]) == 1  # it lists an error
     out = capsys.readouterr().out
     assert "3 clips from 2 subjects" in out
     assert "1 errors" in out and "c3" in out
@@ -62,5 +64,5 @@ def test_wrong_columns_name_the_missing_column(tmp_path, capsys):
 def test_python_dash_m_entry_point(csv_table):
     proc = subprocess.run([sys.executable, "-m", "microexp", "inspect", str(csv_table), "--annotations-only",
                            "--json"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # onset > offset in c3 is an error
     assert json.loads(proc.stdout)["clips"] == 3

@@ -60,8 +60,8 @@ from typing import Iterable, Mapping, Sequence
 import pandas as pd
 
 from microexp.data.aus import invalid_au_tokens, normalise_action_descriptors, normalise_aus
-from microexp.data.video import frame_number_from_name
-from microexp.errors import AnnotationError
+from microexp.data.video import check_clip, frame_number_from_name
+from microexp.errors import AnnotationError, VideoReadError, user_message
 
 __all__ = [
     "COLUMNS",
@@ -688,13 +688,44 @@ def _check_frames(ctx: _Context, record: _Record, listings: dict[str, list[int] 
                         clip=record.clip)]
 
 
-def _validate(ctx: _Context, records: Sequence[_Record], check_files: bool) -> list[Problem]:
+@dataclass(frozen=True)
+class _MediaCheck:
+    """Open every clip's files (``load_clip_table(check_media=True)``): how, and whether to show a bar."""
+
+    backend: str = "auto"
+    progress: bool | None = None
+
+
+def _check_media(ctx: _Context, records: Sequence[_Record], media: _MediaCheck) -> list[Problem]:
+    """One error per clip whose video or frame files will fail to read (see ``video.check_clip``)."""
+    from tqdm.auto import tqdm
+
+    problems = []
+    disable = None if media.progress is None else not media.progress
+    for r in tqdm(records, desc="opening clips", unit="clip", disable=disable, leave=False):
+        try:
+            check_clip(r.path, onset=r.onset, offset=r.offset, first_frame=r.first_frame, backend=media.backend)
+        except (VideoReadError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            problems.append(ctx.problem(r.row, "path", r.path, f"will fail to read: {user_message(exc)}",
+                                        clip=r.clip))
+    return problems
+
+
+def _validate(ctx: _Context, records: Sequence[_Record], check_files: bool,
+              media: _MediaCheck | None = None) -> list[Problem]:
     problems = _check_duplicates(ctx, records)
     listings: dict[str, list[int] | None] = {}
+    readable = []
     for r in records:
-        problems += _check_order(ctx, r) + _check_emotion(ctx, r)
+        found = _check_order(ctx, r) + _check_emotion(ctx, r)
         if check_files:
-            problems += _check_frames(ctx, r, listings)
+            files = _check_frames(ctx, r, listings)
+            if not files and not found and r.path:
+                readable.append(r)
+            found += files
+        problems += found
+    if check_files and media is not None:
+        problems += _check_media(ctx, readable, media)
     return problems
 
 
@@ -819,7 +850,7 @@ def _assign_paths(ctx: _Context, root: Path, records: Sequence[_Record], check_f
 
 
 def _read_sheet_format(path: Path, fmt: str, sheets: list[_Sheet], root: Path, *, check_files: bool,
-                       root_given: bool, fps: float | None) -> ClipTableResult:
+                       root_given: bool, fps: float | None, media: _MediaCheck | None = None) -> ClipTableResult:
     """The shared pipeline of every sheet format: locate columns, parse rows, ids, paths, validate."""
     layout = _locate(path, sheets, fmt)
     if fmt == "dfme" and fps is not None:
@@ -840,7 +871,7 @@ def _read_sheet_format(path: Path, fmt: str, sheets: list[_Sheet], root: Path, *
     if check_files and not root.is_dir():
         raise FileNotFoundError(f"clip root folder not found: {root} (pass root=, or check_files=False)")
     problems += _assign_paths(ctx, root, records, check_files, root_given)
-    problems += _validate(ctx, records, check_files)
+    problems += _validate(ctx, records, check_files, media)
     return ClipTableResult(_build_table(records), _sorted_by_row(problems))
 
 
@@ -871,7 +902,8 @@ def _smic_clip_dirs(hs: Path) -> list[tuple[int, str, Path]]:
     return clips
 
 
-def _read_smic(path: Path, *, check_files: bool, fps: float | None) -> ClipTableResult:
+def _read_smic(path: Path, *, check_files: bool, fps: float | None, media: _MediaCheck | None = None
+               ) -> ClipTableResult:
     """SMIC-HS from its folder tree (no sheet): one clip per ``s{N}/micro/{emotion}/{clip}`` folder."""
     hs = _smic_folder(path)
     if hs is None:
@@ -894,7 +926,7 @@ def _read_smic(path: Path, *, check_files: bool, fps: float | None) -> ClipTable
                                clip=cdir.name))  # type: ignore[arg-type]
     for r in records:
         problems.append(_estimate_missing_apex(ctx, r))  # type: ignore[arg-type]
-    problems += _validate(ctx, records, check_files)
+    problems += _validate(ctx, records, check_files, media)
     return ClipTableResult(_build_table(records), problems)
 
 
@@ -969,7 +1001,8 @@ def detect_format(path: str | Path) -> str:
 
 
 def load_clip_table(path: str | Path, format: str = "auto", root: str | Path | None = None,
-                    check_files: bool = True, *, fps: float | None = None) -> ClipTableResult:
+                    check_files: bool = True, *, fps: float | None = None, check_media: bool = False,
+                    backend: str = "auto", progress: bool | None = None) -> ClipTableResult:
     """Read an annotation file into a normalised, validated clip table.
 
     Args:
@@ -980,6 +1013,12 @@ def load_clip_table(path: str | Path, format: str = "auto", root: str | Path | N
             exists); ``False`` reads annotations only (DFME paths are then only located when ``root``
             is given, else ``''``).
         fps: override the format's default frame rate (not DFME, whose fps is the sheet's column).
+        check_media: (with ``check_files``) also open every clip as training will
+            (:func:`microexp.data.video.check_clip`: a video's header, frame count and its onset and
+            offset frames; a folder's image headers and ends for onset..offset) and report each clip
+            that will fail to read as an error. Slow on large datasets: one open per clip.
+        backend: video backend of the media check.
+        progress: progress bar of the media check (tqdm on stderr); ``None`` shows it only on a terminal.
 
     Returns:
         :class:`ClipTableResult` with the table (columns :data:`COLUMNS`) and the problems.
@@ -995,11 +1034,12 @@ def load_clip_table(path: str | Path, format: str = "auto", root: str | Path | N
         raise FileNotFoundError(f"annotation file not found: {path}")
     sheets = None if path.is_dir() else _read_sheets(path)
     fmt = _detect(path, sheets) if format == "auto" else format
+    media = _MediaCheck(backend, progress) if check_media else None
     if fmt == "smic":
-        return _read_smic(path, check_files=check_files, fps=fps)
+        return _read_smic(path, check_files=check_files, fps=fps, media=media)
     if sheets is None:
         raise AnnotationError(f"{path} is a folder; format {fmt!r} reads an annotation file (xlsx or csv)")
     clip_root = Path(root) if root is not None else path.parent
     return _read_sheet_format(path, fmt, sheets, clip_root, check_files=check_files, root_given=root is not None,
-                              fps=fps)
+                              fps=fps, media=media)
 

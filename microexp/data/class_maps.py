@@ -132,7 +132,7 @@ def load_class_maps(path: str | Path | None = None) -> dict[str, ClassMap]:
     try:
         data = yaml.safe_load(source.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{source}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of class map names, got {type(data).__name__}")
     return {str(name): _parse_map(str(name), spec, str(source)) for name, spec in data.items()}
@@ -173,7 +173,8 @@ def _label_or_problem(clip: str, dataset: str, emotion: str, class_map: ClassMap
     return class_map.label(target)
 
 
-def apply_class_map(table: pd.DataFrame, class_map: str | ClassMap, *, strict: bool = False) -> LabelledTable:
+def apply_class_map(table: pd.DataFrame, class_map: str | ClassMap, *, strict: bool = False,
+                    log: bool = True) -> LabelledTable:
     """Label a clip table with a class map.
 
     Args:
@@ -181,6 +182,8 @@ def apply_class_map(table: pd.DataFrame, class_map: str | ClassMap, *, strict: b
         class_map: a map or its name (see :func:`list_class_maps`).
         strict: raise when a clip's emotion or dataset is unknown to the map (dropping by protocol
             never raises).
+        log: log one warning per clip left out (``False`` for callers that report the problems
+            themselves, like ``microexp inspect``).
 
     Returns:
         ``LabelledTable(table, problems)``: the clips the map labels, with an int ``label`` column
@@ -204,7 +207,7 @@ def apply_class_map(table: pd.DataFrame, class_map: str | ClassMap, *, strict: b
         shown = "; ".join(f"clip {p.clip}: {p.message}" for p in errors[:5])
         more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
         raise AnnotationError(f"{len(errors)} clip(s) cannot be labelled by class map {cm.name!r}: {shown}{more}")
-    for p in problems:
+    for p in problems if log else ():
         logger.warning("leaving out clip %s: %s", p.clip, p.message)
     keep = [not isinstance(o, Problem) for o in outcomes]
     kept = table[keep].copy()
