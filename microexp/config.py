@@ -421,8 +421,8 @@ def _validate_model(config: ExperimentConfig, where: _Where) -> None:
             accepted = [a for a in arguments if a not in _ENGINE_MODEL_ARGS]
             close = difflib.get_close_matches(str(key), accepted, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"{where(dotted)}: {dotted}: {m.name} has no argument {key!r}{hint}; accepted: "
-                              f"{', '.join(accepted) or 'none'}")
+            raise ConfigError(f"{where(dotted)}: {dotted}: model {m.name}: unknown argument {key!r}{hint}; "
+                              f"accepted: {', '.join(accepted) or 'none'}")
         try:
             check_plain_argument(m.name, key, value)
         except ConfigError as exc:

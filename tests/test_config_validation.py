@@ -29,7 +29,7 @@ def test_lodo_protocol_is_accepted():
 @pytest.mark.parametrize("overrides,message", [
     # the defects of the issue: each was a traceback (exit 1) or silently accepted
     (["model.name=tsm_r19"], r"model.name='tsm_r19': expected a registered model \(did you mean tsm_r18.*tsm_tiny"),
-    (["model.kwargs={dropout: 0.3}"], r"model.kwargs.dropout: tsm_tiny has no argument 'dropout' "
+    (["model.kwargs={dropout: 0.3}"], r"model.kwargs.dropout: model tsm_tiny: unknown argument 'dropout' "
                                       r"\(did you mean drop_rate\?\); accepted: fold_div, drop_rate, attention"),
     (["data.num_workers=-1"], r"data.num_workers=-1: expected an integer >= 0"),
     (["data.num_frames=100000"], rf"data.num_frames=100000: expected an integer in \[1, {MAX_NUM_FRAMES}\] "
