@@ -226,7 +226,9 @@ def test_models_recipe_quick(tiny_data, tmp_path, capsys):
     assert (out / "models.png").stat().st_size > 0
     record = json.loads((out / "study.json").read_text())
     assert record["quick"] and record["cells_computed"] == len(dfme.FAMILIES) and "--quick" in record["command"]
-    assert "pooled UF1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "pooled UF1" in printed and "this was a smoke test (--quick" in printed
+    assert (out / "summary.md").read_text().startswith("# DFME model families under one protocol (smoke test)")
 
     # --resume keeps every finished cell
     assert _run_script("dfme_models", tiny_data, tmp_path, "--resume") == 0

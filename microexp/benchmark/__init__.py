@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from microexp.benchmark.report import Section, Target, format_report, machine_info
+from microexp.benchmark.report import QUICK_NOTE, Section, Target, format_report, machine_info
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,30 @@ class Settings:
     throughput_repeats: int
     latency_repeats: int
     pack_preset: str = "medium"
+
+    def unmeasurable(self) -> dict[str, str]:
+        """Target kinds (``pipeline``, ``throughput``) these sizes cannot measure, with the reason.
+
+        The pipeline targets are steady-state ratios: with fewer than :data:`MIN_PIPELINE_CLIPS` clips or
+        :data:`MIN_PIPELINE_EPOCHS` epochs, DataLoader start-up and the first batches dominate both the warm
+        data fraction and the cold/warm flow-cache ratio. The throughput ratio needs
+        :data:`MIN_THROUGHPUT_STEPS` steps per repeat before the fixed per-repeat costs stop dominating.
+        """
+        reasons = {}
+        if self.pipeline_clips < MIN_PIPELINE_CLIPS or self.pipeline_epochs < MIN_PIPELINE_EPOCHS:
+            reasons["pipeline"] = (f"not evaluated: {self.pipeline_clips} clips x {self.pipeline_epochs} epochs are too "
+                                   "few for a steady state (needs >= "
+                                   f"{MIN_PIPELINE_CLIPS} clips and >= {MIN_PIPELINE_EPOCHS} epochs; run without --quick)")
+        if self.throughput_steps < MIN_THROUGHPUT_STEPS:
+            reasons["throughput"] = (f"not evaluated: {self.throughput_steps} steps per repeat are too few (needs >= "
+                                     f"{MIN_THROUGHPUT_STEPS}; run without --quick)")
+        return reasons
+
+
+#: the smallest sizes at which the pipeline and throughput targets mean what they say
+MIN_PIPELINE_CLIPS = 100
+MIN_PIPELINE_EPOCHS = 3
+MIN_THROUGHPUT_STEPS = 5
 
 
 FULL = Settings(loading_repeats=5, pipeline_clips=300, pipeline_subjects=30, pipeline_epochs=4, throughput_steps=6,
@@ -109,15 +133,17 @@ def run_benchmark(
             results[section.name] = section
             logger.info("%s done in %.1f s%s", section.name, section.seconds,
                         f" (skipped: {section.skipped})" if section.skipped else "")
+    note = "medians over repeats; on a shared machine other processes' load inflates times and spreads repeats"
     report = {
         "quick": quick,
+        "smoke_test": quick,
         "seconds": round(time.perf_counter() - start, 1),
         "settings": settings.__dict__,
         "machine": machine_info(devices),
-        "note": "medians over repeats; on a shared machine other processes' load inflates times and spreads repeats",
+        "note": f"--quick: {QUICK_NOTE}; {note}" if quick else note,
         "sections": {name: section.to_dict() for name, section in results.items()},
     }
-    report["targets"] = [t.to_dict() for t in targets_from(results, devices)]
+    report["targets"] = [t.to_dict() for t in targets_from(results, devices, settings=settings)]
     return report
 
 
@@ -153,8 +179,21 @@ def _jobs(settings: Settings, devices: list[str], sections: Sequence[str], work:
     return jobs
 
 
-def targets_from(results: dict[str, Section], devices: Sequence[str]) -> list[Target]:
-    """The issue's targets, one per measured figure they apply to (``measured=None`` when not measured)."""
+def targets_from(results: dict[str, Section], devices: Sequence[str], *,
+                 settings: Settings | None = None) -> list[Target]:
+    """The issue's targets, one per measured figure they apply to (``measured=None`` when not measured).
+
+    Args:
+        settings: the sizes the figures were measured at (default :data:`FULL`); targets those sizes cannot
+            measure (:meth:`Settings.unmeasurable`, e.g. ``--quick``) are "not evaluated", never "missed".
+    """
+    unmeasurable = (settings or FULL).unmeasurable()
+
+    def judged(kind: str, section: str) -> dict[str, Any]:
+        reason = unmeasurable.get(kind)
+        if reason is None or results.get(section) is None or results[section].skipped:
+            return {"note": why(section)}
+        return {"note": reason, "evaluated": False}
 
     def median(section: str, figure: str) -> float | None:
         found = results.get(section)
@@ -181,12 +220,14 @@ def targets_from(results: dict[str, Section], devices: Sequence[str]) -> list[Ta
         pipeline = f"pipeline_{device}"
         targets += [
             Target(f"pipeline balance ({device}): data wait / step time, warm cache",
-                   median(pipeline, "warm.data_fraction"), 0.10, op="<", unit="fraction", note=why(pipeline)),
+                   median(pipeline, "warm.data_fraction"), 0.10, op="<", unit="fraction",
+                   **judged("pipeline", pipeline)),
             Target(f"flow cache ({device}): data time, cold-cache pass / warm-cache pass",
-                   median(pipeline, "flow_cache.epoch1_over_epoch2"), 10.0, note=why(pipeline)),
+                   median(pipeline, "flow_cache.epoch1_over_epoch2"), 10.0, **judged("pipeline", pipeline)),
         ]
         throughput = f"throughput_{device}"
         for model in MODELS:
             targets.append(Target(f"training throughput ({device}): microexp / bare loop, {model}",
-                                  median(throughput, f"{model}.microexp_over_bare"), 0.9, note=why(throughput)))
+                                  median(throughput, f"{model}.microexp_over_bare"), 0.9,
+                                  **judged("throughput", throughput)))
     return targets

@@ -14,7 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Figure", "Target", "machine_info", "time_calls", "format_report"]
+__all__ = ["QUICK_NOTE", "Figure", "Target", "machine_info", "time_calls", "format_report"]
+
+#: What a ``--quick`` report says about itself (text output and JSON ``note``).
+QUICK_NOTE = ("a smoke test of the benchmark with fewer repeats and smaller inputs; its figures are rough, and "
+              "targets its sizes cannot measure are 'not evaluated' (run without --quick to measure them)")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class Target:
     """A goal: ``measured >= target`` (``op='>='``) or ``measured < target`` (``op='<'``).
 
     ``measured`` is None when the figure could not be measured (``met`` is then None and ``note`` says why).
+    ``evaluated=False``: the figure was measured but the run's sizes cannot measure what the target means
+    (``benchmark --quick``): ``met`` is None, the status "not evaluated", and ``note`` says why.
     """
 
     name: str
@@ -53,6 +59,7 @@ class Target:
     op: str = ">="
     unit: str = "x"
     note: str = ""
+    evaluated: bool = True
 
     def __post_init__(self) -> None:
         if self.op not in (">=", "<"):
@@ -60,13 +67,22 @@ class Target:
 
     @property
     def met(self) -> bool | None:
-        if self.measured is None or self.measured != self.measured:  # None or NaN
+        if not self.evaluated or self.measured is None or self.measured != self.measured:  # None or NaN
             return None
         return self.measured >= self.target if self.op == ">=" else self.measured < self.target
 
+    @property
+    def status(self) -> str:
+        """``met``, ``missed``, ``not evaluated`` (measured, but not at a size that can tell) or ``not measured``."""
+        if self.measured is None or self.measured != self.measured:
+            return "not measured"
+        if not self.evaluated:
+            return "not evaluated"
+        return "met" if self.met else "missed"
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "measured": None if self.measured is None else _round(self.measured),
-                "target": self.target, "op": self.op, "unit": self.unit, "met": self.met,
+                "target": self.target, "op": self.op, "unit": self.unit, "met": self.met, "status": self.status,
                 **({"note": self.note} if self.note else {})}
 
 
@@ -142,16 +158,20 @@ class Section:
 def format_report(report: dict[str, Any]) -> str:
     """A human-readable summary of :func:`microexp.benchmark.run_benchmark`'s JSON."""
     m = report["machine"]
-    lines = [f"microexp benchmark ({'quick' if report['quick'] else 'full'}), {report['seconds']:.0f} s: "
+    kind = "quick: a smoke test, not a measurement" if report["quick"] else "full"
+    lines = [f"microexp benchmark ({kind}), {report['seconds']:.0f} s: "
              f"{m['usable_cpus']} usable CPU(s) of {m['cpu_count']}, load {m['load_average_1min']}, torch {m['torch']}, "
              f"devices {', '.join(m['devices'])}"]
+    if report["quick"]:
+        lines.append(f"--quick: {QUICK_NOTE}")
     for name, section in report["sections"].items():
         lines.append(f"\n[{name}]" + (f" skipped: {section['skipped']}" if section.get("skipped") else ""))
         for figure_name, figure in section.get("figures", {}).items():
             lines.append(f"  {figure_name:<58} {figure['median']:>10.4g} {figure['unit']}")
     lines.append("\ntargets:")
     for target in report["targets"]:
-        met = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        met = target.get("status") or {True: "met", False: "missed", None: "not measured"}[target["met"]]
+        met = "MISSED" if met == "missed" else met
         measured = "–" if target["measured"] is None else f"{target['measured']:.3g}"
         lines.append(f"  {target['name']:<48} {measured:>8} {target['op']} {target['target']:<6g} {met}"
                      + (f"  ({target['note']})" if target.get("note") else ""))

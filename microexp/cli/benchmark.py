@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,7 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "Reports medians over repeats and checks each against its target.",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller inputs (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="a smoke test: fewer repeats and smaller inputs (about 2 minutes); the report says so, and "
+                        "targets its sizes cannot measure (pipeline balance, flow cache, throughput) are 'not "
+                        "evaluated' instead of met or missed")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON report to FILE")
     parser.add_argument("--device", default="auto",
                         help="auto (CPU, plus CUDA when available), cpu, or cuda/cuda:N (default: auto)")
@@ -33,13 +33,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from microexp.benchmark import format_report, run_benchmark
+    from microexp.fileio import dumps_json, write_text
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     report = run_benchmark(quick=args.quick, device=args.device, sections=sections,
                            progress=False if args.no_progress else None, work_dir=args.work_dir)
-    text = json.dumps(report, indent=2)
+    text = dumps_json(report)  # strict JSON: a figure that could not be computed (NaN) is null
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        write_text(args.out, text + "\n")
     print(text if args.json else format_report(report))
+    if args.out and not args.json:
+        print(f"report: {args.out}")
     return 0

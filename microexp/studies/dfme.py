@@ -34,6 +34,7 @@ from microexp.studies.tables import (
     markdown_table,
     recall_columns,
     results_frame,
+    write_csv,
     write_table,
 )
 
@@ -160,7 +161,7 @@ def _models_report(results: list[CellResult], out: Path) -> Report:
     ]
     markdown = markdown_table(table, columns, align=["l", "l"] + ["r"] * 9)
     files = list(write_table(table, markdown, out, "models"))
-    frame.to_csv(out / "cells.csv", index=False)
+    write_csv(frame, out / "cells.csv")
     files.append(out / "cells.csv")
     categories = list(table["model"])
     series = {k.upper(): (table[f"pooled_{k}_mean"], table[f"pooled_{k}_std"]) for k in ("acc", "uf1", "uar")}
@@ -242,7 +243,7 @@ def _sampling_report(results: list[CellResult], out: Path) -> Report:
     ]
     markdown = markdown_table(table, columns, align=["l", "r", "l", "r", "r", "r", "r", "r"])
     files = list(write_table(table, markdown, out, "sampling"))
-    frame.to_csv(out / "cells.csv", index=False)
+    write_csv(frame, out / "cells.csv")
     files.append(out / "cells.csv")
     strategies = list(dict.fromkeys(table["strategy"]))
     series = {}
@@ -311,7 +312,7 @@ def _imbalance_report(results: list[CellResult], out: Path) -> Report:
     markdown = markdown_table(table, columns, align=["l", "l"] + ["r"] * (5 + len(recalls)))
     markdown += f"\nTest clips per class (pooled over folds): {class_counts_line(results)}.\n"
     files = list(write_table(table, markdown, out, "imbalance"))
-    frame.to_csv(out / "cells.csv", index=False)
+    write_csv(frame, out / "cells.csv")
     files.append(out / "cells.csv")
     labels = [f"{s}+{loss}" for s, loss in zip(table["sampler"], table["loss"])]
     series = {k.upper(): (table[f"pooled_{k}_mean"], table[f"pooled_{k}_std"]) for k in ("uar", "uf1")}

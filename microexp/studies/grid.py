@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from microexp.config import ExperimentConfig, load_config
 from microexp.errors import ConfigError
+from microexp.fileio import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +210,4 @@ def _write_record(result: CellResult) -> None:
         "train_seconds": round(result.train_seconds, 3),
         "wall_seconds": round(result.wall_seconds or 0.0, 3),
     }
-    tmp = result.run_dir / "cell.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    tmp.replace(result.run_dir / "cell.json")
+    write_json(result.run_dir / "cell.json", record)

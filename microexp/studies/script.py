@@ -43,8 +43,8 @@ def build_parser(name: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--root", default=None, help="dataset folder for official sheets (data.root)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the recipe's)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"a CPU-sized run that checks the study end to end: {' '.join(QUICK_OVERRIDES)}, "
-                        "fewer seeds")
+                        help=f"a smoke test: a CPU-sized run that checks the study end to end ({' '.join(QUICK_OVERRIDES)}, "
+                        "fewer cells or seeds); its outputs are labelled as such and its numbers are not results")
     parser.add_argument("--out", type=Path, default=Path("runs/studies") / name,
                         help=f"study directory (default: runs/studies/{name})")
     parser.add_argument("--resume", action="store_true",
@@ -91,4 +91,7 @@ def main(name: str, argv: Sequence[str] | None = None, *, recipes_dir: str | Pat
         return 130
     print(report.markdown)
     print(f"outputs: {options.out}" + os.linesep + "".join(f"  {p}{os.linesep}" for p in report.files), end="")
+    if options.quick:
+        print(f"{name}: this was a smoke test (--quick: {' '.join(QUICK_OVERRIDES)}): it checks the study end to "
+              "end; its numbers are not results. Run without --quick for the study.")
     return 0

@@ -9,7 +9,6 @@ command that produced them).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -19,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from microexp.fileio import write_json, write_text
 from microexp.studies.grid import Cell, CellResult, run_grid
 from microexp.studies.tables import format_duration
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_DATA", "QUICK_OVERRIDES", "Report", "Study", "StudyOptions", "resolve_data", "run_study",
+__all__ = ["DEFAULT_DATA", "QUICK_OVERRIDES", "SMOKE_TEST", "Report", "Study", "StudyOptions", "resolve_data", "run_study",
            "machine_summary"]
 
 #: The synthetic benchmark of ``make demo``; generated with the same settings when missing.
@@ -32,6 +32,9 @@ DEFAULT_DATA = Path("runs/demo/data/annotations.csv")
 DEFAULT_SYNTH = {"clips": 300, "subjects": 30, "seed": 0}
 #: ``--quick``: a CPU-sized run (2 folds, 2 epochs, 32 px frames) that checks the study end to end.
 QUICK_OVERRIDES: tuple[str, ...] = ("cv.folds=2", "train.epochs=2", "data.size=32")
+#: What a ``--quick`` study says at the top of its summary, tables and printed output.
+SMOKE_TEST = (f"**Smoke test (`--quick`: {' '.join(QUICK_OVERRIDES)}, fewer cells or seeds)**: it checks that the "
+              "study runs end to end; its numbers are not results and are not comparable with the full study's.")
 
 
 @dataclass(frozen=True)
@@ -140,14 +143,24 @@ def run_study(study: Study, options: StudyOptions) -> Report:
                        ", ".join(clashes))
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    logger.info("%s: %d cells into %s%s", study.name, len(study.cells), out, " (quick)" if options.quick else "")
+    logger.info("%s: %d cells into %s%s", study.name, len(study.cells), out,
+                " (--quick: a smoke test, its numbers are not results)" if options.quick else "")
     results = run_grid(study.cells, out, base_overrides=overrides, resume=options.resume, progress=options.progress)
     report = study.report(results, out)
+    if options.quick:  # every table says so, not only the summary
+        banner = f"> {SMOKE_TEST}\n\n"
+        report.markdown = banner + report.markdown
+        for path in report.files:
+            if path.suffix == ".md" and path.is_file():
+                write_text(path, banner + path.read_text(encoding="utf-8"))
     wall = time.perf_counter() - start
     computed = sum(r.wall_seconds or 0.0 for r in results if not r.resumed)
     machine = machine_summary()
     record = {
         "study": study.name, "title": study.title, "command": options.command, "quick": options.quick,
+        "smoke_test": options.quick,
+        **({"note": "--quick smoke test: checks the study end to end; its numbers are not results"}
+           if options.quick else {}),
         "data": str(data), "base_overrides": overrides, "wall_seconds": round(wall, 1),
         "cells_computed": sum(not r.resumed for r in results), "cells_resumed": sum(r.resumed for r in results),
         "cells_wall_seconds": round(computed, 1), "machine": machine,
@@ -155,16 +168,17 @@ def run_study(study: Study, options: StudyOptions) -> Report:
                    "wall_seconds": r.wall_seconds, "train_seconds": r.train_seconds} for r in results],
         "files": [str(p) for p in report.files],
     }
-    (out / "study.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    write_json(out / "study.json", record)
     resumed = sum(r.resumed for r in results)
-    lines = [f"# {study.title}", "", f"Command: `{options.command}`", "",
+    title = f"{study.title} (smoke test)" if options.quick else study.title
+    lines = [f"# {title}", "", f"Command: `{options.command}`", "",
              f"Data: `{data}`. Machine: {machine['usable_cpus']} usable CPU core(s) of {machine['cpu_count']}, "
              f"load average {machine['load_average_1min']} at the end, torch {machine['torch']}, "
              f"{machine['cuda'] or 'no GPU'}. Wall time: {format_duration(wall)}"
              + (f" ({resumed} of {len(results)} cells kept from an earlier run)" if resumed else "") + ".", "",
              report.markdown.rstrip(), ""]
     lines += [f"- {note}" for note in study.notes]
-    (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(out / "summary.md", "\n".join(lines) + "\n")
     report.files.append(out / "summary.md")
     logger.info("%s finished in %s: %s", study.name, format_duration(wall), out / "summary.md")
     return report

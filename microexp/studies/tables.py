@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from microexp.fileio import atomic_path, write_text
 from microexp.studies.grid import CellResult
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "metric_columns",
     "recall_columns",
     "results_frame",
+    "write_csv",
     "write_table",
 ]
 
@@ -153,9 +155,21 @@ def write_table(frame: pd.DataFrame, markdown: str, out_dir: str | Path, stem: s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
-    frame.to_csv(csv_path, index=False)
-    md_path.write_text(markdown, encoding="utf-8")
+    write_csv(frame, csv_path)
+    write_text(md_path, markdown)
     return csv_path, md_path
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
+    """``frame.to_csv(path, index=False)``, atomically (see :mod:`microexp.fileio`)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def _save_figure(fig: Any, path: Path, **kwargs: Any) -> None:
+    with atomic_path(path) as tmp:  # the temporary name keeps the .png suffix, so the format is kept
+        fig.savefig(tmp, **kwargs)
 
 
 def bar_chart(
@@ -195,8 +209,10 @@ def bar_chart(
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        _save_figure(fig, path, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -228,6 +244,8 @@ def heatmap(
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        _save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
     return path
