@@ -35,13 +35,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from microexp.engine.experiment import run_experiment
+    from microexp.engine.experiment import FINAL_DIR, run_experiment
 
     config = load_config(args.config, args.overrides)
     metrics = run_experiment(config, args.out, progress=False if args.no_progress else None,
                              final=args.final or args.final_only, cross_validation=not args.final_only)
     if metrics is not None:
         print(format_results(metrics))
+    if args.final or args.final_only:
+        print(f"final model (all subjects): {Path(args.out) / FINAL_DIR / 'model.pt'}")
     print(f"outputs: {Path(args.out)}")
     return 0
 

@@ -265,7 +265,7 @@ def train_final(
              "subjects": sorted(int(s) for s in data.table["subject"].unique()), "clips": len(data.table)}
     _train_model(fixed, data, data.table, empty, final_dir, device=device, stream=FINAL_STREAM, fold=None,
                  name="final", progress=progress, tracker=tracker, model_extra=extra)
-    print(f"final model (all subjects): {target}")
+    logger.info("final model (all subjects) written: %s", target)
     return target
 
 
