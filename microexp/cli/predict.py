@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
+import errno
+import io
+import logging
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
+
+logger = logging.getLogger(__name__)
 
 #: file extensions treated as videos when a folder of clips is walked
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv")
@@ -19,23 +24,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "predict",
         help="predict the emotion of clips with a trained checkpoint",
         description="Predict the micro-expression of each CLIP: a video file, a folder of numbered frames, a "
-        "folder of such clips (walked), or a clip-table CSV (its onset/apex/offset are used). Onset/apex/offset "
-        "not given are spotted from the face's motion. Nothing is written except the requested output "
+        "folder of such clips (walked), or a clip-table CSV (its onset/apex/offset, first_frame and fps are used; "
+        "its emotion column gives a 'true' column and accuracy/UF1). Onset/apex/offset not given are spotted from "
+        "the face's motion, and flagged as estimated per phase. Nothing is written except the requested output "
         "(and face crops with --save-crops). Exit code 2 when any clip failed; the others are still predicted.",
     )
     parser.add_argument("clips", nargs="+", metavar="CLIP", help="video file, frame folder, folder of clips or clip-table CSV")
-    parser.add_argument("--checkpoint", required=True, help="fold_XX/model.pt from microexp train, or a microexp export")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a model.pt from microexp train (RUN/final/model.pt, or a fold's), or a microexp export")
     parser.add_argument("--onset", type=int, default=None, help="onset frame number (spotted when omitted)")
     parser.add_argument("--apex", type=int, default=None, help="apex frame number (spotted when omitted)")
     parser.add_argument("--offset", type=int, default=None, help="offset frame number (spotted when omitted)")
-    parser.add_argument("--first-frame", type=int, default=0,
-                        help="frame number of a video's first frame (default 0; frame folders use their file names)")
+    parser.add_argument("--first-frame", type=int, default=None,
+                        help="frame number of a video's first frame (default: the number the video records, as "
+                        "microexp pack writes it, else 0 with a warning; frame folders use their file names)")
     parser.add_argument("--fps", type=float, default=None,
-                        help="frame rate of the clips (default: the video's; frame folders have none, so give it when "
-                        "the checkpoint samples at a reference_fps)")
+                        help="frame rate of the clips, > 0 (default: the video's; frame folders have none, so give it "
+                        "when the checkpoint samples at a reference_fps)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON list of per-clip results")
-    out.add_argument("--csv", default=None, metavar="FILE", help="write one CSV row per clip to FILE ('-': stdout)")
+    out.add_argument("--csv", default=None, metavar="FILE",
+                     help="write one CSV row per clip to FILE ('-': stdout); the path written is printed")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per model call (default 8)")
     parser.add_argument("--no-face-crop", action="store_true", help="clips are already face crops: no face detection")
@@ -50,24 +59,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from microexp.errors import ConfigError
+    from microexp.fileio import dumps_json
     from microexp.inference.predictor import ClipPredictor
 
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise ConfigError(f"--fps {args.fps:g}: expected a frame rate > 0")
+    if args.csv and args.csv != "-":
+        check_writable(args.csv)  # before any clip is predicted
     options: dict[str, Any] = {"face_crop": not args.no_face_crop, "backend": args.backend}
     if args.face_margin is not None:
         options["face_margin"] = args.face_margin
     predictor = ClipPredictor.from_checkpoint(args.checkpoint, device=args.device, **options)
     items, failures = collect_clips(args.clips, onset=args.onset, apex=args.apex, offset=args.offset,
-                                    first_frame=args.first_frame, fps=args.fps)
+                                    first_frame=args.first_frame, fps=args.fps,
+                                    class_map=predictor.data.get("class_map"), class_names=predictor.class_names)
     result = predictor.predict_many(items, batch_size=args.batch_size, progress=False if args.no_progress else None,
                                     save_crops=args.save_crops)
     failures += result.failures
     rows = [p.to_dict(motion_curve=args.motion_curve) for p in result.predictions]
+    summary = label_summary(result.predictions, predictor.class_names)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(dumps_json(rows))
     elif args.csv:
         write_csv(rows, predictor.class_names, args.csv)
+        if args.csv != "-":
+            print(f"wrote {len(rows)} row(s) to {args.csv}")
     else:
         print(format_table(result.predictions))
+    if summary:
+        print(summary, file=sys.stderr if args.json or args.csv == "-" else sys.stdout)
     for failure in failures:
         print(f"microexp predict: error: {failure}", file=sys.stderr)
     if failures:
@@ -78,8 +99,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def collect_clips(paths: Sequence[str], *, onset: int | None = None, apex: int | None = None,
-                  offset: int | None = None, first_frame: int = 0, fps: float | None = None) -> tuple[list, list]:
-    """Expand CLIP arguments into :class:`ClipInput` rows, and failures for those that hold no clip."""
+                  offset: int | None = None, first_frame: int | None = None, fps: float | None = None,
+                  class_map: str | None = None, class_names: Sequence[str] | None = None) -> tuple[list, list]:
+    """Expand CLIP arguments into :class:`ClipInput` rows, and failures for those that hold no clip.
+
+    Clip tables give each row's phases, first_frame (when the table has the column), fps and, when
+    ``class_names`` is given, the true class (through ``class_map``, the checkpoint's, when known).
+    """
     from microexp.data.video import IMAGE_EXTENSIONS
     from microexp.inference.predictor import ClipFailure, ClipInput
 
@@ -90,7 +116,7 @@ def collect_clips(paths: Sequence[str], *, onset: int | None = None, apex: int |
         if not path.exists():
             failures.append(ClipFailure(raw, "no such file or folder"))
         elif path.is_file() and path.suffix.lower() == ".csv":
-            items += _table_clips(path)
+            items += _table_clips(path, class_map=class_map, class_names=class_names)
         elif path.is_dir() and not _has_images(path, IMAGE_EXTENSIONS):
             found = _walk_clips(path, IMAGE_EXTENSIONS)
             if not found:
@@ -118,38 +144,128 @@ def _walk_clips(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
     return found
 
 
-def _table_clips(path: Path) -> list:
+def _table_clips(path: Path, *, class_map: str | None = None, class_names: Sequence[str] | None = None) -> list:
     from microexp.data.annotations import load_clip_table
     from microexp.inference.predictor import ClipInput
 
     table = load_clip_table(path, check_files=False).resolve(strict=False)
+    has_first_frame = _csv_has_column(path, "firstframe")
+    truth = true_classes(table, class_map, class_names) if class_names is not None else {}
     return [ClipInput(str(row["path"]), int(row["onset"]), int(row["apex"]), int(row["offset"]),
-                      int(row["first_frame"]), float(row["fps"]) if row["fps"] == row["fps"] else None, str(row["clip"]))
+                      int(row["first_frame"]) if has_first_frame else None,
+                      float(row["fps"]) if row["fps"] == row["fps"] else None, str(row["clip"]),
+                      apex_estimated=bool(row.get("apex_estimated", False)), true=truth.get(str(row["clip"])))
             for row in table.to_dict("records")]
 
 
+def _csv_has_column(path: Path, normalised: str) -> bool:
+    """Whether a CSV's header has a column whose normalised name (see annotations) is ``normalised``."""
+    from microexp.data.annotations import normalise_column_name
+
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle), [])
+    return any(normalise_column_name(h) == normalised for h in header)
+
+
+def true_classes(table: Any, class_map: str | None, class_names: Sequence[str]) -> dict[str, str]:
+    """clip -> true class name of a clip table's labelled rows, as the checkpoint names its classes.
+
+    With the checkpoint's class map (``data.class_map``, written by ``microexp train``) the emotions are
+    mapped as in training (clips the map drops get no true class); without one, an emotion counts when it
+    is one of the class names (ignoring case). Empty when the table has no usable labels.
+    """
+    from microexp.data.class_maps import apply_class_map, get_class_map
+    from microexp.errors import MicroexpError
+
+    if "emotion" not in table or not table["emotion"].astype(str).str.strip().any():
+        return {}
+    if class_map:
+        try:
+            cm = get_class_map(class_map)
+        except (MicroexpError, KeyError, ValueError) as exc:
+            logger.warning("true classes not given: the checkpoint's class map %r is unknown here (%s)", class_map, exc)
+            return {}
+        if list(cm.classes) != list(class_names):
+            logger.warning("true classes not given: class map %r has classes %s, the checkpoint %s", class_map,
+                           list(cm.classes), list(class_names))
+            return {}
+        labelled = apply_class_map(table, cm, log=False).table
+        return {str(c): cm.classes[int(label)] for c, label in zip(labelled["clip"], labelled["label"])}
+    names = {n.lower(): n for n in class_names}
+    return {str(c): names[str(e).strip().lower()] for c, e in zip(table["clip"], table["emotion"])
+            if str(e).strip().lower() in names}
+
+
+def label_summary(predictions: Sequence[Any], class_names: Sequence[str]) -> str | None:
+    """Accuracy, UF1 and UAR over the predicted clips with a true class (None when none has one)."""
+    from microexp.metrics import compute_metrics
+
+    known = [p for p in predictions if p.true is not None]
+    if not known:
+        return None
+    index = {c: i for i, c in enumerate(class_names)}
+    m = compute_metrics([index[p.true] for p in known], [index[p.label] for p in known], num_classes=len(class_names))
+    unlabelled = len(predictions) - len(known)
+    rest = f"; {unlabelled} predicted clip(s) without a true class left out" if unlabelled else ""
+    return (f"accuracy {m.acc:.3f}, UF1 {m.uf1:.3f}, UAR {m.uar:.3f} over {len(known)} labelled clip(s) "
+            f"(true classes from the clip table's emotion column){rest}")
+
+
+def check_writable(target: str | os.PathLike[str]) -> None:
+    """Refuse, before predicting anything, an output path that cannot be written (one line naming it).
+
+    Raises:
+        OutputError: the path is a folder, its folder is a file, or the folder is read-only / not writable.
+    """
+    from microexp.fileio import output_error
+
+    path = Path(target)
+    kept = "nothing was predicted"
+    if path.is_dir():
+        raise output_error(path, OSError(errno.EISDIR, os.strerror(errno.EISDIR)), kept=kept)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise output_error(path, OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), kept=kept)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        code = errno.EROFS if read_only else errno.EACCES
+        raise output_error(path, OSError(code, os.strerror(code)), kept=kept)
+
+
 def write_csv(rows: list[dict[str, Any]], class_names: Sequence[str], target: str) -> None:
-    """One row per clip: the JSON fields flattened (``prob_<class>``, face box as ``x y w h``)."""
-    columns = ["clip", "label", *(f"prob_{c}" for c in class_names), "onset", "apex", "offset", "estimated",
-               "face_box", "model", "checkpoint"]
+    """One row per clip: the JSON fields flattened (``prob_<class>``, ``onset_estimated`` etc. per phase,
+    ``true`` when known, face box as ``x y w h``), written atomically (``'-'``: stdout).
+
+    Raises:
+        OutputError: ``target`` cannot be written (one line naming it and the cause).
+    """
+    from microexp.fileio import json_safe, write_text
+
+    columns = ["clip", "label", *(["true"] if any("true" in r for r in rows) else []),
+               *(f"prob_{c}" for c in class_names), "onset", "apex", "offset",
+               "onset_estimated", "apex_estimated", "offset_estimated", "face_box", "model", "checkpoint"]
     if rows and "motion_curve" in rows[0]:
         columns.append("motion_curve")
     flat = []
     for row in rows:
-        record = {k: v for k, v in row.items() if k not in ("probabilities", "face_box", "motion_curve")}
-        record.update({f"prob_{c}": p for c, p in row["probabilities"].items()})
+        record = {k: v for k, v in json_safe(row).items()
+                  if k not in ("probabilities", "face_box", "motion_curve", "estimated")}
+        record.update({f"prob_{c}": p for c, p in json_safe(row["probabilities"]).items()})
+        record.update({f"{k}_estimated": v for k, v in row["estimated"].items()})
         record["face_box"] = "" if row["face_box"] is None else " ".join(str(v) for v in row["face_box"])
         if "motion_curve" in row:
             record["motion_curve"] = " ".join(str(v) for v in row["motion_curve"] or [])
         flat.append(record)
-    handle = sys.stdout if target == "-" else open(target, "w", newline="", encoding="utf-8")
-    try:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(flat)
-    finally:
-        if handle is not sys.stdout:
-            handle.close()
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(flat)
+    if target == "-":
+        sys.stdout.write(buffer.getvalue())
+    else:
+        write_text(target, buffer.getvalue(), kept="the previous file is kept" if Path(target).exists() else None)
 
 
 def format_table(predictions: list) -> str:
@@ -165,5 +281,5 @@ def format_table(predictions: list) -> str:
         lines.append(f"{clip:<{width}}  {p.label:<12}{p.probabilities[p.label]:>6.3f}  {p.onset:>5}{star('onset')}"
                      f"{p.apex:>5}{star('apex')}{p.offset:>6}{star('offset')}  {box}")
     if any(p.estimated for p in predictions):
-        lines.append("* spotted from the motion signal")
+        lines.append("* estimated: spotted from the motion signal (or an estimated apex in the clip table)")
     return "\n".join(lines)

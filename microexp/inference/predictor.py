@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
@@ -60,15 +61,23 @@ class PredictionError(MicroexpError, ValueError):
 
 
 class ClipInput(NamedTuple):
-    """One clip to predict: its path and what is known about it (None: unknown / spotted)."""
+    """One clip to predict: its path and what is known about it (None: unknown / spotted).
+
+    ``first_frame`` None: a video's frame numbering is read from the file when it records one (``microexp
+    pack`` stores ``first_frame=N`` in the file's comment tag), else it counts from 0 with a warning.
+    ``apex_estimated``: the given apex is itself an estimate (a clip table's ``apex_estimated``), so it is
+    flagged as estimated in the result. ``true``: the clip's true class name, when known (a labelled table).
+    """
 
     path: str
     onset: int | None = None
     apex: int | None = None
     offset: int | None = None
-    first_frame: int = 0
+    first_frame: int | None = None
     fps: float | None = None
     name: str | None = None
+    apex_estimated: bool = False
+    true: str | None = None
 
 
 @dataclass
@@ -88,11 +97,17 @@ class Prediction:
     estimated_fields: tuple[str, ...] = ()
     motion_curve: list[float] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    true: str | None = None
 
     def to_dict(self, *, motion_curve: bool = False) -> dict[str, Any]:
+        """The JSON fields; ``estimated`` holds one flag per phase (``{"onset": .., "apex": .., "offset": ..}``,
+        True where the value was spotted or is an estimate), ``true`` is present when the true class is known."""
         out = {"clip": self.clip, "label": self.label, "probabilities": dict(self.probabilities),
-               "onset": self.onset, "apex": self.apex, "offset": self.offset, "estimated": self.estimated,
+               "onset": self.onset, "apex": self.apex, "offset": self.offset,
+               "estimated": {k: k in self.estimated_fields for k in ("onset", "apex", "offset")},
                "face_box": self.face_box, "model": self.model, "checkpoint": self.checkpoint}
+        if self.true is not None:
+            out["true"] = self.true
         if motion_curve:
             out["motion_curve"] = self.motion_curve
         return out
@@ -163,6 +178,7 @@ class _Prepared(NamedTuple):
     phases: Phases
     box: FaceBox | None
     timings: dict[str, float]
+    true: str | None = None
 
 
 def _check_device(device: str | torch.device) -> torch.device:
@@ -170,8 +186,8 @@ def _check_device(device: str | torch.device) -> torch.device:
     expected = "expected cpu, cuda or cuda:N"
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"device {str(device)!r}: {expected}") from None
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"device {str(device)!r}: {expected}") from exc
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"device {str(device)!r}: {expected}")
     if dev.type == "cuda":
@@ -232,6 +248,7 @@ class ClipPredictor:
         self.backend = backend
         self.preprocessing = Preprocessing.from_config(self.data, spec)
         self._transform = build_video_transform(self.preprocessing.transform, train=False)
+        self._warned_numbering = False
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -279,7 +296,7 @@ class ClipPredictor:
         apex: int | None = None,
         offset: int | None = None,
         *,
-        first_frame: int = 0,
+        first_frame: int | None = None,
         fps: float | None = None,
         name: str | None = None,
         save_crops: str | Path | None = None,
@@ -289,8 +306,9 @@ class ClipPredictor:
         Args:
             clip: a video file or a folder of numbered frames.
             onset, apex, offset: known frame numbers; those not given are spotted from the motion signal.
-            first_frame: frame number of a video's first frame (frame folders use their file names).
-            fps: the clip's frame rate (default: the video's; folders have none).
+            first_frame: frame number of a video's first frame (frame folders use their file names); None:
+                the number the file records (``microexp pack`` stores it), else 0 with a warning.
+            fps: the clip's frame rate, > 0 (default: the video's; folders have none).
             name: how the clip is named in the result (default: the path).
             save_crops: folder to save the sampled (face-cropped) frames to as PNG; None saves nothing.
 
@@ -349,20 +367,58 @@ class ClipPredictor:
 
     # -- internals ---------------------------------------------------------------------------------
 
+    def _first_frame(self, item: ClipInput) -> tuple[int, bool]:
+        """The number of a video's first frame (given, recorded in the file, or 0), and whether it was guessed."""
+        if item.first_frame is not None:
+            return int(item.first_frame), False
+        if Path(item.path).is_dir():
+            return 0, False  # frame folders number their frames by file name
+        recorded = recorded_first_frame(item.path)
+        return (0, True) if recorded is None else (recorded, False)
+
+    def _warn_numbering(self, item: ClipInput) -> None:
+        if not self._warned_numbering:
+            logger.warning("%s: the video records no first frame number, so its frames (and the onset/apex/offset "
+                           "reported) count from 0; if its annotations count from 1 (as the synthetic sets' do), "
+                           "pass --first-frame 1 (or a first_frame column in a clip table); said once per run",
+                           item.name or item.path)
+            self._warned_numbering = True
+
+    def _check_length(self, name: str, numbers: Sequence[int]) -> None:
+        """A 1-frame clip holds no motion: refused for models that read motion, predicted with a warning else."""
+        if len(numbers) >= 2:
+            return
+        if not numbers:
+            raise PredictionError(f"{name}: no frames")
+        pre = self.preprocessing
+        if pre.flow is not None or pre.frame_difference != "none":
+            reads = "optical flow" if pre.flow is not None else f"frame differences ({pre.frame_difference})"
+            raise PredictionError(f"{name}: 1 frame: this {pre.modality} model reads {reads}, which needs at least "
+                                  "2 frames; there is no motion to predict from")
+        logger.warning("%s: 1 frame: no motion to spot (onset = apex = offset = %d) and the model, trained on clips, "
+                       "sees this frame repeated: the prediction rests on one still image", name, numbers[0])
+
     def _prepare(self, item: ClipInput, *, save_crops: str | Path | None = None) -> _Prepared:
         name = item.name or item.path
         timings = dict.fromkeys(STAGES, 0.0)
         start = time.perf_counter()
-        reader = open_video(item.path, backend=self.backend, first_frame=item.first_frame)
+        fps = _check_fps(name, item.fps)
+        first_frame, guessed = self._first_frame(item)
+        reader = open_video(item.path, backend=self.backend, first_frame=first_frame)
         try:
             tick = time.perf_counter()
             numbers = reader.frame_numbers  # opens the file: corrupt or empty clips fail here
-            fps = item.fps or reader.fps
+            if guessed:
+                self._warn_numbering(item)
+            if fps is None and reader.fps is not None and math.isfinite(reader.fps) and reader.fps > 0:
+                fps = float(reader.fps)
+            self._check_length(name, numbers)
             if fps is None and self.preprocessing.sampling.reference_fps is not None:
                 logger.warning("%s: frame rate unknown, so the checkpoint's stride (given at reference_fps=%g) is not "
                                "scaled and sampling may differ from training; pass --fps (or an fps column in the "
                                "clip table) for fps-normalised sampling", name, self.preprocessing.sampling.reference_fps)
             given = _check_phases(name, numbers, item.onset, item.apex, item.offset)
+            table_estimated = ("apex",) if item.apex_estimated and given[1] is not None else ()
             timings["decode"] += time.perf_counter() - tick
             box = None
             if self.face_crop:
@@ -374,7 +430,7 @@ class ClipPredictor:
                 try:
                     box, _ = stable_face_box(probe_frames, margin=self.face_margin)
                 except NoFaceError as exc:
-                    raise PredictionError(f"{name}: {exc} (use --no-face-crop for clips that are already face crops)") from None
+                    raise PredictionError(f"{name}: {exc} (use --no-face-crop for clips that are already face crops)") from exc
                 timings["face_crop"] += time.perf_counter() - tick
             kept: dict[int, np.ndarray] = {}
             if None in given:
@@ -396,7 +452,10 @@ class ClipPredictor:
         video = self._to_input(frames, timings)
         timings["transform"] += time.perf_counter() - tick - timings["flow"]
         timings["total"] = time.perf_counter() - start
-        return _Prepared(name, video, phases, box, timings)
+        if table_estimated:
+            phases = replace(phases, estimated=tuple(k for k in ("onset", "apex", "offset")
+                                                     if k in phases.estimated or k in table_estimated))
+        return _Prepared(name, video, phases, box, timings, item.true)
 
     def _spot(self, name: str, reader: Any, numbers: list[int], given: tuple[int | None, int | None, int | None],
               box: FaceBox | None, fps: float | None, kept: dict[int, np.ndarray], timings: dict[str, float]) -> Phases:
@@ -411,7 +470,7 @@ class ClipPredictor:
             signal = motion_signal(np.stack([kept[n] for n in span]), reference=0)
             phases = spot_phases(signal, span, onset=onset, apex=apex, offset=offset, sigma=default_sigma(fps))
         except ValueError as exc:  # a failure of this clip, not of the batch
-            raise PredictionError(f"{name}: spotting failed: {' '.join(str(exc).split())}") from None
+            raise PredictionError(f"{name}: spotting failed: {' '.join(str(exc).split())}") from exc
         timings["spotting"] += time.perf_counter() - tick
         return phases
 
@@ -451,9 +510,39 @@ class ClipPredictor:
                 estimated=bool(p.phases.estimated), estimated_fields=p.phases.estimated,
                 face_box=p.box.as_list() if p.box is not None else None, model=self.model_name,
                 checkpoint=self.source, motion_curve=None if curve is None else [round(float(v), 4) for v in curve],
-                timings=timings,
+                timings=timings, true=p.true,
             ))
         return out
+
+
+def _check_fps(name: str, fps: Any) -> float | None:
+    """A given frame rate must be a finite number > 0 (None: unknown)."""
+    if fps is None:
+        return None
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise PredictionError(f"{name}: fps {fps!r}: expected a frame rate > 0")
+    return value
+
+
+def recorded_first_frame(path: str | Path) -> int | None:
+    """The first frame number a video file records in its comment tag (``first_frame=N``, as written by
+    ``microexp pack``); None when it records none or cannot be read (the reader reports unreadable files)."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            comment = container.metadata.get("comment") or ""
+    except Exception:  # noqa: BLE001 - a probe only: the video reader opens the file next and names any error
+        return None
+    match = _FIRST_FRAME_TAG.search(comment)
+    return int(match.group(1)) if match else None
+
+
+_FIRST_FRAME_TAG = re.compile(r"(?:^|\s)first_frame=(-?\d+)(?:\s|$)")
 
 
 def _check_phases(name: str, numbers: list[int], onset: int | None, apex: int | None,

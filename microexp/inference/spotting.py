@@ -23,7 +23,10 @@ onset/offset):
 - offset = likewise walking forward from the apex, with the minimum between the apex and the range end.
 
 Given values are kept and constrain the rest: a given onset/offset bounds the apex search, a given apex
-is the peak the onset/offset are found around.
+is the peak the onset/offset are found around. When a given apex is not where the smoothed curve peaks
+(an annotated apex a few frames before the motion's maximum, common on real sheets), onset and offset
+are walked outwards from the given apex and from the peak of its motion hump (see :func:`_hump`), so
+they bracket the whole movement instead of collapsing onto the apex.
 """
 
 from __future__ import annotations
@@ -131,6 +134,28 @@ def smooth(signal: np.ndarray, sigma: float) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
+def _hump(curve: np.ndarray, top: int, lo: int, hi: int, threshold: float) -> tuple[int, int]:
+    """The first and last index of the peak of the motion hump holding a given apex ``top``.
+
+    A given apex need not be the curve's maximum (a face still moving, or a slightly later peak of the
+    smoothed signal). The hump is the run of frames around ``top``, within ``[lo, hi]``, whose curve stays
+    above ``min + threshold * (curve[top] - min)``; its maximum is the peak. Returned: the span between
+    ``top`` and that peak (``(top, top)`` when ``top`` is the peak), from whose ends onset and offset are
+    walked, so that they bracket both the given apex and the motion around it.
+    """
+    base = float(curve[lo:hi + 1].min())
+    level = base + threshold * (float(curve[top]) - base)
+    a = b = top
+    while a > lo and curve[a - 1] > level:
+        a -= 1
+    while b < hi and curve[b + 1] > level:
+        b += 1
+    peak = a + int(np.argmax(curve[a:b + 1]))
+    if curve[peak] <= curve[top]:
+        return top, top
+    return min(top, peak), max(top, peak)
+
+
 def spot_phases(
     signal: np.ndarray,
     numbers: Sequence[int],
@@ -162,20 +187,22 @@ def spot_phases(
     hi = index[offset] if offset is not None else len(nums) - 1
     if apex is not None:
         top = index[apex]
+        first, last = _hump(curve, top, lo, hi, threshold)
     else:
         top = lo + int(np.argmax(curve[lo:hi + 1]))
-    peak = curve[top]
+        first = last = top
+    peak = float(curve[first:last + 1].max())
     if onset is None:
-        base = float(curve[lo:top + 1].min())
+        base = float(curve[lo:first + 1].min())
         level = base + threshold * (peak - base)
-        i = top
+        i = first
         while i > lo and curve[i] > level:
             i -= 1
         lo = i
     if offset is None:
-        base = float(curve[top:hi + 1].min())
+        base = float(curve[last:hi + 1].min())
         level = base + threshold * (peak - base)
-        i = top
+        i = last
         while i < hi and curve[i] > level:
             i += 1
         hi = i
