@@ -93,7 +93,7 @@ class LossConfig:
     beta: float = 0.999
     label_smoothing: float = 0.0
     max_m: float = 0.5
-    scale: float = 30.0
+    scale: float = 1.0  # LDAM's s: 1 for the raw logits microexp's models emit (30 is for cosine logits)
     drw_epoch: int | None = None
 
 

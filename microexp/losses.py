@@ -236,12 +236,18 @@ class LDAMLoss(ImbalanceLoss):
     """LDAM (Cao et al. 2019) with optional deferred re-weighting (DRW).
 
     Loss: ``CE(s * (z - m_y e_y), y)`` with class-balanced weights switched on from ``drw_epoch``.
-    LDAM was designed for cosine-normalised logits; with raw logits lower ``s``.
+
+    Cao et al. apply it to cosine logits (normalised features and weights, ``z`` in ``[-1, 1]``) with
+    ``s = 30``. microexp's models emit raw, unbounded logits, so the default is ``s = 1``: the logits enter
+    the softmax at the scale the model produced (LDAM with zero margins is then exactly cross-entropy) and
+    the margins are in logit units. ``s = 30`` on raw logits multiplies the logits, hence the gradients and
+    the effective learning rate, by 30 and asks for a margin of ``30 * max_m`` logits: a tiny model that
+    cross-entropy trains with SGD at lr 0.1 diverges (tests/test_losses.py).
 
     Args:
         num_classes: C.
-        margins: ``(C,)`` per-class margins.
-        s: logit scale.
+        margins: ``(C,)`` per-class margins (in logit units with ``s = 1``).
+        s: logit scale (1 for raw logits; about 30 only for cosine-normalised logits).
         drw_weight: ``(C,)`` weights used from ``drw_epoch`` on.
         drw_epoch: first epoch with weights; ``None`` never re-weights.
     """
@@ -251,7 +257,7 @@ class LDAMLoss(ImbalanceLoss):
         *,
         num_classes: int,
         margins: torch.Tensor,
-        s: float = 30.0,
+        s: float = 1.0,
         drw_weight: torch.Tensor | None = None,
         drw_epoch: int | None = None,
     ) -> None:
@@ -342,7 +348,7 @@ def _ldam(
     counts: Sequence[int],
     *,
     max_m: float = 0.5,
-    s: float = 30.0,
+    s: float = 1.0,
     drw_epoch: int | None = None,
     beta: float = 0.999,
 ) -> ImbalanceLoss:

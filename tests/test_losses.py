@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 import torch.nn.functional as F
 
 from microexp.errors import ConfigError
@@ -130,9 +131,50 @@ def test_ldam_subtracts_margin_from_target_logit_only() -> None:
         adj = [s * (v - (m[y] if k == y else 0.0)) for k, v in enumerate(z)]
         ref += -(adj[y] - math.log(sum(math.exp(a) for a in adj)))
     ref /= len(targets)
-    loss = build_loss("ldam", counts)(logits, targets)
+    loss = build_loss("ldam", counts, s=s)(logits, targets)
     assert math.isclose(float(loss), ref, rel_tol=1e-5)
     assert torch.allclose(build_loss("ldam", counts).margins, torch.tensor(m))
+
+
+def test_ldam_default_scale_suits_raw_logits() -> None:
+    """With its default scale and vanishing margins LDAM is plain cross-entropy on raw logits (s = 30, meant
+    for cosine logits in [-1, 1], multiplies them by 30)."""
+    torch.manual_seed(0)
+    logits, targets = torch.randn(16, 3) * 3, torch.randint(0, 3, (16,))
+    ldam = build_loss("ldam", [50, 10, 5], max_m=1e-9)
+    assert torch.allclose(ldam(logits, targets), F.cross_entropy(logits, targets), atol=1e-6)
+
+
+def _train_tiny(loss_fn, steps: int = 150) -> tuple[float, float, float]:
+    """A tiny MLP on three imbalanced Gaussian blobs, SGD lr 0.1 momentum 0.9: (first, last loss, UAR)."""
+    torch.manual_seed(0)
+    counts = [200, 40, 10]
+    means = torch.randn(3, 16)
+    x = torch.cat([means[c] + torch.randn(n, 16) for c, n in enumerate(counts)])
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(0, len(y), (32,))
+        loss = loss_fn(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    uar = sum(float(((pred == c) & (y == c)).sum() / (y == c).sum()) for c in range(3)) / 3
+    return sum(losses[:10]) / 10, sum(losses[-10:]) / 10, uar
+
+
+def test_ldam_with_its_default_scale_trains_like_cross_entropy() -> None:
+    counts = [200, 40, 10]
+    _, ce_last, ce_uar = _train_tiny(build_loss("ce", counts))
+    first, last, uar = _train_tiny(build_loss("ldam", counts))  # the default s
+    assert math.isfinite(last) and last < first / 4 and uar > 0.9 and ce_uar > 0.9
+    first_30, last_30, _ = _train_tiny(build_loss("ldam", counts, s=30.0))  # the old default diverges here
+    assert not last_30 < first_30
 
 
 def test_ldam_drw_switches_weights_at_drw_epoch(batch) -> None:
