@@ -36,3 +36,44 @@ def test_recipe_is_valid_and_named_after_its_content(path):
         assert config.cv.protocol == "kfold" and config.cv.folds == int(match["protocol"][:-4])
     if match["dataset"] == "dfme":
         assert config.data.format == "dfme" and config.cv.folds == 10
+
+
+# ---------------------------------------------------------------------------------------- real-dataset recipes
+# The walkthroughs (docs/walkthroughs.md) train one recipe per real dataset; the dataset part of the name says
+# which source datasets its clip table holds (the `dataset` column the class map is looked up with).
+SOURCES = {"dfme": ("dfme",), "casme2": ("casme2",), "samm": ("samm",), "smic": ("smic",), "casme3": ("casme3",),
+           "mmew": ("mmew",), "megc": ("casme2", "samm", "smic")}
+REAL = [p for p in RECIPES if NAME.match(p.stem) and NAME.match(p.stem)["dataset"] in SOURCES]
+# strategies that place frames by the annotated apex (SMIC has none: its apex is the clip's middle, estimated)
+APEX_STRATEGIES = {"onset_apex", "apex_centered", "onset_apex_offset"}
+
+
+def test_every_dataset_microexp_reads_has_a_walkthrough_recipe():
+    datasets = {NAME.match(p.stem)["dataset"] for p in REAL}
+    assert {"dfme", "casme2", "samm", "smic", "megc"} <= datasets, datasets
+
+
+@pytest.mark.parametrize("path", REAL, ids=[p.stem for p in REAL])
+def test_real_recipe_class_map_knows_every_emotion_of_its_datasets(path):
+    from microexp.data.annotations import KNOWN_EMOTIONS
+    from microexp.data.class_maps import get_class_map
+
+    config = load_config(path)
+    class_map = get_class_map(config.data.class_map)
+    for dataset in SOURCES[NAME.match(path.stem)["dataset"]]:
+        for emotion in sorted(KNOWN_EMOTIONS[dataset]):
+            # KeyError = the clip would be an "unknown emotion" error and dropped; None = dropped by protocol
+            target = class_map.lookup(dataset, emotion)
+            assert target is None or target in class_map.classes
+
+
+@pytest.mark.parametrize("path", REAL, ids=[p.stem for p in REAL])
+def test_real_recipe_protocol_matches_its_name_and_never_selects_on_test_subjects(path):
+    config = load_config(path)
+    match = NAME.match(path.stem)
+    if match["protocol"] == "loso":
+        assert config.cv.protocol == "loso"
+    if config.train.model_selection == "val":
+        assert config.cv.val_fraction > 0  # an inner split of the training subjects, never the test subject
+    if "smic" in SOURCES[match["dataset"]]:
+        assert config.data.sampling not in APEX_STRATEGIES, "SMIC has no apex labels"
