@@ -163,18 +163,20 @@ def curves_figure(logs: Sequence[pd.DataFrame], *, title: str | None = None) -> 
     fig = Figure(figsize=(10, 3.8))
     loss_ax, score_ax = fig.subplots(1, 2)
     colors = [f"C{i % 10}" for i in range(len(logs))]
+    # many folds (LOSO): thin, faint fold lines under the bold mean
+    fold_style = {"linewidth": 1.2} if len(logs) <= MAX_FOLD_LEGEND else {"linewidth": 0.7, "alpha": 0.5}
     for log, color in zip(logs, colors):
         epoch = log["epoch"] + 1
         label = f"fold {_fold_label(log)}"
-        loss_ax.plot(epoch, log["train_loss"], color=color, label=label)
+        loss_ax.plot(epoch, log["train_loss"], color=color, label=label, **fold_style)
         if has_val and "val_loss" in log:
-            loss_ax.plot(epoch, log["val_loss"], color=color, linestyle="--")
+            loss_ax.plot(epoch, log["val_loss"], color=color, linestyle="--", **fold_style)
         if has_val and "val_uf1" in log:
-            score_ax.plot(epoch, log["val_uf1"], color=color, marker=".", label=label)
+            score_ax.plot(epoch, log["val_uf1"], color=color, marker=".", label=label, **fold_style)
             if "train_acc" in log:
-                score_ax.plot(epoch, log["train_acc"], color=color, linestyle=":", alpha=0.6)
+                score_ax.plot(epoch, log["train_acc"], color=color, linestyle=":", linewidth=0.8, alpha=0.5)
         elif "train_acc" in log:
-            score_ax.plot(epoch, log["train_acc"], color=color, label=label)
+            score_ax.plot(epoch, log["train_acc"], color=color, label=label, **fold_style)
     if len(logs) > 1:
         _plot_mean(loss_ax, logs, "train_loss", "mean (train)")
         if has_val:
