@@ -155,7 +155,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], *, source:
         try:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({_first_line(exc)})") from None
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({_first_line(exc)})") from exc
         node = result
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):
@@ -207,7 +207,10 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Exper
         try:
             raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({_first_line(exc)})") from None
+            raise ConfigError(f"{p}: not valid YAML ({_first_line(exc)})") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not a UTF-8 text file (a recipe is YAML text; {exc.reason} at byte "
+                              f"{exc.start})") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: expected a mapping of sections, got {type(raw).__name__}")
         source = str(p)

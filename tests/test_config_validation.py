@@ -182,3 +182,15 @@ def test_cli_prints_one_line_and_touches_nothing(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "data.num_workers=-1: expected an integer >= 0" in lines[0], result.stderr
     assert not out.exists()
+
+
+def test_unreadable_recipes_are_one_line_and_keep_their_cause(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_bytes(b"\xff\xfe\x00 binary")
+    error = one_line_error([], r"recipe.yaml: not a UTF-8 text file", path=recipe)
+    assert isinstance(error.__cause__, UnicodeDecodeError)
+    recipe.write_text("data: [1, 2\n")
+    error = one_line_error([], r"recipe.yaml: not valid YAML", path=recipe)
+    assert error.__cause__ is not None
+    error = one_line_error(["train.lr=[1"], r"override 'train.lr=\[1': value is not valid YAML")
+    assert error.__cause__ is not None
