@@ -72,3 +72,53 @@ def test_quick_report_text_says_smoke_test_and_not_evaluated():
     assert "not evaluated" in lines["pipeline"] and "MISSED" not in lines["pipeline"]
     assert "MISSED" in lines["loading"]
     assert "smoke test" not in format_report({**report, "quick": False}).splitlines()[0]
+
+
+@pytest.fixture()
+def read_only_dir(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    where = tmp_path / "ro"
+    where.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a read-only tmpfs (root ignores file permissions)")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(where)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {result.stderr.decode().strip()}")
+    yield where
+    subprocess.run(["umount", str(where)], check=False)
+
+
+def test_study_tables_and_plots_into_a_read_only_folder_are_one_line_output_errors(read_only_dir):
+    import pandas as pd
+
+    from microexp.fileio import OutputError
+    from microexp.studies.tables import bar_chart, write_table
+
+    with pytest.raises(OutputError, match="read-only file system") as info:
+        write_table(pd.DataFrame({"a": [1]}), "| a |\n", read_only_dir, "t")
+    assert str(read_only_dir / "t.csv") in str(info.value)
+    with pytest.raises(OutputError, match="t.png: read-only file system"):
+        bar_chart(read_only_dir / "t.png", ["x"], {"UF1": ([0.5], None)}, ylabel="s", title="t")
+
+
+def test_study_record_is_strict_json(tmp_path):
+    data = tmp_path / "annotations.csv"
+    data.write_text("subject,clip\n", encoding="utf-8")
+    study = Study(name="probe", title="A probe study", cells=[], report=_table_report)
+    run_study(study, StudyOptions(out=tmp_path / "out", data=data, command="python probe.py"))
+    text = (tmp_path / "out" / "study.json").read_text(encoding="utf-8")
+    json.loads(text, parse_constant=lambda token: pytest.fail(f"non-standard JSON token {token}"))
+    assert not list((tmp_path / "out").glob(".*.tmp*"))
+
+
+def test_benchmark_out_on_a_read_only_path_is_one_line(read_only_dir, capsys):
+    from microexp.cli import main
+
+    code = main(["benchmark", "--sections", "latency", "--device", "cpu", "--no-progress", "--quick",
+                 "--out", str(read_only_dir / "bench.json")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bench.json" in err[0] and "read-only file system" in err[0]

@@ -113,10 +113,15 @@ def test_invalid_combination_is_a_config_error():
 
 
 def test_storage_urls(tmp_path):
-    journal = open_storage(f"journal://{tmp_path}/sub/j.log")
+    journal = open_storage(f"journal://{tmp_path}/j.log")
     assert isinstance(journal, optuna.storages.JournalStorage)
-    rdb = open_storage(f"sqlite:///{tmp_path}/deeper/s.db")
-    assert isinstance(rdb, optuna.storages.RDBStorage) and (tmp_path / "deeper").is_dir()
+    rdb = open_storage(f"sqlite:///{tmp_path}/s.db")
+    assert isinstance(rdb, optuna.storages.RDBStorage)
+    # a missing folder is created only when asked (the default storage inside --out), never for a typo
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_storage(f"sqlite:///{tmp_path}/deeper/s.db")
+    open_storage(f"sqlite:///{tmp_path}/deeper/s.db", create_folder=True)
+    assert (tmp_path / "deeper").is_dir()
     for bad in ("study.db", "http://host/x", "journal://"):
         with pytest.raises(ConfigError, match="--storage"):
             open_storage(bad)

@@ -79,3 +79,32 @@ def test_default_storage_may_create_the_sweep_folder(tmp_path):
     open_storage(url, heartbeat=False, create_folder=True)
     assert (tmp_path / "sweep" / "study.db").is_file()
 
+
+
+@pytest.fixture()
+def read_only_dir(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    where = tmp_path / "ro"
+    where.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a read-only tmpfs (root ignores file permissions)")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(where)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {result.stderr.decode().strip()}")
+    yield where
+    subprocess.run(["umount", str(where)], check=False)
+
+
+def test_sweep_reports_into_a_read_only_folder_are_one_line_output_errors(read_only_dir):
+    from microexp.engine.sweep_report import BestTrial, write_best, write_trials_csv
+    from microexp.fileio import OutputError
+
+    with pytest.raises(OutputError, match="read-only file system") as info:
+        write_trials_csv(read_only_dir / "sweep", {})
+    assert str(read_only_dir / "sweep" / "trials.csv") in str(info.value)
+    trial = BestTrial(fold=0, number=3, value=0.5, params={"train.lr": 0.01}, config={"seed": 0})
+    with pytest.raises(OutputError, match="best.yaml: read-only file system"):
+        write_best(read_only_dir, {0: trial}, study="s", metric="uf1")

@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from microexp.fileio import dumps_json, write_text
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if args.out:
+        _check_writable(args.out)  # before minutes of measuring, not after
     report = run_benchmark(quick=args.quick, device=args.device, sections=sections,
                            progress=False if args.no_progress else None, work_dir=args.work_dir)
     text = dumps_json(report)  # strict JSON: a figure that could not be computed (NaN) is null
@@ -45,3 +47,24 @@ def run(args: argparse.Namespace) -> int:
     if args.out and not args.json:
         print(f"report: {args.out}")
     return 0
+
+
+
+def _check_writable(path: str) -> None:
+    """Raise a one-line :class:`microexp.fileio.OutputError` now when ``path`` cannot be written."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from microexp.fileio import output_error
+
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"--out {target}: is a folder; give a file name such as {target / 'benchmark.json'}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=target.parent)
+    except OSError as exc:
+        raise output_error(target, exc) from exc
+    os.close(fd)
+    os.unlink(probe)

@@ -30,6 +30,7 @@ from microexp.engine.sweep import SweepError, SweepSettings, check_study, fold_s
 from microexp.engine.sweep_space import SearchSpace
 from microexp.engine.sweep_report import best_trials
 from microexp.engine.trainer import select_device
+from microexp.fileio import atomic_path, write_json
 from microexp.splits import save_folds
 
 logger = logging.getLogger(__name__)
@@ -95,14 +96,15 @@ def finalize(settings: SweepSettings, base_raw: Mapping[str, Any], *, space: Sea
                 shutil.rmtree(fold_dir)
             fold_dir.mkdir(parents=True)
             save_config(config, fold_dir / "config.yaml")
-            (fold_dir / "fold.json").write_text(json.dumps(fold.to_dict(), indent=2), encoding="utf-8")
+            write_json(fold_dir / "fold.json", fold.to_dict())
             device = device or select_device(config.device)
             logger.info("final fold %d: retraining trial %d's configuration (inner %s %.4f) and testing once",
                         fold.fold, trial.number, settings.metric, trial.value)
             run_fold(config, data, fold, fold_dir, device=device, progress=progress)
         frames.append(pd.read_csv(done))
     predictions = pd.concat(frames, ignore_index=True)
-    predictions.to_csv(final / "predictions.csv", index=False)
+    with atomic_path(final / "predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
     metrics = write_metrics(final, predictions, data.class_names, protocol=base.cv.protocol)
     numbers = [f.fold for f in folds]
     metrics = {
@@ -116,7 +118,7 @@ def finalize(settings: SweepSettings, base_raw: Mapping[str, Any], *, space: Sea
                                      "params": best[f].params} for f in numbers},
         **metrics,
     }
-    (final / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
+    write_json(final / "metrics.json", json.loads(json.dumps(metrics, default=str)))  # strict JSON, atomic
     return FinalResult(metrics=metrics, folds=numbers, total_folds=len(all_folds), out_dir=final)
 
 

@@ -19,6 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 from microexp.engine.sweep_space import SearchSpace
+from microexp.fileio import atomic_path, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ def trials_frame(studies: Mapping[int, optuna.Study]) -> pd.DataFrame:
 def write_trials_csv(out: Path, studies: Mapping[int, optuna.Study]) -> Path:
     """``out/trials.csv`` from :func:`trials_frame`."""
     path = Path(out) / "trials.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trials_frame(studies).to_csv(path, index=False)
+    with atomic_path(path) as tmp:
+        trials_frame(studies).to_csv(tmp, index=False)
     return path
 
 
@@ -180,8 +181,7 @@ def plot_heatmap(path: Path, studies: Mapping[int, optuna.Study], *, metric: str
     ax.set_title(f"mean inner validation {metric}, completed trials of all fold studies", fontsize=9)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
     return path
 
 
@@ -196,14 +196,21 @@ def _write_recipe(path: Path, trial: BestTrial, *, study: str, metric: str, scop
         "# the search procedure achieves is the nested test metrics in final/metrics.json (each outer fold's\n"
         "# best configuration, retrained and tested once), not a number for this exact configuration.\n"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + yaml.safe_dump(trial.config, sort_keys=False), encoding="utf-8")
+    write_text(path, header + yaml.safe_dump(trial.config, sort_keys=False))
 
 
 def _save(plt: Any, ax: Any, path: Path) -> Path:
     fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
     fig.set_size_inches(7, 4.5)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
     return path
+
+
+def _save_figure(plt: Any, fig: Any, path: Path) -> None:
+    """``fig.savefig(path)`` atomically (the temporary name keeps ``.png``); the figure is closed either way."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
