@@ -9,7 +9,7 @@ from microexp.config import load_config
 from microexp.models import get_model_spec, list_models
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
-NAME = re.compile(r"^(?P<model>[a-z0-9-]+)_(?P<input>[a-z+]+)-(?P<frames>\d+)f_(?P<dataset>[a-z0-9]+)_(?P<protocol>\d+fold|loso|split)$")
+NAME = re.compile(r"^(?P<model>[a-z0-9-]+)_(?P<input>[a-z+]+)-(?P<frames>\d+)f_(?P<dataset>[a-z0-9]+)_(?P<protocol>\d+fold|loso|lodo|split)$")
 
 
 def test_the_four_families_have_cpu_and_dfme_recipes():
@@ -34,6 +34,8 @@ def test_recipe_is_valid_and_named_after_its_content(path):
     assert match["input"] == spec.modality
     if match["protocol"].endswith("fold"):
         assert config.cv.protocol == "kfold" and config.cv.folds == int(match["protocol"][:-4])
+    else:
+        assert config.cv.protocol == match["protocol"]  # loso, lodo (leave one dataset out) or split
     if match["dataset"] == "dfme":
         assert config.data.format == "dfme" and config.cv.folds == 10
 
