@@ -220,3 +220,14 @@ def test_read_only_cache_dir_is_one_line_naming_the_path(read_only_disk):
     with pytest.raises(OutputError, match="read-only file system") as info:
         cache.get_or_create({"clip": "a"}, lambda: np.zeros((2, 4, 4, 3), np.uint8))
     assert str(read_only_disk / "cache") in str(info.value)
+
+
+def test_prune_never_follows_a_linked_folder_out_of_the_cache(tmp_path):
+    outside = tmp_path / "elsewhere"
+    (entry,) = _entries(outside, 1)  # a real cache entry, but in another folder
+    root = tmp_path / "cache"
+    _entries(root, 1)
+    free = next(f"{i:02x}" for i in range(256) if not (root / f"{i:02x}").exists())
+    (root / free).symlink_to(entry.parent, target_is_directory=True)  # looks like a shard folder
+    result = prune_cache(root, remove_all=True)
+    assert len(result.removed) == 1 and entry.exists() and entry.with_suffix(".json").exists()

@@ -391,11 +391,10 @@ def scan_cache(root: str | os.PathLike[str]) -> CacheScan:
     temps: list[Path] = []
     orphans: list[Path] = []
     foreign: list[Path] = []
-    for path in sorted(base.rglob("*")):
-        if path.is_dir() and not path.is_symlink():
-            continue
+    for path in _walk(base):
         relative = path.relative_to(base).parts
-        in_shard = len(relative) == 2 and _SHARD.match(relative[0]) is not None and not path.is_symlink()
+        in_shard = (len(relative) == 2 and _SHARD.match(relative[0]) is not None and not path.is_symlink()
+                    and not path.parent.is_symlink())
         name = path.name
         if not in_shard:
             foreign.append(path)
@@ -423,6 +422,16 @@ def scan_cache(root: str | os.PathLike[str]) -> CacheScan:
                                       last_used=max(st.st_atime, st.st_mtime), kind=kind, setting=setting))
     return CacheScan(root=base, entries=tuple(entries), temp_files=tuple(temps), orphans=tuple(orphans),
                      foreign=tuple(foreign))
+
+
+def _walk(base: Path) -> list[Path]:
+    """Every file and symbolic link under ``base``, sorted; symbolic links to folders are not followed."""
+    found = []
+    for folder, dirs, files in os.walk(base, followlinks=False):
+        here = Path(folder)
+        found += [here / name for name in files]
+        found += [here / name for name in dirs if (here / name).is_symlink()]  # listed, never entered
+    return sorted(found)
 
 
 def prune_cache(
