@@ -405,7 +405,7 @@ def _validate_protocol(config: ExperimentConfig, where: _Where) -> None:
 
 
 def _validate_model(config: ExperimentConfig, where: _Where) -> None:
-    from microexp.models._registry import check_plain_argument, get_model_spec, list_models, model_arguments
+    from microexp.models._registry import check_model_arguments, check_plain_argument, list_models, model_arguments
 
     m, d = config.model, config.data
     names = list_models()
@@ -432,14 +432,14 @@ def _validate_model(config: ExperimentConfig, where: _Where) -> None:
             raise ConfigError(f"{where(dotted)}: {dotted}={value!r}: expected a plain value (number, string, "
                               "true/false, null or a list of them) so that a checkpoint can rebuild the model") from exc
     try:  # the family's own argument checks, on the meta device (no weights)
-        spec = get_model_spec(m.name, num_frames=d.num_frames, input_size=d.size, **m.kwargs)
+        spec = check_model_arguments(m.name, num_frames=d.num_frames, input_size=d.size, **m.kwargs)
     except (ValueError, TypeError) as exc:
         given = ", ".join(f"{k}={v!r}" for k, v in m.kwargs.items())
         raise ConfigError(
             f"{where('model.kwargs' if m.kwargs else 'model.name')}: model {m.name} (data.num_frames={d.num_frames}, "
             f"data.size={d.size}{', ' + given if given else ''}) rejects its arguments: {_first_line(exc)}"
         ) from exc
-    if spec.family == "frame":
+    if spec is not None and spec.family == "frame":
         _validate_apex_pairing(config, spec.apex_index, arguments.get("apex_index"), where)
     if m.pretrained is not None:
         _validate_pretrained(m.pretrained, where)

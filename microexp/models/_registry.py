@@ -259,6 +259,26 @@ def build_on_meta(name: str, **kwargs: Any) -> VideoClassifier:
         return create_model(name, **kwargs)
 
 
+def check_model_arguments(name: str, **kwargs: Any) -> ModelSpec | None:
+    """Run the family's own argument checks cheaply: build on the ``meta`` device and return the spec.
+
+    Unlike :func:`get_model_spec` this never falls back to a real build: for the few builders that cannot
+    run on ``meta`` (pytorchvideo MViT) only the signature is checked and ``None`` is returned.
+
+    Raises:
+        ConfigError: unknown name or argument, non-plain value.
+        ValueError: a value the family's constructor rejects.
+    """
+    kwargs.setdefault("num_classes", 7)
+    try:
+        with torch.device("meta"):
+            return create_model(name, **kwargs).spec
+    except (RuntimeError, NotImplementedError):
+        _check_name(name)
+        _bind(name, inspect.signature(_ENTRYPOINTS[name]), kwargs)
+        return None
+
+
 def count_params(model: torch.nn.Module, *, trainable: bool = True) -> int:
     """Number of (trainable) parameters of a model."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
