@@ -227,3 +227,33 @@ def test_bad_sources(tmp_path):
         load_pretrained(model, _save({"state_dict": _NotWeights()}, tmp_path, "pickle.pth"))
     with pytest.raises(ValueError, match="no state dict found"):
         load_pretrained(model, _save({"epoch": 3}, tmp_path, "empty.pth"))
+
+
+class _Touch:
+    """Unpickling this creates a file: proof that the pickle's code ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+def test_bad_sources_are_one_line_user_errors_with_their_cause(tmp_path):
+    from microexp.errors import MicroexpError
+    from microexp.models.pretrained import PretrainedError
+
+    marker = tmp_path / "ran"
+    path = _save({"state_dict": {"w": torch.zeros(1)}, "x": _Touch(marker)}, tmp_path, "unsafe.pth")
+    with pytest.raises(PretrainedError, match=r"unsafe.pth: refused: .*nothing in it was executed") as info:
+        create_model("frame_tiny", num_classes=7, pretrained=path)
+    assert isinstance(info.value, MicroexpError) and "\n" not in str(info.value)
+    assert info.value.__cause__ is not None and not marker.exists()
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(_save({"w": torch.zeros(500)}, tmp_path).read_bytes()[:200])
+    with pytest.raises(PretrainedError, match="truncated.pth: not a readable PyTorch checkpoint, or truncated"):
+        load_pretrained(create_model("frame_tiny", num_classes=7), truncated)
+    with pytest.raises(PretrainedError, match="no weight matches"):
+        load_pretrained(create_model("frame_tiny", num_classes=7), _save({"x.w": torch.zeros(1)}, tmp_path, "o.pth"))
