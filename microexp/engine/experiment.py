@@ -198,7 +198,7 @@ def run_experiment(
             folds = _run_folds(config, out, folds, data)
         logger.info("%d clips, %d subjects, %s, model %s on %s", len(data.table), data.table["subject"].nunique(),
                     f"{len(folds)} folds" if cross_validation else "final model only", config.model.name, device)
-        tracker = RunProgress(config.train.epochs)
+        tracker = RunProgress()
         for fold in folds:
             fold_dir = out / f"fold_{fold.fold:02d}"
             if not (fold_dir / "predictions.csv").exists():
@@ -371,7 +371,7 @@ def _train_model(
     if log_path.exists():
         _write_log(log_path, rows)
     if tracker is None:
-        tracker = RunProgress(config.train.epochs).unit(name, name)
+        tracker = RunProgress().unit(name, name)
     tracker.begin(config.train.epochs - start_epoch)
     tensorboard = _tensorboard_writer(work_dir.parent / "tensorboard" / work_dir.name)
     for epoch in range(start_epoch, config.train.epochs):
@@ -431,8 +431,7 @@ def _train_model(
 class RunProgress:
     """Epochs left in every unit of a run (folds, final model) and the mean epoch time so far -> ETA."""
 
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
+    def __init__(self) -> None:
         self.remaining: dict[str, int] = {}
         self.seconds = 0.0
         self.done = 0
@@ -593,13 +592,13 @@ def _start_run(config: ExperimentConfig, out: Path) -> None:
     record of the run, and rewriting it on every resume would churn it).
     """
     path = out / "config.yaml"
+    if path.exists() and not _anything_trained(out):
+        # left by a start that failed before training (or by an older microexp that wrote it first)
+        logger.info("%s: replacing the config.yaml of a run that never started training", out)
+        save_config(config, path)
+        return
     if path.exists():
         previous = load_config(path)
-        if not _anything_trained(out):
-            if previous != config:
-                logger.info("%s: replacing the config.yaml of a run that never started training", out)
-                save_config(config, path)
-            return
         differences = config_differences(previous, config)
         if differences:
             raise ConfigError(f"{out} holds a run with a different config.yaml ({'; '.join(differences)}); use a "
