@@ -2,8 +2,17 @@
 
 A recipe is a YAML mapping with the sections below; ``--set key.sub=value`` overrides are applied to
 the mapping before validation, values parsed as YAML (``train.lr=3e-4``, ``cv.stratify=true``,
-``model.kwargs={drop_rate: 0.3}``). An unknown key or a bad value raises :class:`ConfigError` naming the
-key and listing the valid keys or values.
+``model.kwargs={drop_rate: 0.3}``). An unknown key or a bad value raises :class:`ConfigError`, one line
+naming where the value came from (the recipe file, or the ``--set`` item that set it), the key, the value
+and what was expected (the valid keys or values).
+
+:func:`validate` checks every key before anything is written or any data is read: choices against the
+modules that define them (sampling strategies, annotation formats, class maps, flow methods, backends,
+samplers, losses), numeric ranges (``data.num_frames <= MAX_NUM_FRAMES``, sizes, workers, optimiser and
+loss parameters, folds), ``model.name`` and ``model.kwargs`` against the registry and the family's own
+checks (built on the ``meta`` device, no weights), the frame family's apex index against the sampling
+strategy, and ``model.pretrained`` (a file ``torch.load(weights_only=True)`` reads; nothing in it runs).
+Limits that depend on the data (``num_frames`` against the clips' lengths) are checked by the engine.
 """
 
 from __future__ import annotations
@@ -273,6 +282,9 @@ class _Where:
             item = self.overridden.get(".".join(parts[:i]))
             if item is not None:
                 return f"override {item!r}"
+        children = [item for k, item in self.overridden.items() if k.startswith(key + ".")]
+        if children:  # e.g. model.kwargs checked as a whole, one of its keys set by --set
+            return "override " + ", ".join(repr(item) for item in children)
         return self.source
 
 

@@ -194,3 +194,13 @@ def test_unreadable_recipes_are_one_line_and_keep_their_cause(tmp_path):
     assert error.__cause__ is not None
     error = one_line_error(["train.lr=[1"], r"override 'train.lr=\[1': value is not valid YAML")
     assert error.__cause__ is not None
+
+
+def test_a_rejected_model_argument_set_by_an_override_blames_the_override(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model:\n  name: tsm_tiny\n")
+    error = one_line_error(["model.kwargs.attention=foo"], r"rejects its arguments: attention", path=recipe)
+    assert str(error).startswith("override 'model.kwargs.attention=foo': ")
+    recipe.write_text("model:\n  name: tsm_tiny\n  kwargs: {attention: foo}\n")
+    error = one_line_error(["train.epochs=2"], r"rejects its arguments: attention", path=recipe)
+    assert str(error).startswith(f"{recipe}: ")
