@@ -55,3 +55,18 @@ def test_estimated_apex_is_within_a_few_frames_of_the_true_apex(easy_clips):
     errors = np.array(errors)
     # blinks (real facial motion unrelated to the class) can win on a clip; most clips must be close
     assert np.median(errors) <= 2 and np.mean(errors <= 3) >= 0.75, errors
+
+
+def test_a_given_apex_before_the_motion_peak_brackets_the_whole_movement():
+    t = np.arange(60)
+    # the face does not return fully to neutral after the movement (a residual 0.3 from frame 25 on), and the
+    # annotated apex (frame 15) lies early on the rise: every later value is above the apex's
+    signal = np.maximum(_bump(onset=10, apex=25, offset=45), np.where(t >= 25, 0.3, 0.0))
+    numbers = list(range(1, 61))
+    phases = spot_phases(signal, [int(n) for n in numbers], apex=16, sigma=1.0)
+    assert phases.apex == 16 and phases.estimated == ("onset", "offset")
+    assert 11 <= phases.onset <= 14 and 38 <= phases.offset <= 46, phases  # not (.., 16, 16)
+    # a given apex at the peak changes nothing
+    spotted = spot_phases(signal, numbers, sigma=1.0)
+    at_peak = spot_phases(signal, numbers, apex=spotted.apex, sigma=1.0)
+    assert (at_peak.onset, at_peak.offset) == (spotted.onset, spotted.offset)

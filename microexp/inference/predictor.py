@@ -317,7 +317,10 @@ class ClipPredictor:
         """
         item = ClipInput(str(clip), onset, apex, offset, first_frame, fps, name)
         prepared = self._prepare(item, save_crops=save_crops)
-        return self._finish([prepared])[0]
+        [result] = self._finish([prepared])
+        if isinstance(result, ClipFailure):
+            raise PredictionError(str(result))
+        return result
 
     def predict_many(
         self,
@@ -350,11 +353,13 @@ class ClipPredictor:
                     failures.append(ClipFailure(item.name or item.path, _one_line(exc, item)))
                     bar.update()
                 if len(pending) == batch_size:
-                    predictions += self._finish(pending)
+                    for result in self._finish(pending):
+                        (failures if isinstance(result, ClipFailure) else predictions).append(result)
                     bar.update(len(pending))
                     pending = []
             if pending:
-                predictions += self._finish(pending)
+                for result in self._finish(pending):
+                    (failures if isinstance(result, ClipFailure) else predictions).append(result)
                 bar.update(len(pending))
         order = {(it.name or it.path): i for i, it in enumerate(items)}
         predictions.sort(key=lambda p: order.get(p.clip, 0))
@@ -493,13 +498,19 @@ class ClipPredictor:
         video = difference_frames(video, self.preprocessing.frame_difference, time_dim=0)
         return video.permute(1, 0, 2, 3).contiguous()
 
-    def _finish(self, prepared: list[_Prepared]) -> list[Prediction]:
+    def _finish(self, prepared: list[_Prepared]) -> list[Prediction | ClipFailure]:
+        """Run the model on a batch; a clip whose logits are not finite is a failure, not a NaN result."""
         tick = time.perf_counter()
         logits = self.runner(torch.stack([p.video for p in prepared]))
+        finite = torch.isfinite(logits).all(dim=1).tolist()
         probabilities = torch.softmax(logits.double(), dim=1).numpy()
         model_seconds = (time.perf_counter() - tick) / len(prepared)
-        out = []
-        for p, probs in zip(prepared, probabilities):
+        out: list[Prediction | ClipFailure] = []
+        for p, probs, ok in zip(prepared, probabilities, finite):
+            if not ok:
+                out.append(ClipFailure(p.name, f"the model's output is not finite (NaN or infinite logits) for this "
+                                                f"clip: {self.source} is damaged or diverged"))
+                continue
             timings = dict(p.timings, model=model_seconds)
             timings["total"] += model_seconds
             curve = p.phases.curve
