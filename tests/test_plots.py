@@ -163,3 +163,19 @@ def test_failed_write_keeps_the_previous_plot(tmp_path, monkeypatch):
     assert seen[0].endswith(".png") and seen[0] != str(out / "confusion_matrix.png")
     assert (out / "confusion_matrix.png").read_bytes() == before
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_title_names_the_recipe_when_config_records_it(tmp_path):
+    out = _run_dir(tmp_path)
+    text = (out / "config.yaml").read_text()
+    (out / "config.yaml").write_text("# recipe: recipes/tsm-tiny_rgb-8f_synth_5fold.yaml\n" + text)
+    title = plots.describe_run(out, _metrics())
+    assert title.split(" · ")[1:3] == ["tsm-tiny_rgb-8f_synth_5fold", "tsm_tiny"]
+
+
+def test_unreadable_config_still_plots(tmp_path, caplog):
+    out = _run_dir(tmp_path)
+    (out / "config.yaml").write_text("data: [unclosed\n")
+    with caplog.at_level(logging.WARNING, logger="microexp.engine.plots"):
+        assert len(plots.plot_run(out, _metrics())) == 3
+    assert "not read for the plot titles" in caplog.text

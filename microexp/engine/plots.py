@@ -53,12 +53,16 @@ def plot_run(out: Path, metrics: dict[str, Any]) -> list[Path]:
 def describe_run(out: Path, metrics: Mapping[str, Any] | None = None) -> str:
     """One line naming the run: folder, model, input and protocol (from ``out/config.yaml`` when readable).
 
-    For example ``demo/run · tsm_tiny · 8 frames onset_apex, 112 px · kfold, 5 folds, val 25% · 36 test clips``.
+    For example ``demo/run · tsm-tiny_rgb-8f_synth_5fold · tsm_tiny · 8 frames onset_apex, 112 px · kfold, 5 folds,
+    val 25% · 36 test clips``. The recipe's name appears when ``config.yaml`` starts with a ``# recipe: PATH``
+    comment line (the resolved config does not store the recipe otherwise).
     """
-    config = _read_config(Path(out) / "config.yaml")
+    config, recipe = _read_config(Path(out) / "config.yaml")
     data, model, cv = (config.get(k) if isinstance(config.get(k), dict) else {} for k in ("data", "model", "cv"))
     resolved = Path(out).resolve()
     parts = ["/".join(resolved.parts[-2:]) if len(resolved.parts) > 2 else str(resolved)]
+    if recipe:
+        parts.append(Path(recipe).stem)
     if model.get("name"):
         parts.append(str(model["name"]))
     if data:
@@ -218,16 +222,22 @@ def _fold_label(log: pd.DataFrame) -> str:
     return str(log["fold"].iloc[0])
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    """``config.yaml`` as a plain mapping; ``{}`` when it is absent or unreadable (titles are best-effort)."""
+def _read_config(path: Path) -> tuple[dict[str, Any], str | None]:
+    """``config.yaml`` as a plain mapping and the recipe named by a leading ``# recipe: PATH`` comment.
+
+    ``({}, None)`` when the file is absent or unreadable: titles are best-effort, never a reason to fail.
+    """
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        loaded = yaml.safe_load(text)
     except FileNotFoundError:
-        return {}
+        return {}, None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         logger.warning("%s: not read for the plot titles (%s)", path, " ".join(str(exc).split()))
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
+        return {}, None
+    first = text.split("\n", 1)[0]
+    recipe = first.removeprefix("# recipe:").strip() if first.startswith("# recipe:") else None
+    return (loaded if isinstance(loaded, dict) else {}), (recipe or None)
 
 
 def _finish(fig: Figure, title: str | None) -> Figure:
