@@ -29,6 +29,7 @@ import csv
 import dataclasses
 import datetime
 import errno
+import json
 import logging
 import os
 import socket
@@ -548,6 +549,7 @@ def _try_lock(handle: Any) -> bool:
     if os.name == "nt":  # pragma: no cover - exercised on Windows only
         import msvcrt
 
+        handle.seek(0)
         try:
             msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
         except OSError:
@@ -575,8 +577,6 @@ def _unlock(handle: Any) -> None:
 
 
 def _describe_holder(info_path: Path) -> str:
-    import json
-
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
         return f"pid {info['pid']} on {info['host']}, started {info['started']}"
