@@ -86,3 +86,12 @@ def test_a_read_only_folder_is_one_line(checkpoint, tmp_path, capsys):
         assert _export(checkpoint, ro / "model.ts") == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and f"cannot write {ro / 'model.ts'}: read-only file system" in lines[0], lines
+
+
+@pytest.mark.parametrize("atol", ["-1", "nan"])
+def test_a_negative_or_nan_atol_is_refused(checkpoint, tmp_path, capsys, atol):
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out",
+                 str(tmp_path / "m.ts"), f"--atol={atol}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--atol" in lines[0] and "expected a number >= 0" in lines[0], lines
+    assert not (tmp_path / "m.ts").exists()

@@ -21,7 +21,7 @@ def trained(tmp_path_factory):
     values = {"data.annotations": str(root / "data" / "annotations.csv"), "cv.folds": 2,
               "train.epochs": 1, "data.size": 32, "data.num_frames": 4,
               "data.sampling": "uniform", "model.name": "tsm_tiny", "data.num_workers": 0, "train.batch_size": 4}
-    args = ["train", "--out", str(root / "run"), "--no-progress"]
+    args = ["train", "--out", str(root / "run"), "--no-progress", "--final"]
     for key, value in values.items():
         args += ["--set", f"{key}={value}"]
     assert main(args) == 0
@@ -209,3 +209,17 @@ def test_exports_without_microexp_metadata_are_refused_before_loading(tmp_path, 
         assert main(["predict", "--checkpoint", str(path), str(tmp_path), "--no-face-crop"]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and f"{path}: not a microexp export" in err, err
+
+
+def test_the_final_all_subjects_model_predicts_and_exports_like_any_checkpoint(trained, tmp_path, capsys):
+    root, _ = trained
+    final = root / "run" / "final" / "model.pt"
+    table, clip = _clip(root)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(final), str(root / "data" / "annotations.csv"), "--no-face-crop",
+                 "--json", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert [r["clip"] for r in rows] == table["clip"].tolist() and all(r["checkpoint"] == str(final) for r in rows)
+    assert all("true" in r for r in rows) and "accuracy" in captured.err
+    assert main(["export", "--checkpoint", str(final), "--format", "torchscript", "--out", str(tmp_path / "f.ts")]) == 0

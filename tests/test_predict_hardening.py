@@ -233,3 +233,29 @@ def test_a_model_with_non_finite_output_fails_the_clip_and_json_stays_strict(dat
     assert code == 2 and [r["clip"] for r in rows] == [str(clips[1])]
     assert all(math.isfinite(v) for v in rows[0]["probabilities"].values())
     assert "not finite" in err[0] and str(clips[0]) in err[0]
+
+
+def test_save_crops_to_a_read_only_folder_or_a_file_is_one_line(data, ckpt, tmp_path, capsys):
+    root, table = data
+    clip = root / table["path"][0]
+    with _read_only(tmp_path / "ro") as ro:
+        code, out, err = _predict(capsys, "--checkpoint", ckpt, clip, "--json", "--save-crops", ro / "crops")
+    assert code == 2 and out == "" and len(err) == 1, err
+    assert f"cannot write {ro / 'crops'}:" in err[0]
+    (tmp_path / "file").write_text("x")
+    code, out, err = _predict(capsys, "--checkpoint", ckpt, clip, "--json", "--save-crops", tmp_path / "file")
+    assert code == 2 and len(err) == 1 and f"cannot write {tmp_path / 'file'}: not a directory" in err[0], err
+
+
+def test_saved_crops_have_normal_permissions(data, ckpt, tmp_path, capsys):
+    root, table = data
+    old = os.umask(0o022)
+    try:
+        code, out, err = _predict(capsys, "--checkpoint", ckpt, root / table["path"][0], "--json",
+                                  "--save-crops", tmp_path / "crops")
+    finally:
+        os.umask(old)
+    files = list((tmp_path / "crops").rglob("*"))
+    pngs = [f for f in files if f.is_file()]
+    assert code == 0 and len(pngs) == 4 and all(f.suffix == ".png" for f in pngs)  # no temporary file left
+    assert all(f.stat().st_mode & 0o777 == 0o644 for f in pngs)

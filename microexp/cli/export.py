@@ -23,7 +23,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
+
+    from microexp.errors import ConfigError
     from microexp.inference.export import export_checkpoint
+
+    if not (math.isfinite(args.atol) and args.atol >= 0):
+        raise ConfigError(f"--atol {args.atol:g}: expected a number >= 0")
 
     result = export_checkpoint(args.checkpoint, fmt=args.format, out=args.out, atol=args.atol)
     shape = "x".join(str(v) for v in result.input_shape)

@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--fps {args.fps:g}: expected a frame rate > 0")
     if args.csv and args.csv != "-":
         check_writable(args.csv)  # before any clip is predicted
+    if args.save_crops:
+        check_writable(args.save_crops, folder=True)
     options: dict[str, Any] = {"face_crop": not args.no_face_crop, "backend": args.backend}
     if args.face_margin is not None:
         options["face_margin"] = args.face_margin
@@ -211,25 +213,31 @@ def label_summary(predictions: Sequence[Any], class_names: Sequence[str]) -> str
             f"(true classes from the clip table's emotion column){rest}")
 
 
-def check_writable(target: str | os.PathLike[str]) -> None:
+def check_writable(target: str | os.PathLike[str], *, folder: bool = False) -> None:
     """Refuse, before predicting anything, an output path that cannot be written (one line naming it).
 
+    Args:
+        target: the output file (``folder=False``) or the output folder (``folder=True``, e.g. --save-crops).
+
     Raises:
-        OutputError: the path is a folder, its folder is a file, or the folder is read-only / not writable.
+        OutputError: a file path that is a folder (or a folder path that is a file), a parent that is a
+            file, or a folder that is read-only / not writable.
     """
     from microexp.fileio import output_error
 
     path = Path(target)
     kept = "nothing was predicted"
-    if path.is_dir():
+    if not folder and path.is_dir():
         raise output_error(path, OSError(errno.EISDIR, os.strerror(errno.EISDIR)), kept=kept)
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
+    if folder and path.exists() and not path.is_dir():
         raise output_error(path, OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), kept=kept)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise output_error(path, OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), kept=kept)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
         code = errno.EROFS if read_only else errno.EACCES
         raise output_error(path, OSError(code, os.strerror(code)), kept=kept)
 

@@ -1,12 +1,18 @@
 """Clip-level prediction: a raw video or frame folder -> emotion probabilities.
 
 ``ClipPredictor.from_checkpoint(path)`` rebuilds the model and its preprocessing from the checkpoint
-alone (a ``fold_XX/model.pt`` of ``microexp train``, or a file written by ``microexp export``), and
-:meth:`ClipPredictor.predict` runs one clip::
+alone (``RUN/final/model.pt`` of ``microexp train --final``, a fold's ``fold_XX/model.pt``, or a file
+written by ``microexp export``), and :meth:`ClipPredictor.predict` runs one clip::
 
-    predictor = ClipPredictor.from_checkpoint("runs/tsm/fold_00/model.pt")
+    predictor = ClipPredictor.from_checkpoint("runs/tsm/final/model.pt")
     result = predictor.predict("clip.mp4")                 # onset/apex/offset spotted
-    result.label, result.probabilities, result.apex, result.estimated
+    result.label, result.probabilities, result.apex, result.estimated_fields
+
+Frame numbers: a frame folder's come from its file names; a video's from ``first_frame`` when given,
+else from the ``first_frame=N`` that ``microexp pack`` records in the file, else from 0 (warned once).
+A clip of 1 frame is predicted with a warning (no motion to spot), and refused by models that read
+motion (optical flow or frame differences). A clip whose logits are not finite fails instead of
+giving NaN probabilities.
 
 Preprocessing is the evaluation-mode path of :class:`microexp.data.dataset.MicroExpressionDataset`,
 through the same functions: ``SamplingSpec.times(train=False)`` -> ``frames_needed`` -> decode ->
@@ -42,6 +48,7 @@ from microexp.data.transforms import (
 )
 from microexp.data.video import open_video
 from microexp.errors import ConfigError, MicroexpError
+from microexp.fileio import OutputError, write_bytes
 from microexp.data.face import DEFAULT_MARGIN, FaceBox, NoFaceError, crop_frames, probe_positions, stable_face_box
 from microexp.inference.spotting import Phases, default_sigma, motion_signal, spot_phases
 from microexp.models import ModelSpec
@@ -349,6 +356,8 @@ class ClipPredictor:
             for item in items:
                 try:
                     pending.append(self._prepare(item, save_crops=save_crops))
+                except OutputError:
+                    raise  # cannot write --save-crops: the run's problem, not this clip's
                 except (MicroexpError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
                     failures.append(ClipFailure(item.name or item.path, _one_line(exc, item)))
                     bar.update()
@@ -606,12 +615,16 @@ def _decode_and_crop(reader: Any, numbers: list[int], box: FaceBox | None, kept:
 
 
 def _save_crops(folder: Path, name: str, numbers: list[int], crops: np.ndarray) -> None:
+    """PNG files through :mod:`microexp.fileio` (atomic, normal permissions; a full or read-only disk is an
+    OutputError, where ``cv2.imwrite`` would only return False)."""
     import cv2
 
     out = folder / crop_folder_name(name)
-    out.mkdir(parents=True, exist_ok=True)
     for n, crop in zip(numbers, crops):
-        cv2.imwrite(str(out / f"{n:05d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        ok, encoded = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise RuntimeError(f"cv2.imencode failed on a {crop.shape} {crop.dtype} crop")  # a bug, not user input
+        write_bytes(out / f"{n:05d}.png", encoded.tobytes())
 
 
 def _one_line(exc: BaseException, item: ClipInput) -> str:
