@@ -227,11 +227,16 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Exper
                         overridden=overridden_keys(overrides))
 
 
-def save_config(config: ExperimentConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML, atomically (it loads back unchanged)."""
+def save_config(config: ExperimentConfig, path: str | Path, *, recipe: str | Path | None = None) -> None:
+    """Write the resolved config as YAML, atomically (it loads back unchanged).
+
+    ``recipe``, when given, is recorded as a leading ``# recipe: PATH`` comment (YAML ignores it; plots
+    show the recipe's name from it).
+    """
     from microexp.fileio import write_text
 
-    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    header = f"# recipe: {recipe}\n" if recipe else ""
+    write_text(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 #: keys that cannot change a run's results, so a resume may change them (where and how fast it runs)

@@ -63,3 +63,13 @@ def test_malformed_override_and_recipe(tmp_path):
         load_config(bad)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_saved_config_records_the_recipe_and_loads_back(tmp_path):
+    from microexp.config import build_config, load_config, save_config
+
+    config = build_config({"data": {"annotations": "x.csv"}})
+    save_config(config, tmp_path / "config.yaml", recipe="recipes/flow-tiny_flow-8f_synth_5fold.yaml")
+    text = (tmp_path / "config.yaml").read_text(encoding="utf-8")
+    assert text.splitlines()[0] == "# recipe: recipes/flow-tiny_flow-8f_synth_5fold.yaml"
+    assert load_config(tmp_path / "config.yaml") == config

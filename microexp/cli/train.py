@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     metrics = run_experiment(config, args.out, progress=False if args.no_progress else None,
-                             final=args.final or args.final_only, cross_validation=not args.final_only)
+                             final=args.final or args.final_only, cross_validation=not args.final_only,
+                             recipe=args.config)
     if metrics is not None:
         print(format_results(metrics))
     if args.final or args.final_only:

@@ -163,6 +163,7 @@ def run_experiment(
     progress: bool | None = None,
     final: bool = False,
     cross_validation: bool = True,
+    recipe: str | Path | None = None,
 ) -> dict[str, Any] | None:
     """Train and test every fold (resuming where a previous run stopped) and write all outputs.
 
@@ -172,6 +173,7 @@ def run_experiment(
         progress: tqdm bars (None: only on a terminal).
         final: after the folds, also train one model on every subject (:func:`train_final`).
         cross_validation: False skips the folds (with ``final=True``: only the final model).
+        recipe: the recipe file the config came from, recorded in ``config.yaml`` (for plot titles).
 
     Returns:
         The metrics dict written to ``metrics.json`` (None when ``cross_validation`` is False).
@@ -194,7 +196,7 @@ def run_experiment(
         _probe_writable(Path(config.data.cache_dir), what="data.cache_dir ")
     _probe_writable(out, what="")
     with hold_lock(out / LOCK_NAME, what=f"run directory {out}"):
-        _start_run(config, out)
+        _start_run(config, out, recipe=recipe)
         if cross_validation:
             folds = _run_folds(config, out, folds, data)
         logger.info("%d clips, %d subjects, %s, model %s on %s", len(data.table), data.table["subject"].nunique(),
@@ -584,7 +586,7 @@ def _describe_holder(info_path: Path) -> str:
         return "another process (its pid is not recorded yet)"
 
 
-def _start_run(config: ExperimentConfig, out: Path) -> None:
+def _start_run(config: ExperimentConfig, out: Path, *, recipe: str | Path | None = None) -> None:
     """Write ``config.yaml``, or check that the run being resumed has the same result-relevant config.
 
     Keys that cannot change results (``config.RESULT_NEUTRAL_KEYS``: workers, device, cache folder) may
@@ -595,7 +597,7 @@ def _start_run(config: ExperimentConfig, out: Path) -> None:
     if path.exists() and not _anything_trained(out):
         # left by a start that failed before training (or by an older microexp that wrote it first)
         logger.info("%s: replacing the config.yaml of a run that never started training", out)
-        save_config(config, path)
+        save_config(config, path, recipe=recipe)
         return
     if path.exists():
         previous = load_config(path)
@@ -608,7 +610,7 @@ def _start_run(config: ExperimentConfig, out: Path) -> None:
             logger.info("resuming with %s (cannot change results; %s keeps the values the run started with)",
                         "; ".join(neutral), path)
         return
-    save_config(config, path)
+    save_config(config, path, recipe=recipe)
 
 
 def _anything_trained(out: Path) -> bool:
