@@ -78,7 +78,6 @@ import pandas as pd
 
 from microexp.data.cache import ClipCache, clip_fingerprint
 from microexp.data.sampling import SamplingSpec, frames_needed, interpolate_frames
-from microexp.data.transforms import resize_frames
 from microexp.data.video import open_video
 from microexp.errors import ConfigError, MicroexpError
 
@@ -378,6 +377,8 @@ def sampled_frames(row: Any, times: np.ndarray | list[float], *, size: int, back
     t = np.asarray(times, dtype=np.float64)
     numbers = frames_needed(t)
     with open_video(_field(row, "path"), backend=backend, first_frame=int(_field(row, "first_frame"))) as reader:
+        from microexp.data.transforms import resize_frames  # imports torch: not at `flow --help` time
+
         decoded = resize_frames(reader.get_frames_by_number(numbers), size)
     return interpolate_frames(decoded, t, numbers=numbers)
 

@@ -71,6 +71,7 @@ from microexp.data.synthetic_faces import (
     random_face,
 )
 from microexp.errors import ConfigError
+from microexp.fileio import write_text
 
 logger = logging.getLogger(__name__)
 
@@ -956,9 +957,9 @@ def generate_dataset(
         bar.close()
 
     paths = {i: w.path for i, w in written.items()}
-    (out / "annotations.csv").write_text(_csv_text(_annotation_rows(specs, paths), CSV_COLUMNS), encoding="utf-8")
+    write_text(out / "annotations.csv", _csv_text(_annotation_rows(specs, paths), CSV_COLUMNS))
     gt_rows = _ground_truth_rows(specs, size, uncropped)
-    (out / "ground_truth.csv").write_text(_csv_text(gt_rows, list(gt_rows[0])), encoding="utf-8")
+    write_text(out / "ground_truth.csv", _csv_text(gt_rows, list(gt_rows[0])))
     if dfme_sheet:
         _write_dfme_sheet(out / "dfme" / DFME_SHEET_NAME, specs)
 
@@ -987,7 +988,7 @@ def generate_dataset(
         "fps_counts": {str(k): v for k, v in fps_counts.items()},
         "emotion_aus": {name: _recipe_json(recipe) for name, recipe in EMOTION_AUS.items()},
     }
-    (out / "synth.json").write_text(json.dumps(meta, indent=2, default=list) + "\n", encoding="utf-8")
+    write_text(out / "synth.json", json.dumps(meta, indent=2, default=list) + "\n")
     summary = SynthSummary(
         out_dir=out, annotations=out / "annotations.csv", preset=preset_obj.name, seed=seed, size=size, fmt=fmt,
         clips=clips, subjects=subjects, frames=total_frames, class_counts=summary_counts, fps_counts=fps_counts,
