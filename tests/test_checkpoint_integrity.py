@@ -227,3 +227,13 @@ def test_a_read_only_folder_is_one_line(tmp_path, capsys):
     with _tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
         with pytest.raises(OutputError, match=r"cannot write .*ro/model.pt: read-only file system"):
             _save(ro / "model.pt")
+
+
+def test_changed_class_names_are_refused(tmp_path):
+    path = _save(tmp_path / "c.pt")
+    payload = load_checkpoint(path)
+    payload["class_names"] = ["b", "a", "c"]  # swapped labels, weights untouched
+    edited = tmp_path / "edited.pt"
+    torch.save(payload, edited)
+    with pytest.raises(CheckpointError, match="edited.pt: the model name, arguments, class names or data config"):
+        load_checkpoint(edited)

@@ -7,8 +7,10 @@ file cannot run code; it fails with a one-line error instead.
 
 Integrity: :func:`save_checkpoint` stores ``weights_sha256``, a SHA-256 over the weights in a canonical
 form (:func:`weights_digest`: every ``state_dict`` entry in name order, with its name, dtype, shape and
-raw bytes), and :func:`load_checkpoint` recomputes it, so a file whose tensor data were changed (bytes
-flipped on disk, or edited) is refused with a one-line :class:`CheckpointError`. Checkpoints written
+raw bytes), and ``spec_sha256`` over the model name and arguments, class names and data config
+(:func:`spec_digest`); :func:`load_checkpoint` recomputes both, so a file whose tensor data or labels
+were changed (bytes flipped on disk, or edited) is refused with a one-line :class:`CheckpointError`.
+Optimizer and scheduler states (resuming only) are not covered. Checkpoints written
 before the digest existed still load, with a warning that their weights cannot be verified.
 :func:`model_from_checkpoint` refuses weights holding NaN or infinity (a diverged training run), naming
 the first such tensor.
@@ -21,6 +23,7 @@ with the normal permissions of a new file (``0644`` under the usual umask); a fu
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import pickle
 import struct
@@ -42,6 +45,9 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "model_name", "model_kwargs", "state_dict", "class_names")
 #: payload key of the weights' SHA-256 (see :func:`weights_digest`)
 DIGEST_KEY = "weights_sha256"
+#: payload key of the SHA-256 of what inference reads besides the weights (see :func:`spec_digest`)
+SPEC_DIGEST_KEY = "spec_sha256"
+_SPEC_KEYS = ("model_name", "model_kwargs", "class_names", "data")
 #: what a checkpoint is, for messages about files that are not one
 EXPECTED = "expected a model.pt written by microexp train (predict also takes a file from microexp export)"
 #: exceptions torch.load raises on a damaged or foreign file (the restricted unpickler, the zip reader)
@@ -72,6 +78,14 @@ def weights_digest(state_dict: Mapping[str, Any]) -> str:
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()
+
+
+def spec_digest(payload: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of what rebuilds and labels the model besides its weights: model name and arguments,
+    class names and data config, as canonical JSON (sorted keys), so a changed class order or sampling
+    setting is caught like changed weights."""
+    text = json.dumps({k: payload.get(k) for k in _SPEC_KEYS}, sort_keys=True, default=repr, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def save_checkpoint(
@@ -123,6 +137,7 @@ def save_checkpoint(
         "scaler": scaler.state_dict() if scaler is not None else None,
         "extra": dict(extra or {}),
     }
+    payload[SPEC_DIGEST_KEY] = spec_digest(payload)
     target = Path(path)
     with atomic_path(target, kept="the previous checkpoint is kept" if target.exists() else None) as tmp:
         _save_file(payload, tmp)
@@ -236,6 +251,10 @@ def _verify_weights(p: Path, payload: Mapping[str, Any]) -> None:
     if weights_digest(state) != stored:
         raise CheckpointError(f"{p}: the weights do not match the SHA-256 stored with them: the file was modified "
                               "or damaged after it was written; refusing it")
+    spec = payload.get(SPEC_DIGEST_KEY)
+    if spec is not None and spec_digest(payload) != spec:
+        raise CheckpointError(f"{p}: the model name, arguments, class names or data config do not match the SHA-256 "
+                              "stored with them: the file was modified or damaged after it was written; refusing it")
 
 
 def nonfinite_tensor(state_dict: Mapping[str, torch.Tensor]) -> str | None:
