@@ -30,7 +30,7 @@ def table(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
 
 def test_builtin_maps_are_package_data() -> None:
     assert BUILTIN_CLASS_MAPS_FILE.name == "class_maps.yaml" and BUILTIN_CLASS_MAPS_FILE.is_file()
-    assert list_class_maps() == ["casme2_5", "dfme7", "megc3"]
+    assert list_class_maps() == ["casme2_5", "casme3_4", "dfme7", "megc3", "mmew7"]
 
 
 def test_dfme7_and_casme2_5_classes() -> None:

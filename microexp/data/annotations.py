@@ -10,7 +10,7 @@ Row numbers (``Problem.row`` and the index of ``result.table``) are numbered as 
 them: 1-based, header and description rows included (for CSV files: the line number). SMIC has no sheet:
 its problems have ``row=None`` and name the clip.
 
-Formats (``format=``), following the official releases (see ``DATASETS.md``):
+Formats (``format=``), following the official releases (see ``docs/datasets.md``):
 
 ==========  ======================================================================================
 microexp    our CSV: ``subject,clip,path,onset,apex,offset,fps,emotion,aus`` [+ ``first_frame``,
@@ -26,7 +26,7 @@ smic        SMIC-HS: the *folder* ``HS`` (or its parent): ``HS/s{N}/micro/{emoti
             onset/offset = first/last frame number, apex = middle (estimated); 100 fps; clip id = folder.
 casme3      CAS(ME)^3 Part A xlsx: Subject ``spNO.{N}``, Filename = stimulus letter, Onset/Apex/Offset;
             frames ``spNO.{N}/{Filename}/color/{index}.jpg`` (Filename folder matched ignoring case);
-            fps 30 (an assumption: the sheet has no fps and DATASETS.md gives none; pass ``fps=`` to
+            fps 30 (an assumption: the sheet has no fps and docs/datasets.md gives none; pass ``fps=`` to
             override); clip id = ``'spNO.{N}/{Filename}/{onset}'`` (the letter repeats within a subject),
             suffixed ``'-2'``, ``'-3'``... if that still repeats. ``Offset = 0`` is the sheet's way of
             writing a missing offset (rows 798 and 800 of the release): an error "missing offset".
@@ -100,7 +100,7 @@ KNOWN_EMOTIONS: Mapping[str, frozenset[str]] = {
     "casme2": frozenset({"others", "disgust", "happiness", "surprise", "repression", "sadness", "fear"}),
     "samm": frozenset({"anger", "other", "happiness", "surprise", "contempt", "disgust", "fear", "sadness"}),
     "smic": frozenset({"negative", "positive", "surprise"}),
-    # CAS(ME)^3 spellings are not documented in DATASETS.md: accept both short and long forms.
+    # CAS(ME)^3 spellings are not documented in docs/datasets.md: accept both short and long forms.
     "casme3": frozenset({"happy", "happiness", "sad", "sadness", "anger", "disgust", "fear", "surprise",
                          "others", "other"}),
     "mmew": frozenset({"happiness", "surprise", "disgust", "fear", "sadness", "anger", "others"}),
@@ -121,7 +121,7 @@ _ALIASES: Mapping[str, tuple[str, ...]] = {
     "dataset": ("dataset",),
     "action_descriptors": ("actiondescriptors", "actiondescriptor", "descriptors"),
 }
-# how a missing column is named in messages: as each format's files spell it (DATASETS.md)
+# how a missing column is named in messages: as each format's files spell it (docs/datasets.md)
 _DISPLAY_SHEET = {"subject": "Subject", "filename": "Filename", "path": "path", "onset": "OnsetFrame",
                   "apex": "ApexFrame", "offset": "OffsetFrame", "aus": "Action Units",
                   "emotion": "Estimated Emotion", "fps": "fps", "first_frame": "first_frame", "dataset": "dataset"}
