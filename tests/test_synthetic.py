@@ -404,3 +404,14 @@ def test_uncropped_places_each_subject_at_a_fixed_position(tmp_path):
         np.testing.assert_array_equal(frame[y:y + 32, x:x + 32],
                                       render_clip(spec, size=32, frame_numbers=[spec.apex]).frames[0])
     assert len(set(positions.values())) > 1
+
+
+def test_mp4_clips_record_the_first_frame_number_of_the_annotations(tmp_path):
+    """A bare synthetic mp4 tells predict its numbering, as a packed video does (first_frame=1)."""
+    from microexp.data.annotations import load_clip_table
+    from microexp.inference.predictor import recorded_first_frame
+
+    generate_dataset(tmp_path / "d", subjects=2, clips=2, size=32, seed=0, workers=1, progress=False)
+    table = load_clip_table(tmp_path / "d" / "annotations.csv").resolve(strict=True)
+    for row in table.itertuples():
+        assert recorded_first_frame(row.path) == int(row.first_frame) == 1

@@ -789,7 +789,8 @@ def _write_clip(job: _Job) -> _Written:
     pngs: list[Path] = []
     if job.fmt == "mp4":
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        write_video(out / rel, frames(), fps=spec.fps, lossless=False)
+        # the same first_frame word microexp pack writes: predict numbers a bare clip like the annotations
+        write_video(out / rel, frames(), fps=spec.fps, lossless=False, metadata={"comment": "microexp first_frame=1"})
     else:
         pngs = _write_pngs(out / rel, frames())
     if job.dfme:
