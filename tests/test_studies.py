@@ -38,7 +38,7 @@ def tiny_data(tmp_path_factory):
 
 def _tiny_overrides(annotations, cache):
     return [f"data.annotations={annotations}", f"data.cache_dir={cache}", "data.num_workers=0", "cv.folds=2",
-            "train.epochs=1", "train.batch_size=4", "data.size=32", "data.num_frames=2"]
+            "train.epochs=1", "train.warmup_epochs=0", "train.batch_size=4", "data.size=32", "data.num_frames=2"]
 
 
 def _metrics(pooled_uf1, recalls=(0.5, None)):
