@@ -564,3 +564,18 @@ def test_strict_message_shows_first_five_and_count(tmp_path: Path) -> None:
     res = load_clip_table(write_xlsx(tmp_path / "MMEW_Micro_Exp.xlsx", rows), check_files=False)
     with pytest.raises(AnnotationError, match=r"^8 error\(s\).*; and 3 more$"):
         res.resolve(strict=True)
+
+
+def test_emotions_may_be_absent_when_not_required(tmp_path):
+    """Training needs an emotion per clip; prediction on unlabelled clips does not (require_emotion=False)."""
+    from microexp.errors import AnnotationError
+
+    header = "subject,clip,path,onset,apex,offset,fps,aus"
+    (tmp_path / "a.csv").write_text(f"{header}\n1,c1,c1.mp4,1,3,5,200,12\n", encoding="utf-8")
+    with pytest.raises(AnnotationError, match="'emotion'"):
+        load_clip_table(tmp_path / "a.csv", check_files=False)
+    table = load_clip_table(tmp_path / "a.csv", check_files=False, require_emotion=False).resolve(strict=True)
+    assert table["emotion"].tolist() == [""]
+    (tmp_path / "b.csv").write_text(f"{header},emotion\n1,c1,c1.mp4,1,3,5,200,12,\n", encoding="utf-8")
+    assert [p.message for p in load_clip_table(tmp_path / "b.csv", check_files=False).problems] == ["missing emotion"]
+    assert load_clip_table(tmp_path / "b.csv", check_files=False, require_emotion=False).problems == []

@@ -259,3 +259,19 @@ def test_saved_crops_have_normal_permissions(data, ckpt, tmp_path, capsys):
     pngs = [f for f in files if f.is_file()]
     assert code == 0 and len(pngs) == 4 and all(f.suffix == ".png" for f in pngs)  # no temporary file left
     assert all(f.stat().st_mode & 0o777 == 0o644 for f in pngs)
+
+
+def test_an_unlabelled_table_is_predicted_without_true_classes(data, ckpt, tmp_path, capsys):
+    """A practitioner's own clip table may have no emotions: blank cells or no emotion column at all."""
+    root, table = data
+    blank = table.assign(emotion="", path=[str(root / p) for p in table["path"]])
+    blank.to_csv(tmp_path / "blank.csv", index=False)
+    blank.drop(columns=["emotion"]).to_csv(tmp_path / "no_column.csv", index=False)
+    for name in ("blank.csv", "no_column.csv"):
+        out_csv = tmp_path / f"pred_{name}"
+        code, out, err = _predict(capsys, "--checkpoint", ckpt, tmp_path / name, "--csv", out_csv)
+        assert code == 0, err
+        frame = pd.read_csv(out_csv)
+        assert len(frame) == len(table) and frame["label"].isin(CLASSES).all()
+        assert "true" not in frame or frame["true"].isna().all()
+        assert not any("accuracy" in line for line in out.splitlines() + err)

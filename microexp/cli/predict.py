@@ -150,7 +150,7 @@ def _table_clips(path: Path, *, class_map: str | None = None, class_names: Seque
     from microexp.data.annotations import load_clip_table
     from microexp.inference.predictor import ClipInput
 
-    table = load_clip_table(path, check_files=False).resolve(strict=False)
+    table = load_clip_table(path, check_files=False, require_emotion=False).resolve(strict=False)
     has_first_frame = _csv_has_column(path, "firstframe")
     truth = true_classes(table, class_map, class_names) if class_names is not None else {}
     return [ClipInput(str(row["path"]), int(row["onset"]), int(row["apex"]), int(row["offset"]),

@@ -461,9 +461,9 @@ class _Layout:
     headers: dict[str, str]
 
 
-def _locate(path: Path, sheets: list[_Sheet], fmt: str) -> _Layout:
+def _locate(path: Path, sheets: list[_Sheet], fmt: str, *, require_emotion: bool = True) -> _Layout:
     """Find the first sheet whose header has the format's required columns; else a one-line error."""
-    required = _REQUIRED[fmt]
+    required = tuple(f for f in _REQUIRED[fmt] if require_emotion or f != "emotion")
     for sheet in sheets:
         index = _find_header(sheet.rows)
         if index is None:
@@ -528,6 +528,7 @@ class _Context:
     fmt: str
     headers: Mapping[str, str]
     default_fps: float | None
+    require_emotion: bool = True
 
     def problem(self, row: int | None, fld: str, value: object, message: str, severity: str = "error",
                 clip: str | None = None) -> Problem:
@@ -577,7 +578,7 @@ def _parse_optional(ctx: _Context, row: int, cells: Mapping[str, object], proble
         except ValueError as exc:
             problems.append(ctx.problem(row, "fps", cells["fps"], str(exc)))
             ok = False
-    out["emotion"] = cell_text(cells["emotion"]).lower()
+    out["emotion"] = cell_text(cells.get("emotion")).lower()
     bad_aus = invalid_au_tokens(cells.get("aus"))
     if bad_aus:
         problems.append(ctx.problem(row, "aus", cells.get("aus"), f"ignored tokens that are not AU codes: "
@@ -640,7 +641,7 @@ def _check_order(ctx: _Context, record: _Record) -> list[Problem]:
 
 def _check_emotion(ctx: _Context, record: _Record) -> list[Problem]:
     if not record.emotion:
-        return [ctx.problem(record.row, "emotion", "", "missing emotion", clip=record.clip)]
+        return [ctx.problem(record.row, "emotion", "", "missing emotion", clip=record.clip)] if ctx.require_emotion else []
     known = KNOWN_EMOTIONS.get(record.dataset)
     if known is not None and record.emotion not in known:
         return [ctx.problem(record.row, "emotion", record.emotion, f"unknown emotion for {record.dataset}; "
@@ -850,13 +851,15 @@ def _assign_paths(ctx: _Context, root: Path, records: Sequence[_Record], check_f
 
 
 def _read_sheet_format(path: Path, fmt: str, sheets: list[_Sheet], root: Path, *, check_files: bool,
-                       root_given: bool, fps: float | None, media: _MediaCheck | None = None) -> ClipTableResult:
+                       root_given: bool, fps: float | None, media: _MediaCheck | None = None,
+                       require_emotion: bool = True) -> ClipTableResult:
     """The shared pipeline of every sheet format: locate columns, parse rows, ids, paths, validate."""
-    layout = _locate(path, sheets, fmt)
+    layout = _locate(path, sheets, fmt, require_emotion=require_emotion)
     if fmt == "dfme" and fps is not None:
         logger.warning("fps=%s ignored for DFME: the frame rate comes from the sheet's fps column", fps)
         fps = None
-    ctx = _Context(str(path), fmt, layout.headers, fps if fps is not None else DEFAULT_FPS.get(fmt))
+    ctx = _Context(str(path), fmt, layout.headers, fps if fps is not None else DEFAULT_FPS.get(fmt),
+                   require_emotion=require_emotion)
     records, problems = [], []
     for row, cells in _sheet_records(layout):
         record, row_problems = _parse_row(ctx, row, cells)
@@ -1002,7 +1005,8 @@ def detect_format(path: str | Path) -> str:
 
 def load_clip_table(path: str | Path, format: str = "auto", root: str | Path | None = None,
                     check_files: bool = True, *, fps: float | None = None, check_media: bool = False,
-                    backend: str = "auto", progress: bool | None = None) -> ClipTableResult:
+                    backend: str = "auto", progress: bool | None = None,
+                    require_emotion: bool = True) -> ClipTableResult:
     """Read an annotation file into a normalised, validated clip table.
 
     Args:
@@ -1019,6 +1023,8 @@ def load_clip_table(path: str | Path, format: str = "auto", root: str | Path | N
             that will fail to read as an error. Slow on large datasets: one open per clip.
         backend: video backend of the media check.
         progress: progress bar of the media check (tqdm on stderr); ``None`` shows it only on a terminal.
+        require_emotion: ``False`` accepts clips without an emotion (a blank cell, or no emotion column):
+            for prediction on unlabelled clips; their ``emotion`` is ``''``.
 
     Returns:
         :class:`ClipTableResult` with the table (columns :data:`COLUMNS`) and the problems.
@@ -1041,5 +1047,5 @@ def load_clip_table(path: str | Path, format: str = "auto", root: str | Path | N
         raise AnnotationError(f"{path} is a folder; format {fmt!r} reads an annotation file (xlsx or csv)")
     clip_root = Path(root) if root is not None else path.parent
     return _read_sheet_format(path, fmt, sheets, clip_root, check_files=check_files, root_given=root is not None,
-                              fps=fps, media=media)
+                              fps=fps, media=media, require_emotion=require_emotion)
 
