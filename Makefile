@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/microexp train --config recipes/flow-tiny_flow-8f_synth_5fold.yaml --out $(DEMO_DIR)/run --final \
 		--set data.annotations=$(DEMO_DIR)/data/annotations.csv --set data.cache_dir=$(DEMO_DIR)/cache
 	@echo
-	@echo "Demo done: results in $(DEMO_DIR)/run (metrics.json, plots/), the deployable model in $(DEMO_DIR)/run/final/model.pt."
+	@echo "Demo done: results in $(DEMO_DIR)/run (metrics.json, predictions.csv, *.png plots), the deployable model in $(DEMO_DIR)/run/final/model.pt."
 	@echo "To run microexp yourself, activate the environment first:   . $(VENV)/bin/activate   (then: microexp --help)"
 	@echo "or call it by its path without activating:                  $(BIN)/microexp --help"
 	@echo "e.g.  $(BIN)/microexp predict $(DEMO_DIR)/data/annotations.csv --checkpoint $(DEMO_DIR)/run/final/model.pt"

@@ -376,8 +376,8 @@ def _check_float(where: _Where, key: str, value: float | None, low: float, high:
 def _validate_ranges(config: ExperimentConfig, where: _Where) -> None:
     d, t, loss, cv = config.data, config.train, config.loss, config.cv
     _check_int(where, "data.num_frames", d.num_frames, 1, MAX_NUM_FRAMES,
-               f" (a micro-expression lasts under 0.5 s: at most ~250 frames even at 500 fps, and each sampled "
-               f"frame is held in memory per clip and worker)")
+               " (a micro-expression lasts under 0.5 s: at most ~250 frames even at 500 fps, and each sampled "
+               "frame is held in memory per clip and worker)")
     _check_int(where, "data.stride", d.stride, 1)
     _check_int(where, "data.size", d.size, MIN_SIZE, MAX_SIZE,
                f" (optical flow needs {MIN_SIZE} px; larger clips no longer fit a worker's memory)")

@@ -225,3 +225,11 @@ def test_worker_error_is_the_single_process_line(capsys, monkeypatch):
 def test_cache_command_is_registered(tmp_path, capsys):
     assert cli.main(["cache", "info", str(tmp_path)]) == 0
     assert str(tmp_path) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", sorted(set(cli.COMMANDS) - {"inspect"}))
+def test_every_command_help_does_not_import_torch(tmp_path, command):
+    """Each command's --help is cheap: its heavy imports wait until it runs."""
+    result, proc = _modules_after(tmp_path, [command, "--help"])
+    assert result == {"code": 0, "heavy": []}, proc.stderr
+    assert f"usage: microexp {command}" in proc.stdout

@@ -1,7 +1,6 @@
 """ClipPredictor: the model input equals the Dataset's eval item, valid outputs, export parity, latency."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 

@@ -409,3 +409,14 @@ def test_clip_without_a_face_borrows_its_subjects_box(tmp_path, raw_faces):
     assert (boxes.loc["clips/wall.mp4", list("xywh")] == boxes.loc["clips/face.mp4", list("xywh")]).all()
     again = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, progress=False)
     assert again.skipped == 2 and {p.face_box_origin for p in again.packed} == {"detected", "subject"}
+
+
+def test_action_descriptors_survive_packing(tmp_path, dataset):
+    """FACS action descriptors (AD31, M57) read from a sheet are kept in the packed clip table."""
+    from microexp.data.annotations import load_clip_table
+
+    _, table, _ = dataset
+    table = table.assign(action_descriptors=["AD31+M57", ""])
+    pack_table(table, tmp_path / "packed", progress=False)
+    loaded = load_clip_table(tmp_path / "packed" / "annotations.csv").resolve(strict=True)
+    assert loaded["action_descriptors"].tolist() == ["AD31+M57", ""]

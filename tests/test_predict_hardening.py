@@ -7,7 +7,6 @@ import math
 import os
 import subprocess
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch

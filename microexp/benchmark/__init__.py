@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from tqdm.auto import tqdm
 
 from microexp.benchmark.report import QUICK_NOTE, Section, Target, format_report, machine_info
@@ -82,6 +81,8 @@ QUICK = Settings(loading_repeats=2, pipeline_clips=24, pipeline_subjects=6, pipe
 
 
 def _devices(device: str) -> list[str]:
+    import torch  # here, not at import: `benchmark --help` stays torch-free
+
     if device == "auto":
         return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     if device.startswith("cuda") and not torch.cuda.is_available():

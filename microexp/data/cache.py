@@ -201,7 +201,9 @@ class ClipCache:
             if target == path and not path.exists():  # the key file alone is no entry: do not leave it
                 path.with_suffix(".json").unlink(missing_ok=True)
             cause = exc
-            if exc.errno is None and _free_bytes(path.parent) < array.nbytes:  # NumPy's short write has no errno
+            # NumPy's short write has no errno; the entry's blocks (header, key file, block rounding) need
+            # more than array.nbytes, and the temporary file is already gone, so leave a margin
+            if exc.errno is None and _free_bytes(path.parent) < array.nbytes + _ENTRY_OVERHEAD:
                 cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
             raise output_error(target, cause, kept=f"the cache {self.root} keeps its complete entries; free space, "
                                "fix the permissions or point data.cache_dir elsewhere") from exc
@@ -253,6 +255,10 @@ def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+#: bytes an entry may need beyond its array: the .npy header, the .json key file and block rounding
+_ENTRY_OVERHEAD = 64 * 1024
 
 
 def _free_bytes(folder: Path) -> int:

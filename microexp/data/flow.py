@@ -80,6 +80,7 @@ from microexp.data.cache import ClipCache, clip_fingerprint
 from microexp.data.sampling import SamplingSpec, frames_needed, interpolate_frames
 from microexp.data.video import open_video
 from microexp.errors import ConfigError, MicroexpError
+from microexp.fileio import OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -460,6 +461,8 @@ def _precompute_one(job: _Job, row: dict[str, Any]) -> tuple[str, str, str]:
             job.cache, clip_key_parts(row, times, size=job.size), frames,
             method=job.method, reference=job.reference, strain=job.strain,
         )
+    except OutputError:
+        raise  # a full or read-only cache fails every clip alike: stop with its one line, not N failures
     except _CLIP_ERRORS as exc:
         return clip, "failed", " ".join(str(exc).split()) or type(exc).__name__
     return clip, ("computed" if computed else "cached"), ""

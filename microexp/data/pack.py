@@ -90,7 +90,7 @@ DEFAULT_GOP: dict[str, int] = {"lossless": 1, "near-lossless": 16}
 DEFAULT_CRF = 12.0
 #: Columns of the packed ``annotations.csv`` (our CSV format).
 CSV_COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "fps", "emotion", "aus",
-               "first_frame", "dataset")
+               "action_descriptors", "first_frame", "dataset")
 #: ``OUT/face_boxes.csv``, written by ``face_crop`` packing: per packed file (``path`` as in annotations.csv,
 #: mirroring the source's layout) its box in source pixels.
 FACE_BOXES_CSV = "face_boxes.csv"
@@ -545,7 +545,13 @@ def _packed_table(rows: pd.DataFrame, done: dict[str, PackedClip], out_dir: Path
             "fps": float(row.fps),
             "emotion": str(row.emotion),
             "aus": "" if pd.isna(row.aus) else str(row.aus),
+            "action_descriptors": _text(getattr(row, "action_descriptors", "")),
             "first_frame": packed.first_frame,
             "dataset": str(getattr(row, "dataset", "microexp") or "microexp"),
         })
     return pd.DataFrame(records, columns=list(CSV_COLUMNS))
+
+
+def _text(value: object) -> str:
+    """A table cell as text: '' for a missing value (pandas reads blank cells as NaN)."""
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)

@@ -220,15 +220,8 @@ def trial_config(base_raw: Mapping[str, Any], params: Mapping[str, Any], *, sour
     Raises:
         ConfigError: the combination is not a valid recipe, or the model rejects its arguments.
     """
-    config = build_config(apply_params(base_raw, params), source=source)
-    from microexp.models import get_model_spec
-
-    try:
-        get_model_spec(config.model.name, num_frames=config.data.num_frames, input_size=config.data.size,
-                       **config.model.kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{source}: model {config.model.name}: {_one_line(exc)}") from None
-    return config
+    # build_config checks the model name and arguments too (on the meta device: no weights are built)
+    return build_config(apply_params(base_raw, params), source=source)
 
 
 class SweepObjective:
@@ -570,4 +563,6 @@ def _short(value: Any) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    from microexp.errors import user_message
+
+    return user_message(exc)
