@@ -36,7 +36,7 @@ def test_lodo_protocol_is_accepted():
                                  r"\(a micro-expression lasts under 0.5 s"),
     # formats, class maps, flow methods against the modules that define them
     (["data.format=casme"], r"data.format='casme': expected one of auto, .*casme2.*\(did you mean casme3\?\)"),
-    (["data.class_map=dfme8"], r"data.class_map='dfme8': expected one of casme2_5, dfme7, megc3"),
+    (["data.class_map=dfme8"], r"data.class_map='dfme8': expected one of casme2_5, casme3_4, dfme7, megc3, mmew7"),
     (["data.flow_method=tvl"], r"data.flow_method='tvl': expected one of tvl1, farneback, dis"),
     # ranges
     (["data.size=8"], r"data.size=8: expected an integer in \[16, 1024\]"),
