@@ -25,7 +25,7 @@ demo: install
 	@echo "Demo done: results in $(DEMO_DIR)/run (metrics.json, predictions.csv, *.png plots), the deployable model in $(DEMO_DIR)/run/final/model.pt."
 	@echo "To run microexp yourself, activate the environment first:   . $(VENV)/bin/activate   (then: microexp --help)"
 	@echo "or call it by its path without activating:                  $(BIN)/microexp --help"
-	@echo "e.g.  $(BIN)/microexp predict $(DEMO_DIR)/data/annotations.csv --checkpoint $(DEMO_DIR)/run/final/model.pt"
+	@echo "e.g.  $(BIN)/microexp predict $(DEMO_DIR)/data/annotations.csv --checkpoint $(DEMO_DIR)/run/final/model.pt --no-face-crop"
 	@echo "The clip cache $(DEMO_DIR)/cache can be inspected or freed:  $(BIN)/microexp cache info $(DEMO_DIR)/cache"
 
 test: install
