@@ -1,5 +1,7 @@
 """``microexp train --final``: one model on every subject after the folds, resumable, self-describing."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -57,6 +59,11 @@ def test_final_trains_every_subject_after_the_folds(tiny_data, tmp_path, capsys,
     assert payload["class_names"] and payload["data"]["num_frames"] == 4
     model_from_checkpoint(payload)  # self-describing: rebuilds without the recipe
     assert not (run / "final" / "best.pt").exists()
+    folds = json.loads((run / "folds.json").read_text())
+    for fold in folds["folds"] if isinstance(folds, dict) else folds:  # fold models record whom they saw
+        fold_extra = load_checkpoint(run / f"fold_{fold['fold']:02d}" / "model.pt")["extra"]
+        assert fold_extra["train_subjects"] == sorted(fold["train_subjects"])
+        assert fold_extra["val_subjects"] == sorted(fold["val_subjects"])
     assert pd.read_csv(run / "final" / "log.csv")["epoch"].tolist() == [0]
 
     # a rerun keeps the folds and the final model

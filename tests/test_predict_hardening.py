@@ -274,3 +274,24 @@ def test_an_unlabelled_table_is_predicted_without_true_classes(data, ckpt, tmp_p
         assert len(frame) == len(table) and frame["label"].isin(CLASSES).all()
         assert "true" not in frame or frame["true"].isna().all()
         assert not any("accuracy" in line for line in out.splitlines() + err)
+
+
+def test_accuracy_on_subjects_the_model_trained_on_is_flagged(data, tmp_path, capsys):
+    """A final model saw every subject, a fold model its training subjects: their 'accuracy' is no test result."""
+    root, table = data
+    torch.manual_seed(0)
+    model = create_model("tsm_tiny", num_classes=len(CLASSES), num_frames=4, input_size=32)
+    config = {"num_frames": 4, "sampling": "uniform", "size": 32, "class_map": "dfme7"}
+    subject = int(table["subject"].iloc[0])
+    expected = {"final": len(table), "fold": int((table["subject"] == subject).sum()), "unknown": 0}
+    extras = {"final": {"final": True, "subjects": sorted(int(s) for s in table["subject"].unique())},
+              "fold": {"train_subjects": [subject], "val_subjects": []}, "unknown": {}}
+    for kind, extra in extras.items():
+        ckpt = save_checkpoint(tmp_path / f"{kind}.pt", model=model, class_names=CLASSES, data=config, extra=extra)
+        code, out, err = _predict(capsys, "--checkpoint", ckpt, root / "annotations.csv")
+        assert code == 0, err
+        summary = next(line for line in out.splitlines() if line.startswith("accuracy "))
+        if expected[kind]:
+            assert f"WARNING: {expected[kind]} of these {len(table)} clips are from subjects the model was trained on" in summary
+        else:
+            assert "WARNING" not in summary

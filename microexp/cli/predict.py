@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     failures += result.failures
     rows = [p.to_dict(motion_curve=args.motion_curve) for p in result.predictions]
     summary = label_summary(result.predictions, predictor.class_names)
+    if summary:
+        summary += seen_subjects_note(items, {p.clip for p in result.predictions}, predictor.seen_subjects)
     if args.json:
         print(dumps_json(rows))
     elif args.csv:
@@ -156,7 +158,8 @@ def _table_clips(path: Path, *, class_map: str | None = None, class_names: Seque
     return [ClipInput(str(row["path"]), int(row["onset"]), int(row["apex"]), int(row["offset"]),
                       int(row["first_frame"]) if has_first_frame else None,
                       float(row["fps"]) if row["fps"] == row["fps"] else None, str(row["clip"]),
-                      apex_estimated=bool(row.get("apex_estimated", False)), true=truth.get(str(row["clip"])))
+                      apex_estimated=bool(row.get("apex_estimated", False)), true=truth.get(str(row["clip"])),
+                      subject=int(row["subject"]))
             for row in table.to_dict("records")]
 
 
@@ -196,6 +199,20 @@ def true_classes(table: Any, class_map: str | None, class_names: Sequence[str]) 
     names = {n.lower(): n for n in class_names}
     return {str(c): names[str(e).strip().lower()] for c, e in zip(table["clip"], table["emotion"])
             if str(e).strip().lower() in names}
+
+
+def seen_subjects_note(items: Sequence[Any], predicted: set, seen: frozenset) -> str:
+    """A warning for the label summary when labelled clips come from subjects the model trained on.
+
+    A final model (``train --final``) has seen every subject of its clip table, a fold model its fold's
+    training and validation subjects: accuracy on those clips is a training score, not a held-out result.
+    """
+    labelled = [i for i in items if i.true is not None and (i.name or i.path) in predicted]
+    held_in = [i for i in labelled if i.subject is not None and i.subject in seen]
+    if not held_in:
+        return ""
+    return (f"; WARNING: {len(held_in)} of these {len(labelled)} clips are from subjects the model was trained "
+            "on (per its checkpoint): a training score, not a held-out result")
 
 
 def label_summary(predictions: Sequence[Any], class_names: Sequence[str]) -> str | None:

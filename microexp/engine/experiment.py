@@ -296,7 +296,10 @@ def run_fold(
     model, spec, loader_args = _train_model(
         config, data, train_table, val_table, fold_dir, device=device, stream=fold.fold, fold=fold.fold,
         name=f"fold {fold.fold}", progress=progress, on_epoch=on_epoch, tracker=tracker,
-        model_extra={"selection": config.train.model_selection})
+        model_extra={"selection": config.train.model_selection,
+                     # who the weights have seen: predict warns when "results" come from these subjects
+                     "train_subjects": sorted(int(s) for s in fold.train_subjects),
+                     "val_subjects": sorted(int(s) for s in fold.val_subjects)})
 
     # the test subjects are touched here, once, after training and model selection are over
     test_table = table[table["subject"].isin(fold.test_subjects)]

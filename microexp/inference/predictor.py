@@ -85,6 +85,7 @@ class ClipInput(NamedTuple):
     name: str | None = None
     apex_estimated: bool = False
     true: str | None = None
+    subject: int | None = None  # from a clip table: lets predict say when a model has seen the subject
 
 
 @dataclass
@@ -243,8 +244,11 @@ class ClipPredictor:
         face_crop: bool = True,
         face_margin: float = DEFAULT_MARGIN,
         backend: str = "auto",
+        seen_subjects: Sequence[int] = (),
     ) -> None:
         self.runner = runner
+        #: subjects whose clips trained or selected the model (from the checkpoint; empty when unknown)
+        self.seen_subjects = frozenset(int(s) for s in seen_subjects)
         self.spec = spec
         self.data = dict(data)
         self.class_names = list(class_names)
@@ -281,8 +285,10 @@ class ClipPredictor:
             with torch.inference_mode():
                 return model(x.to(dev)).float().cpu()
 
+        extra = payload.get("extra") or {}
+        seen = [*extra.get("subjects", ()), *extra.get("train_subjects", ()), *extra.get("val_subjects", ())]
         return cls(run, spec=model.spec, data=payload.get("data") or {}, class_names=payload["class_names"],
-                   model_name=payload["model_name"], source=str(path), **options)
+                   model_name=payload["model_name"], source=str(path), seen_subjects=seen, **options)
 
     @classmethod
     def from_exported(cls, path: str | Path, *, device: str | torch.device = "cpu", **options: Any) -> "ClipPredictor":
