@@ -6,8 +6,6 @@ import argparse
 import errno
 import json
 import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -179,29 +177,14 @@ def test_entries_get_normal_permissions(tmp_path):
     assert entry.with_suffix(".json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def _mount_tmpfs(where: Path, options: str) -> None:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a small tmpfs")
-    where.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {result.stderr.decode().strip()}")
+@pytest.fixture()
+def small_disk(tmpfs):
+    return tmpfs("disk", size="64k")
 
 
 @pytest.fixture()
-def small_disk(tmp_path):
-    where = tmp_path / "disk"
-    _mount_tmpfs(where, "size=64k")
-    yield where
-    subprocess.run(["umount", str(where)], check=False)
-
-
-@pytest.fixture()
-def read_only_disk(tmp_path):
-    where = tmp_path / "ro"
-    _mount_tmpfs(where, "ro,size=64k")
-    yield where
-    subprocess.run(["umount", str(where)], check=False)
+def read_only_disk(tmpfs):
+    return tmpfs("ro", size="64k", read_only=True)
 
 
 def test_full_disk_while_filling_is_one_line_naming_the_path(small_disk):

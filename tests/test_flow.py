@@ -345,26 +345,13 @@ def test_precompute_flow_with_workers_matches_serial(synthetic_dataset, tmp_path
     assert (again.computed, again.cached) == (0, 3)
 
 
-def test_a_full_cache_disk_stops_precompute_with_one_line(synthetic_dataset, tmp_path):
+def test_a_full_cache_disk_stops_precompute_with_one_line(synthetic_dataset, tmpfs):
     """A full disk fails every clip alike: one OutputError naming the cache, not one failure per clip."""
-    import os
-    import shutil
-    import subprocess
-
     from microexp.fileio import OutputError
 
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a small tmpfs")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
-    try:
-        argv = [str(synthetic_dataset / "annotations.csv"), "--cache-dir", str(disk / "cache"), "--method",
-                "farneback", "--frames", "4", "--size", "32", "--no-progress"]
-        with pytest.raises(OutputError, match="disk full") as info:
-            run_cli(argv)
-        assert str(disk / "cache") in str(info.value) and "\n" not in str(info.value)
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
+    disk = tmpfs("disk", size="16k")
+    argv = [str(synthetic_dataset / "annotations.csv"), "--cache-dir", str(disk / "cache"), "--method",
+            "farneback", "--frames", "4", "--size", "32", "--no-progress"]
+    with pytest.raises(OutputError, match="disk full") as info:
+        run_cli(argv)
+    assert str(disk / "cache") in str(info.value) and "\n" not in str(info.value)

@@ -1,11 +1,9 @@
 """``microexp predict`` hardening: fps and 1-frame clips, frame numbering from the table or the video, an apex
 given alone, per-phase estimated flags, --csv output checks, true labels with accuracy/UF1, strict JSON."""
 
-import contextlib
 import json
 import math
 import os
-import subprocess
 
 import pandas as pd
 import pytest
@@ -168,31 +166,11 @@ def test_a_labelled_table_gets_a_true_column_and_accuracy(data, ckpt, tmp_path, 
     assert any(line.startswith("accuracy ") for line in err)
 
 
-@contextlib.contextmanager
-def _read_only(folder):
-    folder.mkdir(exist_ok=True)
-    if os.geteuid() != 0:
-        os.chmod(folder, 0o555)
-        try:
-            yield folder
-        finally:
-            os.chmod(folder, 0o755)
-        return
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        if subprocess.run(["umount", str(folder)]).returncode != 0:
-            subprocess.run(["umount", "-l", str(folder)], check=True)
-
-
-def test_csv_to_a_read_only_folder_or_a_folder_is_one_line(data, ckpt, tmp_path, capsys):
+def test_csv_to_a_read_only_folder_or_a_folder_is_one_line(data, ckpt, tmp_path, tmpfs, capsys):
     root, table = data
     clip = root / table["path"][0]
-    with _read_only(tmp_path / "ro") as ro:
-        code, out, err = _predict(capsys, "--checkpoint", ckpt, clip, "--csv", ro / "pred.csv")
+    ro = tmpfs("ro", size="1m", read_only=True, chmod_fallback=True)
+    code, out, err = _predict(capsys, "--checkpoint", ckpt, clip, "--csv", ro / "pred.csv")
     assert code == 2 and len(err) == 1, err
     assert f"cannot write {ro / 'pred.csv'}:" in err[0] and ("read-only" in err[0] or "permission" in err[0])
     code, out, err = _predict(capsys, "--checkpoint", ckpt, clip, "--csv", tmp_path)
@@ -234,11 +212,11 @@ def test_a_model_with_non_finite_output_fails_the_clip_and_json_stays_strict(dat
     assert "not finite" in err[0] and str(clips[0]) in err[0]
 
 
-def test_save_crops_to_a_read_only_folder_or_a_file_is_one_line(data, ckpt, tmp_path, capsys):
+def test_save_crops_to_a_read_only_folder_or_a_file_is_one_line(data, ckpt, tmp_path, tmpfs, capsys):
     root, table = data
     clip = root / table["path"][0]
-    with _read_only(tmp_path / "ro") as ro:
-        code, out, err = _predict(capsys, "--checkpoint", ckpt, clip, "--json", "--save-crops", ro / "crops")
+    ro = tmpfs("ro", size="1m", read_only=True, chmod_fallback=True)
+    code, out, err = _predict(capsys, "--checkpoint", ckpt, clip, "--json", "--save-crops", ro / "crops")
     assert code == 2 and out == "" and len(err) == 1, err
     assert f"cannot write {ro / 'crops'}:" in err[0]
     (tmp_path / "file").write_text("x")

@@ -75,20 +75,8 @@ def test_quick_report_text_says_smoke_test_and_not_evaluated():
 
 
 @pytest.fixture()
-def read_only_dir(tmp_path):
-    import os
-    import shutil
-    import subprocess
-
-    where = tmp_path / "ro"
-    where.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a read-only tmpfs (root ignores file permissions)")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(where)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {result.stderr.decode().strip()}")
-    yield where
-    subprocess.run(["umount", str(where)], check=False)
+def read_only_dir(tmpfs):
+    return tmpfs("ro", size="64k", read_only=True)  # root ignores file permissions: a read-only mount
 
 
 def test_study_tables_and_plots_into_a_read_only_folder_are_one_line_output_errors(read_only_dir):

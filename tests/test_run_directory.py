@@ -56,25 +56,6 @@ def run_copy(finished_run, tmp_path):
     return copy
 
 
-@pytest.fixture
-def mount_tmpfs(tmp_path):
-    """Mount a small tmpfs (optionally read-only) at a fresh folder; root can write through chmod, not EROFS."""
-    mounted = []
-
-    def mount(name, *, size="4m", read_only=False):
-        target = tmp_path / name
-        target.mkdir()
-        options = f"size={size}" + (",ro" if read_only else "")
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True,
-                                text=True)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or result.returncode})")
-        mounted.append(target)
-        return target
-
-    yield mount
-    for target in mounted:
-        subprocess.run(["umount", "-l", str(target)], capture_output=True)
 
 
 def _one_line(err):
@@ -239,10 +220,10 @@ def test_out_pointing_at_a_file_is_one_line(tiny_data, tmp_path, capsys):
     assert blocker.read_text() == "mine"
 
 
-def test_read_only_out_and_cache_dir_are_one_line_before_training(tiny_data, tmp_path, mount_tmpfs, monkeypatch,
+def test_read_only_out_and_cache_dir_are_one_line_before_training(tiny_data, tmp_path, tmpfs, monkeypatch,
                                                                   capsys):
     monkeypatch.setattr(experiment, "run_fold", lambda *a, **k: pytest.fail("training started"))
-    read_only = mount_tmpfs("ro", read_only=True)
+    read_only = tmpfs("ro", size="4m", read_only=True)
     assert _train(tiny_data, read_only) == 2
     line = _one_line(capsys.readouterr().err)
     assert str(read_only) in line and "read-only file system" in line
@@ -254,9 +235,9 @@ def test_read_only_out_and_cache_dir_are_one_line_before_training(tiny_data, tmp
     assert not (tmp_path / "run").exists()
 
 
-def test_a_full_disk_is_one_line_saying_what_was_kept(tiny_data, tmp_path, mount_tmpfs, capsys):
+def test_a_full_disk_is_one_line_saying_what_was_kept(tiny_data, tmp_path, tmpfs, capsys):
     # a fold's checkpoints take 5.1 MB (last.pt 3.8, model.pt 1.3): 7 MB hold fold 0 but not fold 1's last.pt
-    small = mount_tmpfs("small", size="7m")
+    small = tmpfs("small", size="7m")
     run = small / "run"
     assert _train(tiny_data, run) == 2
     line = _one_line(capsys.readouterr().err)
@@ -268,7 +249,7 @@ def test_a_full_disk_is_one_line_saying_what_was_kept(tiny_data, tmp_path, mount
     json.loads((run / "folds.json").read_text())
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
     # with space freed, the same command resumes and keeps fold 0
-    subprocess.run(["mount", "-o", "remount,size=32m", str(small)], check=True)
+    tmpfs.remount(small, "32m")
     before = (run / "fold_00" / "predictions.csv").stat().st_mtime_ns
     assert _train(tiny_data, run) == 0
     assert (run / "fold_00" / "predictions.csv").stat().st_mtime_ns == before

@@ -1,0 +1,59 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+class _Tmpfs:
+    """Mounts small or read-only tmpfs folders under a test's ``tmp_path``; unmounts them all at teardown."""
+
+    def __init__(self, tmp_path: Path):
+        self._tmp_path = tmp_path
+        self._mounted: list[Path] = []
+        self._chmodded: list[Path] = []
+
+    def __call__(self, name: str, size: str = "64k", read_only: bool = False, chmod_fallback: bool = False) -> Path:
+        """A real tmpfs of ``size`` at ``tmp_path / name`` (read-only if asked), else the test is skipped.
+
+        With ``chmod_fallback`` and not root, a read-only folder is instead a plain folder with mode 0o555.
+        """
+        target = self._tmp_path / name
+        target.mkdir(exist_ok=True)
+        if os.geteuid() != 0 and chmod_fallback and read_only:
+            os.chmod(target, 0o555)
+            self._chmodded.append(target)
+            return target
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("needs root and mount to mount a tmpfs (root ignores file permissions)")
+        options = ("ro," if read_only else "") + f"size={size}"
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+        self._mounted.append(target)
+        return target
+
+    def remount(self, target: Path, size: str) -> None:
+        """Give the tmpfs at ``target`` a new size (e.g. to free space on a full disk)."""
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(target)], check=True)
+
+    def _teardown(self) -> None:
+        for target in reversed(self._mounted):
+            if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(target)], capture_output=True)
+        for target in self._chmodded:
+            os.chmod(target, 0o755)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Factory: ``tmpfs("name", size="64k", read_only=False, chmod_fallback=False) -> Path``; ``tmpfs.remount``."""
+    mounts = _Tmpfs(tmp_path)
+    yield mounts
+    mounts._teardown()
