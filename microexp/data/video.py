@@ -576,7 +576,7 @@ class _FallbackWarning:
         self.warned = True
         reason = reason.removeprefix(f"{path}: ")
         logger.warning("%s: decord failed (%s); reading it with PyAV, which is slower. Later fallbacks "
-                       "are not reported (this is said once per process).", path, reason)
+                       "are not reported by this process (each DataLoader worker is a process of its own).", path, reason)
 
 
 _warn_fallback = _FallbackWarning()
