@@ -79,3 +79,40 @@ def test_a_negative_or_nan_atol_is_refused(checkpoint, tmp_path, capsys, atol):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--atol" in lines[0] and "expected a number >= 0" in lines[0], lines
     assert not (tmp_path / "m.ts").exists()
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_modified_weights_in_an_export_are_refused(checkpoint, tmp_path, fmt):
+    """Exports carry a SHA-256 of their weights, like checkpoints: changed values are refused on load."""
+    import zipfile
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from microexp.inference.export import load_exported
+
+    good = tmp_path / f"model.{fmt}"
+    export_checkpoint(checkpoint, fmt=fmt, out=good)
+    load_exported(good)  # verifies
+    bad = tmp_path / f"bad.{fmt}"
+    if fmt == "torchscript":  # add 1.0 to one stored weight, leaving the archive otherwise intact
+        with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+            storages = [i.filename for i in src.infolist() if i.filename.split("/")[1:2] == ["data"]]
+            target = max(storages, key=lambda name: src.getinfo(name).file_size)
+            for info in src.infolist():
+                data = src.read(info)
+                if info.filename == target:
+                    values = np.frombuffer(data, dtype=np.float32).copy()
+                    values[0] += 1.0
+                    data = values.tobytes()
+                dst.writestr(info, data)
+    else:
+        proto = onnx.load(str(good))
+        tensor = max(proto.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+        values = numpy_helper.to_array(tensor).copy()
+        values.flat[0] += 1.0
+        tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+        onnx.save(proto, str(bad))
+    with pytest.raises(ExportError, match="do not match the SHA-256"):
+        load_exported(bad)

@@ -189,7 +189,7 @@ def test_csv_output_has_normal_permissions(data, ckpt, tmp_path, capsys):
 
 
 def test_a_model_with_non_finite_output_fails_the_clip_and_json_stays_strict(data, ckpt, tmp_path, capsys):
-    from microexp.inference.export import METADATA_KEY, load_exported
+    from microexp.inference.export import METADATA_KEY, WEIGHTS_DIGEST_KEY, _torchscript_weights_digest, load_exported
 
     root, table = data
     real = tmp_path / "real.ts"
@@ -203,7 +203,10 @@ def test_a_model_with_non_finite_output_fails_the_clip_and_json_stays_strict(dat
             return out
 
     broken = tmp_path / "broken.ts"
-    torch.jit.save(torch.jit.script(NaNModel()), str(broken), _extra_files={METADATA_KEY: json.dumps(meta)})
+    scripted = torch.jit.script(NaNModel())
+    torch.jit.save(scripted, str(broken), _extra_files={METADATA_KEY: json.dumps(meta)})
+    meta = {**meta, WEIGHTS_DIGEST_KEY: _torchscript_weights_digest(broken)}  # a genuine export of this model
+    torch.jit.save(scripted, str(broken), _extra_files={METADATA_KEY: json.dumps(meta)})
     clips = [root / table["path"][i] for i in range(2)]
     code, out, err = _predict(capsys, "--checkpoint", broken, *clips, "--json", "--batch-size", "2")
     rows = json.loads(out, parse_constant=lambda token: pytest.fail(f"invalid JSON token {token}"))

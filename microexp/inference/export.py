@@ -11,12 +11,15 @@ TorchScript uses ``torch.jit.trace`` (the models' forward has no data-dependent 
 ONNX uses ``torch.onnx.export`` (the TorchScript-based exporter, opset 17) and ``onnxruntime`` for the
 check and for running; both come with ``pip install microexp[export]``.
 
-An exported file is a program: load exported models only from sources you trust (a checkpoint, by
+The metadata also holds a SHA-256 of the weights (TorchScript: the archive's tensor storages; ONNX: the
+graph's initializers and constant tensors), verified on load, so weights modified after export are
+refused like a modified checkpoint. An exported file is a program: load exported models only from sources you trust (a checkpoint, by
 contrast, is loaded with ``weights_only=True`` and never runs code).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -41,6 +44,8 @@ EXPORT_FORMATS = ("torchscript", "onnx")
 EXPORT_FORMAT = "microexp-export"
 METADATA_KEY = "microexp.json"
 ONNX_METADATA_KEY = "microexp"
+#: metadata key of the weights digest (absent in exports written before it existed: loaded with a warning)
+WEIGHTS_DIGEST_KEY = "weights_sha256"
 ONNX_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "video", "logits"
 #: largest metadata entry read from an export (ours are a few kB)
@@ -153,9 +158,51 @@ def _check_out(out: str | Path, fmt: str) -> Path:
 
 def _torchscript_bytes(traced: Any, meta: Mapping[str, Any]) -> bytes:
     """The TorchScript archive in memory: ``torch.jit.save`` to a full disk aborts the process."""
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer, _extra_files={METADATA_KEY: json.dumps(meta)})
+    first = io.BytesIO()
+    torch.jit.save(traced, first, _extra_files={METADATA_KEY: json.dumps(meta)})
+    digest = _torchscript_weights_digest(first)
+    buffer = io.BytesIO()  # saved again with the digest in its metadata; the storages are written alike
+    torch.jit.save(traced, buffer, _extra_files={METADATA_KEY: json.dumps({**meta, WEIGHTS_DIGEST_KEY: digest})})
+    if _torchscript_weights_digest(buffer) != digest:
+        raise RuntimeError("torch.jit.save wrote different tensor storages for the same module")
     return buffer.getvalue()
+
+
+def _torchscript_weights_digest(source: Any) -> str:
+    """SHA-256 over a TorchScript archive's tensor storages (``<archive>/data/<n>``), in name order."""
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(source) as archive:
+        for info in sorted(archive.infolist(), key=lambda i: i.filename):
+            parts = info.filename.split("/")
+            if len(parts) == 3 and parts[1] == "data":
+                digest.update(parts[2].encode() + b"\0")
+                digest.update(archive.read(info))
+    return digest.hexdigest()
+
+
+def _onnx_weights_digest(proto: Any) -> str:
+    """SHA-256 over an ONNX graph's initializers and Constant-node tensors (name, type, shape, values)."""
+    from onnx import numpy_helper
+
+    digest = hashlib.sha256()
+    tensors = [(t.name, t) for t in proto.graph.initializer]
+    tensors += [(f"{node.name}/{a.name}", a.t) for node in proto.graph.node if node.op_type == "Constant"
+                for a in node.attribute if a.HasField("t")]
+    for name, tensor in sorted(tensors, key=lambda item: item[0]):
+        values = numpy_helper.to_array(tensor)
+        digest.update(f"{name}|{tensor.data_type}|{list(tensor.dims)}".encode() + b"\0")
+        digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def _verify_weights(path: Path, meta: Mapping[str, Any], actual: str) -> None:
+    expected = meta.get(WEIGHTS_DIGEST_KEY)
+    if expected is None:
+        logger.warning("%s: exported by an older microexp without a weights digest: its weights cannot be verified",
+                       path)
+    elif expected != actual:
+        raise ExportError(f"{path}: the weights do not match the SHA-256 stored with them: the file was modified or "
+                          "damaged after export; refusing it")
 
 
 def _onnx_bytes(model: torch.nn.Module, example: torch.Tensor, meta: Mapping[str, Any]) -> bytes:
@@ -166,7 +213,7 @@ def _onnx_bytes(model: torch.nn.Module, example: torch.Tensor, meta: Mapping[str
                       opset_version=ONNX_OPSET, dynamo=False)
     proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
-    entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(meta)
+    entry.key, entry.value = ONNX_METADATA_KEY, json.dumps({**meta, WEIGHTS_DIGEST_KEY: _onnx_weights_digest(proto)})
     return proto.SerializeToString()
 
 
@@ -219,6 +266,11 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu", fmt: 
     if fmt == "torchscript":
         meta = _parse_metadata(p, _torchscript_metadata(p))  # checked before torch.jit.load runs the file's code
         try:
+            actual = _torchscript_weights_digest(p)
+        except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as exc:
+            raise ExportError(f"{p}: not a loadable TorchScript file ({' '.join(str(exc).split())[:200]})") from exc
+        _verify_weights(p, meta, actual)
+        try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
                 module = torch.jit.load(str(p), map_location=dev)
@@ -239,6 +291,7 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu", fmt: 
         raise ExportError(f"{p}: not a loadable ONNX file ({' '.join(str(exc).split())[:200]})") from exc
     props = {e.key: e.value for e in proto.metadata_props}
     meta = _parse_metadata(p, props.get(ONNX_METADATA_KEY, ""))  # checked before a session is created
+    _verify_weights(p, meta, _onnx_weights_digest(proto))
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if dev.type == "cuda" else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(p), providers=[x for x in providers if x in ort.get_available_providers()])
     input_name = session.get_inputs()[0].name
