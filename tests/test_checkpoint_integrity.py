@@ -192,25 +192,23 @@ def test_checkpoints_get_normal_permissions(tmp_path):
 
 def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmpfs):
     small = tmpfs("small", size="4m")
-    if True:
-        first = _save(small / "model.pt", create_model("tsm_tiny", num_classes=3, num_frames=4, input_size=16))
-        before = first.read_bytes()
-        ballast = small / "ballast"
-        ballast.write_bytes(b"\0" * (4 * 1024 * 1024 - first.stat().st_size - 256 * 1024))
-        with pytest.raises(OutputError) as info:
-            _save(small / "model.pt")
-        message = str(info.value)
-        assert str(small / "model.pt") in message and "disk full" in message
-        assert "the previous checkpoint is kept" in message and "\n" not in message
-        assert first.read_bytes() == before
-        assert sorted(p.name for p in small.iterdir()) == ["ballast", "model.pt"]  # no temporary file left
+    first = _save(small / "model.pt", create_model("tsm_tiny", num_classes=3, num_frames=4, input_size=16))
+    before = first.read_bytes()
+    ballast = small / "ballast"
+    ballast.write_bytes(b"\0" * (4 * 1024 * 1024 - first.stat().st_size - 256 * 1024))
+    with pytest.raises(OutputError) as info:
+        _save(small / "model.pt")
+    message = str(info.value)
+    assert str(small / "model.pt") in message and "disk full" in message
+    assert "the previous checkpoint is kept" in message and "\n" not in message
+    assert first.read_bytes() == before
+    assert sorted(p.name for p in small.iterdir()) == ["ballast", "model.pt"]  # no temporary file left
 
 
 def test_a_read_only_folder_is_one_line(tmpfs, capsys):
     ro = tmpfs("ro", size="1m", read_only=True)
-    if True:
-        with pytest.raises(OutputError, match=r"cannot write .*ro/model.pt: read-only file system"):
-            _save(ro / "model.pt")
+    with pytest.raises(OutputError, match=r"cannot write .*ro/model.pt: read-only file system"):
+        _save(ro / "model.pt")
 
 
 def test_changed_class_names_are_refused(tmp_path):
