@@ -57,3 +57,21 @@ def tmpfs(tmp_path):
     mounts = _Tmpfs(tmp_path)
     yield mounts
     mounts._teardown()
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """The CLI and the study scripts reconfigure logging (root level and a handler bound to the sys.stderr of
+    the moment, which pytest swaps per test; named microexp levels): restore it so no test's -q leaks on."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    named = {name: logging.getLogger(name).level for name in list(logging.root.manager.loggerDict)
+             if name.startswith("microexp")}  # the study scripts quieten microexp.engine
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("microexp"):
+            logging.getLogger(name).setLevel(named.get(name, logging.NOTSET))

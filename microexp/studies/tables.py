@@ -113,14 +113,12 @@ def format_duration(seconds: float | None) -> str:
     """``42 s``, ``3 min 05 s``, ``1 h 02 min``; ``–`` when unknown."""
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "–"
+    from microexp.engine.experiment import format_seconds  # the run's ETA lines use the same form
+
     seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    if 10 <= seconds < 60:  # tables: whole seconds read better
+        return f"{seconds:.0f} s"
+    return format_seconds(seconds)
 
 
 def format_count(value: float) -> str:
