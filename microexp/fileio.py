@@ -75,7 +75,7 @@ def atomic_path(path: str | Path, *, kept: str | None = None) -> Iterator[Path]:
 
     For writers that want a file name (``DataFrame.to_csv``, ``savefig``). Give ``torch.save`` an open
     file handle, not the name: on a full disk it raises ``RuntimeError`` for a name (not ``OSError``), and
-    ``torch.jit.save`` aborts the process (see ``engine/checkpoint.py``). The temporary
+    ``torch.jit.save`` aborts the process (see ``microexp/checkpoint.py``). The temporary
     file keeps the target's suffix, so writers that pick a format from it still do. On any exception
     the temporary file is removed and the previous ``path`` (if any) is left untouched; an ``OSError``
     becomes an :class:`OutputError` naming ``path`` (``kept`` says what survived, e.g. "the previous

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from microexp.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from microexp.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from microexp.models import create_model
 
 

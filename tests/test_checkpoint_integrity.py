@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from microexp.cli import main
-from microexp.engine.checkpoint import (
+from microexp.checkpoint import (
     DIGEST_KEY,
     CheckpointError,
     load_checkpoint,
@@ -83,13 +83,13 @@ def test_a_checkpoint_without_a_digest_loads_with_a_warning(tmp_path, caplog):
     del payload[DIGEST_KEY]
     old = tmp_path / "old.pt"
     torch.save(payload, old)
-    with caplog.at_level(logging.WARNING, logger="microexp.engine.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="microexp.checkpoint"):
         loaded = load_checkpoint(old)
     assert DIGEST_KEY not in loaded
     [record] = caplog.records
     assert "old.pt" in record.getMessage() and "cannot be verified" in record.getMessage()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="microexp.engine.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="microexp.checkpoint"):
         load_checkpoint(path)
     assert not caplog.records
 

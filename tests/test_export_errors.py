@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from microexp.cli import main
-from microexp.engine.checkpoint import save_checkpoint
+from microexp.checkpoint import save_checkpoint
 from microexp.inference.export import ExportError, export_checkpoint
 from microexp.models import create_model
 

@@ -9,7 +9,7 @@ import torch
 import microexp.engine.experiment as experiment
 from microexp.cli import main
 from microexp.data.synthetic import generate_dataset
-from microexp.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from microexp.checkpoint import load_checkpoint, model_from_checkpoint
 
 BASE = {"cv.folds": 2, "train.epochs": 2, "data.size": 32, "data.num_frames": 4, "data.sampling": "uniform",
         "model.name": "tsm_tiny", "data.num_workers": 0, "train.batch_size": 4, "seed": 5,

@@ -12,7 +12,7 @@ from microexp.data.sampling import SamplingSpec
 from microexp.data.synthetic import generate_dataset
 from microexp.data.transforms import TransformSpec
 from microexp.data.video import open_video
-from microexp.engine.checkpoint import save_checkpoint
+from microexp.checkpoint import save_checkpoint
 from microexp.inference import ClipInput, ClipPredictor
 from microexp.inference.export import ExportError, export_checkpoint, load_exported
 from microexp.inference.latency import measure_latency, measure_throughput

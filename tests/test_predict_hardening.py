@@ -14,7 +14,7 @@ from microexp.data.class_maps import get_class_map
 from microexp.data.pack import PackSettings, pack_clip
 from microexp.data.synthetic import generate_dataset
 from microexp.data.video import open_video, write_video
-from microexp.engine.checkpoint import save_checkpoint
+from microexp.checkpoint import save_checkpoint
 from microexp.inference import ClipPredictor
 from microexp.inference.predictor import PredictionError
 from microexp.metrics import compute_metrics

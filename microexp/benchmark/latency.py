@@ -22,7 +22,7 @@ def _checkpoint(work: Path, annotations: Path) -> Path:
     """An (untrained) ``flow_tiny`` checkpoint carrying the demo recipe's data config: latency does not
     depend on the weights."""
     from microexp.data.class_maps import get_class_map
-    from microexp.engine.checkpoint import save_checkpoint
+    from microexp.checkpoint import save_checkpoint
     from microexp.models import create_model
 
     classes = list(get_class_map("dfme7").classes)

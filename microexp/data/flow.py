@@ -64,7 +64,6 @@ from __future__ import annotations
 import concurrent.futures
 import difflib
 import logging
-import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -81,6 +80,7 @@ from microexp.data.sampling import SamplingSpec, frames_needed, interpolate_fram
 from microexp.data.video import open_video
 from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import OutputError
+from microexp.workers import worker_context
 
 logger = logging.getLogger(__name__)
 
@@ -468,16 +468,6 @@ def _precompute_one(job: _Job, row: dict[str, Any]) -> tuple[str, str, str]:
     return clip, ("computed" if computed else "cached"), ""
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Never ``fork`` a process that may hold torch, decord or OpenCV threads: use a fork server that
-    imports this module once (workers then start in milliseconds), or ``spawn`` where there is none."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
 def _init_worker() -> None:
     cv2.setNumThreads(1)  # K worker processes, one OpenCV thread each: no oversubscription
 
@@ -536,7 +526,7 @@ def precompute_flow(
                 bar.update()
         else:
             with concurrent.futures.ProcessPoolExecutor(
-                max_workers=int(workers), mp_context=_worker_context(), initializer=_init_worker
+                max_workers=int(workers), mp_context=worker_context(), initializer=_init_worker
             ) as pool:
                 futures = [pool.submit(_precompute_one, job, row) for row in rows]
                 for future in concurrent.futures.as_completed(futures):

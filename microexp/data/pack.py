@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -61,6 +60,7 @@ from microexp.data.face import (DEFAULT_MARGIN, FaceBox, NoFaceError, clamp_box,
                                 stable_face_box)
 from microexp.data.video import open_video, write_video
 from microexp.errors import ConfigError, MicroexpError
+from microexp.workers import worker_context
 
 logger = logging.getLogger(__name__)
 
@@ -496,15 +496,6 @@ def pack_table(
         else:  # re-packed without crops: boxes of an earlier --face-crop run no longer describe the files
             (out_dir / FACE_BOXES_CSV).unlink(missing_ok=True)
     return result
-
-
-def worker_context() -> multiprocessing.context.BaseContext:
-    """The start method of ``pack``'s worker processes: always ``spawn``.
-
-    This process has imported OpenCV (and may hold decord, PyAV or torch threads); a ``fork``ed child
-    inherits their locks in whatever state they were and can hang, so workers start fresh interpreters.
-    """
-    return multiprocessing.get_context("spawn")
 
 
 def _write_csv_atomic(table: pd.DataFrame, path: Path) -> None:

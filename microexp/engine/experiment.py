@@ -52,7 +52,7 @@ from microexp.data.flow import FlowSpec
 from microexp.data.samplers import build_sampler
 from microexp.data.sampling import SamplingSpec
 from microexp.data.transforms import TransformSpec
-from microexp.engine.checkpoint import load_checkpoint, save_checkpoint
+from microexp.checkpoint import load_checkpoint, save_checkpoint
 from microexp.engine.trainer import build_optimizer, build_scheduler, evaluate, select_device, train_one_epoch
 from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import OutputError, atomic_open, atomic_path, output_error, write_json

@@ -7,7 +7,7 @@ The face crop itself lives in :mod:`microexp.data.face` (``microexp pack --face-
 - :mod:`~microexp.inference.export`: TorchScript / ONNX export and the exported-model runner
 - :mod:`~microexp.inference.latency`: ``measure_latency`` / ``measure_throughput``
 
-This package consumes checkpoints (``microexp.engine.checkpoint``) and never imports ``microexp.cli``.
+This package consumes checkpoints (``microexp.checkpoint``) and never imports ``microexp.cli``.
 The names below are imported on first use (PEP 562), so importing a torch-free module such as
 :mod:`~microexp.inference.spotting` does not import torch through this package.
 """

@@ -106,7 +106,7 @@ def export_checkpoint(
         ConfigError: unknown format. ExportError: missing package or outputs that disagree.
         CheckpointError, FileNotFoundError: a bad checkpoint.
     """
-    from microexp.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from microexp.checkpoint import load_checkpoint, model_from_checkpoint
     from microexp.inference.predictor import Preprocessing
 
     if fmt not in EXPORT_FORMATS:

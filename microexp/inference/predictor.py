@@ -275,7 +275,7 @@ class ClipPredictor:
 
         if detect_export_format(path) is not None:
             return cls.from_exported(path, device=device, **options)
-        from microexp.engine.checkpoint import load_checkpoint, model_from_checkpoint
+        from microexp.checkpoint import load_checkpoint, model_from_checkpoint
 
         dev = _check_device(device)
         payload = load_checkpoint(path)

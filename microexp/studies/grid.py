@@ -98,7 +98,7 @@ def train_seconds(run_dir: Path) -> float:
 
 def trained_parameters(run_dir: Path) -> int:
     """Trainable parameters of the model a run trained (rebuilt from its first fold's ``model.pt``)."""
-    from microexp.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from microexp.checkpoint import load_checkpoint, model_from_checkpoint
     from microexp.models import count_params
 
     checkpoints = sorted(run_dir.glob("fold_*/model.pt"))
