@@ -3,7 +3,7 @@
 Real micro-expression datasets are licence-gated, so ``microexp synth`` draws one that exercises every
 part of the toolkit honestly:
 
-- **Subjects** are procedurally drawn faces (:mod:`microexp.data.synthetic_faces`): face shape, eye, brow,
+- **Subjects** are procedurally drawn faces (:mod:`microexp.synth.faces`): face shape, eye, brow,
   nose and mouth geometry, skin tone, texture, hair and lighting differ per subject.
 - **A clip** is a neutral face with nuisances (sensor noise, a slow illumination change, a small slow
   head drift, blinks unrelated to the class) and one micro-expression: a set of FACS action units (AUs),
@@ -62,7 +62,7 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 import cv2
 import numpy as np
 
-from microexp.data.synthetic_faces import (
+from microexp.synth.faces import (
     EyeBox,
     FaceGeometry,
     FaceLook,

@@ -22,6 +22,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+__all__ = ["EyeBox", "FaceGeometry", "FaceLook", "RenderedFace", "draw_face", "jitter_geometry", "random_face"]
+
 #: fixed-point bits used for sub-pixel OpenCV drawing
 _SHIFT = 4
 _ONE = 1 << _SHIFT
