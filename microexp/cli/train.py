@@ -1,4 +1,7 @@
-"""``microexp train``: a cross-validation experiment from a recipe; ``microexp evaluate`` re-scores a run."""
+"""``microexp train``: a cross-validation experiment from a recipe, and the results table it prints.
+
+:func:`format_results` is shared with ``microexp evaluate`` and ``microexp sweep``.
+"""
 
 from __future__ import annotations
 
@@ -63,27 +66,3 @@ def format_results(metrics: dict) -> str:
         lines.append(f"  {name:<14}{'n/a' if recall is None else format(recall, '.3f'):>8}")
     return "\n".join(lines)
 
-
-def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="recompute metrics.json and plots of a run from its predictions.csv",
-        description="Recompute metrics.json (pooled and fold-mean, labelled) and the plots from RUN_DIR/"
-        "predictions.csv, without retraining. predictions.csv is first checked against RUN_DIR/folds.json (every "
-        "test clip of every fold present exactly once); nothing is written when it does not match.",
-    )
-    parser.add_argument("run_dir", help="a directory written by microexp train")
-    parser.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
-    return parser
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    from microexp.engine.experiment import read_run_predictions, write_metrics
-    from microexp.fileio import dumps_json
-
-    run_dir = Path(args.run_dir)
-    predictions, classes = read_run_predictions(run_dir)
-    config = load_config(run_dir / "config.yaml")
-    metrics = write_metrics(run_dir, predictions, classes, protocol=config.cv.protocol)
-    print(dumps_json(metrics) if args.json else format_results(metrics))
-    return 0
