@@ -392,7 +392,6 @@ class _ClipDataset:
 @pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
 @pytest.mark.parametrize("backend", ["decord", "auto"])
 def test_dataloader_fork_workers_do_not_hang(lossless_file, frames, backend):
-    torch = pytest.importorskip("torch")
     from torch.utils.data import DataLoader
 
     reader = open_video(lossless_file, backend=backend)
@@ -405,4 +404,3 @@ def test_dataloader_fork_workers_do_not_hang(lossless_file, frames, backend):
     expected = np.stack([frames[[i, (i + 3) % T]] for i in range(T)])
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(dataset[5], frames[[5, 8]])  # the parent's handle still works
-    del torch
