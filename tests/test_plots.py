@@ -3,6 +3,9 @@
 import errno
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -179,3 +182,30 @@ def test_unreadable_config_still_plots(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="microexp.engine.plots"):
         assert len(plots.plot_run(out, _metrics())) == 3
     assert "not read for the plot titles" in caplog.text
+
+
+def test_plots_leave_the_global_matplotlib_state_alone(tmp_path):
+    """Run and study plots draw on ``Figure`` objects: no pyplot import, no backend switch (library code)."""
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        import matplotlib
+        import numpy as np
+        matplotlib.use("pdf")  # the caller's choice, which plotting must keep
+        from microexp.engine import plots
+        from microexp.studies.tables import bar_chart, heatmap
+        from microexp.metrics import cross_validation_summary
+        out = Path({str(tmp_path)!r})
+        summary = cross_validation_summary(np.array([0, 1, 1]), np.array([0, 1, 0]), np.array([0, 0, 1]),
+                                           num_classes=2, class_names=["a", "b"])
+        plots.plot_confusion(out / "confusion.png", {{"protocol": "kfold", **summary}})
+        bar_chart(out / "bar.png", ["x", "y"], {{"s": ([0.5, 0.7], [0.1, float("nan")])}}, ylabel="UF1", title="t",
+                  chance=0.5)
+        heatmap(out / "heat.png", np.array([[0.2, float("nan")]]), ["r"], ["c1", "c2"], title="h")
+        print("STATE", matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "STATE pdf False" in proc.stdout, proc.stdout
+    for name in ("confusion.png", "bar.png", "heat.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)

@@ -1,6 +1,8 @@
 """Study tables and plots: cell results -> one row per cell -> mean ± std over seeds -> Markdown, CSV, PNG.
 
-Pure functions over pandas frames; the only I/O is writing the files named by the caller.
+Pure functions over pandas frames; the only I/O is writing the files named by the caller. Plots are
+built on :class:`matplotlib.figure.Figure` (no pyplot, no global backend switch), so drawing a study's
+plots leaves the caller's matplotlib state alone and no figure stays registered after it is saved.
 
 Column names of :func:`results_frame` (one row per cell): the cell's axes, ``cell``, ``seed``,
 ``pooled_acc|uf1|uar`` (all folds' predictions concatenated, then one metric), ``fold_mean_*`` and
@@ -13,13 +15,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from microexp.fileio import atomic_path, write_text
 from microexp.studies.grid import CellResult
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn, not with the tables
+    from matplotlib.figure import Figure
 
 __all__ = [
     "METRICS",
@@ -165,7 +170,7 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
     return Path(path)
 
 
-def _save_figure(fig: Any, path: Path, **kwargs: Any) -> None:
+def _save_figure(fig: Figure, path: Path, **kwargs: Any) -> None:
     with atomic_path(path) as tmp:  # the temporary name keeps the .png suffix, so the format is kept
         fig.savefig(tmp, **kwargs)
 
@@ -184,15 +189,13 @@ def bar_chart(
     NaN values leave a gap; ``errors`` (e.g. std over seeds) are drawn as error bars (none when all are NaN,
     as with one seed); ``chance`` as a dashed line. The legend sits right of the axes so it hides no bar.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     n = max(1, len(series))
     width = 0.8 / n
     x = np.arange(len(categories))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(categories) + 2), 3.6))
+    fig = Figure(figsize=(max(5.0, 0.9 * len(categories) + 2), 3.6))
+    ax = fig.subplots()
     for i, (label, (values, errors)) in enumerate(series.items()):
         err = None if errors is None else np.asarray(errors, dtype=float)
         err = None if err is None or np.isnan(err).all() else np.nan_to_num(err)
@@ -207,10 +210,7 @@ def bar_chart(
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     path = Path(path)
-    try:
-        _save_figure(fig, path, dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    _save_figure(fig, path, dpi=110, bbox_inches="tight")
     return path
 
 
@@ -223,13 +223,11 @@ def heatmap(
     title: str,
 ) -> Path:
     """A 0..1 heat map with the values written in the cells (NaN shown as ``–``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     matrix = np.asarray(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.6 + 0.85 * len(col_labels), 1.0 + 0.42 * len(row_labels)))
+    fig = Figure(figsize=(1.6 + 0.85 * len(col_labels), 1.0 + 0.42 * len(row_labels)))
+    ax = fig.subplots()
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
@@ -242,8 +240,5 @@ def heatmap(
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     path = Path(path)
-    try:
-        _save_figure(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    _save_figure(fig, path, dpi=110)
     return path
