@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from microexp.data.synthetic import (
-    DEFAULT_CLIPS,
-    DEFAULT_IMBALANCE_RATIO,
-    DEFAULT_SUBJECTS,
-    FORMATS,
-    PRESETS,
-    generate_dataset,
-)
+from microexp.synth import generate_dataset
+from microexp.synth.options import DEFAULT_CLIPS, DEFAULT_IMBALANCE_RATIO, DEFAULT_SUBJECTS, FORMATS, PRESETS
 
 
 def _frame_size(text: str) -> tuple[int, int]:
