@@ -83,7 +83,7 @@ __all__ = [
     "parse_frame_number",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("microexp.data.annotations")  # the name users configure
 
 #: Columns of a clip table, in order.
 COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "first_frame", "fps", "emotion", "aus",
