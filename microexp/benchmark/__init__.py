@@ -7,7 +7,8 @@ Sections (one module each):
 - :mod:`.pipeline`: one short training run of the demo recipe: the fraction of step time spent waiting
   for data once the cache is warm, and the data time of epoch 1 over epoch 2 (the flow cache);
 - :mod:`.throughput`: training clips/s per model family through microexp's loop and a bare PyTorch loop;
-- :mod:`.latency`: prediction latency for one clip (through ``microexp.inference.latency`` when present).
+- :mod:`.prediction`: the ``latency`` section: prediction latency per stage for one clip and batch clips/s
+  (measured by :mod:`microexp.inference.latency`).
 
 Every input is generated in a temporary folder that is removed afterwards. With CUDA available the
 pipeline, throughput and latency sections run on the GPU as well (bf16 autocast, ``channels_last``).
@@ -149,9 +150,9 @@ def run_benchmark(
 
 
 def _jobs(settings: Settings, devices: list[str], sections: Sequence[str], work: Path) -> list[tuple[str, Any]]:
-    from microexp.benchmark.latency import measure_latency
     from microexp.benchmark.loading import measure_loading
     from microexp.benchmark.pipeline import make_dataset, measure_pipeline
+    from microexp.benchmark.prediction import measure_prediction
     from microexp.benchmark.throughput import measure_throughput
 
     jobs: list[tuple[str, Any]] = []
@@ -175,7 +176,7 @@ def _jobs(settings: Settings, devices: list[str], sections: Sequence[str], work:
             jobs.append((f"throughput_{device}", lambda d=device: measure_throughput(
                 device=d, steps=settings.throughput_steps, repeats=settings.throughput_repeats)))
         if "latency" in sections:
-            jobs.append((f"latency_{device}", lambda d=device: measure_latency(
+            jobs.append((f"latency_{device}", lambda d=device: measure_prediction(
                 work, dataset(), repeats=settings.latency_repeats, device=d)))
     return jobs
 

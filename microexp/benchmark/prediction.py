@@ -1,8 +1,9 @@
-"""Prediction latency for one clip, through ``microexp.inference.latency`` when it is installed.
+"""The benchmark's ``latency`` section: how fast a trained model predicts one clip, and clips in batches.
 
-The predictor lives in :mod:`microexp.inference` (the predict issue); it is imported lazily, and when it
-is not there (or its interface differs) the section is recorded as skipped with the reason instead of
-failing the whole benchmark.
+A thin shell over :mod:`microexp.inference.latency` (which does the measuring): an untrained ``flow_tiny``
+checkpoint with the demo recipe's data config, p50/p95 seconds per prediction stage for the first clip of the
+benchmark's synthetic data, and clips/s of batch prediction over its first 16 clips. A failed measurement is
+recorded in the section (skipped, with the reason) instead of failing the whole benchmark.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from microexp.benchmark.report import Figure, Section
+from microexp.inference.latency import measure_latency, measure_throughput
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["measure_latency"]
+__all__ = ["measure_prediction"]
 
 
-def _checkpoint(work: Path, annotations: Path) -> Path:
+def _checkpoint(work: Path) -> Path:
     """An (untrained) ``flow_tiny`` checkpoint carrying the demo recipe's data config: latency does not
     depend on the weights."""
-    from microexp.data.class_maps import get_class_map
     from microexp.checkpoint import save_checkpoint
+    from microexp.data.class_maps import get_class_map
     from microexp.models import create_model
 
     classes = list(get_class_map("dfme7").classes)
@@ -32,23 +34,24 @@ def _checkpoint(work: Path, annotations: Path) -> Path:
     return save_checkpoint(work / "latency_model.pt", model=model, class_names=classes, data=data, epoch=0, fold=0)
 
 
-def measure_latency(work: Path, annotations: Path, *, repeats: int, device: str) -> Section:
-    """p50/p95 seconds per stage of predicting one clip (``measure_latency``), and clips/s in batches."""
-    name = f"latency_{device}"
-    try:
-        from microexp.inference.latency import measure_latency as inference_latency
-    except ImportError as exc:
-        return Section(name, skipped=f"microexp.inference.latency is not available ({exc})")
+def measure_prediction(work: Path, annotations: Path, *, repeats: int, device: str) -> Section:
+    """The ``latency_{device}`` section: p50/p95 seconds per stage of predicting one clip, and clips/s in batches.
+
+    Args:
+        work: a scratch folder for the checkpoint.
+        annotations: the benchmark's synthetic clip table.
+        repeats: timed runs of the one-clip prediction.
+        device: 'cpu' or a CUDA device.
+    """
     import pandas as pd
 
     table = pd.read_csv(annotations)
     clips = [str((annotations.parent / p).resolve()) if not Path(p).is_absolute() else p for p in table["path"]]
-    checkpoint = _checkpoint(work, annotations)
-    section = Section(name, details={"model": "flow_tiny (untrained)", "clip": Path(clips[0]).name,
-                                     "repeats": repeats})
+    checkpoint = _checkpoint(work)
+    section = Section(f"latency_{device}", details={"model": "flow_tiny (untrained)", "clip": Path(clips[0]).name,
+                                                    "repeats": repeats})
     try:
-        stages: dict[str, Any] = inference_latency(checkpoint, clips[0], repeats=repeats, face_crop=True,
-                                                   device=device)
+        stages: dict[str, Any] = measure_latency(checkpoint, clips[0], repeats=repeats, face_crop=True, device=device)
     except Exception as exc:  # a latency failure is reported in the JSON; the other sections still count
         section.skipped = f"measure_latency failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         return section
@@ -56,11 +59,9 @@ def measure_latency(work: Path, annotations: Path, *, repeats: int, device: str)
     for stage, value in _flatten(stages).items():
         section.figures.append(Figure(stage, (float(value),), "s"))
     try:
-        from microexp.inference.latency import measure_throughput
-
         rate = measure_throughput(checkpoint, clips[:16], 8, device=device)
         section.figures.append(Figure("batch8.clips_per_s", (float(rate),), "clips/s"))
-        section.details["throughput_failed_clips"] = int(getattr(rate, "failed", 0))
+        section.details["throughput_failed_clips"] = rate.failed
     except Exception as exc:
         section.details["throughput_error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
     return section
