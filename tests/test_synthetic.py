@@ -1,4 +1,4 @@
-"""Tests of the synthetic DFME-style benchmark (microexp.data.synthetic, ``microexp synth``)."""
+"""Tests of the synthetic DFME-style benchmark (microexp.synth, ``microexp synth``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from microexp.data.synthetic import (
-    DFME_COLUMNS,
+from microexp.data.annotations import load_clip_table
+from microexp.data.video import open_video
+from microexp.errors import ConfigError
+from microexp.synth import (
     EMOTION_AUS,
     EMOTIONS,
     FPS_PARTS,
@@ -24,7 +26,7 @@ from microexp.data.synthetic import (
     plan_dataset,
     render_clip,
 )
-from microexp.errors import ConfigError
+from microexp.synth.tables import DFME_COLUMNS
 
 TINY = dict(clips=8, subjects=3, size=32, progress=False)
 
@@ -267,7 +269,6 @@ def test_frames_format_layout_and_readable(tmp_path):
 
 
 def test_mp4_format_readable_with_video_layer(tmp_path):
-    video = pytest.importorskip("microexp.data.video")
     summary = generate_dataset(tmp_path / "out", fmt="mp4", seed=0, workers=1, **TINY)
     rows = _read_csv(summary.annotations)
     specs = {s.clip: s for s in plan_dataset(clips=8, subjects=3, seed=0)}
@@ -275,7 +276,7 @@ def test_mp4_format_readable_with_video_layer(tmp_path):
         path = summary.out_dir / row["path"]
         assert path.suffix == ".mp4" and path.is_file()
         spec = specs[row["clip"]]
-        with video.open_video(path, first_frame=int(row["first_frame"])) as reader:
+        with open_video(path, first_frame=int(row["first_frame"])) as reader:
             assert len(reader) == spec.num_frames
             assert reader.fps == pytest.approx(spec.fps)
             got = reader.get_frames_by_number([int(row["apex"])])
@@ -285,9 +286,8 @@ def test_mp4_format_readable_with_video_layer(tmp_path):
 
 
 def test_annotations_load_as_clip_table(tmp_path):
-    annotations = pytest.importorskip("microexp.data.annotations")
     summary = generate_dataset(tmp_path / "out", fmt="frames", seed=0, workers=1, label_noise=0.25, **TINY)
-    result = annotations.load_clip_table(summary.annotations)
+    result = load_clip_table(summary.annotations)
     assert not [p for p in result.problems if p.severity == "error"]
     table = result.table
     assert len(table) == 8 and set(table["dataset"]) == {"microexp"}
@@ -315,8 +315,7 @@ def test_dfme_sheet_and_layout(tmp_path):
         n = int(subject[3:])
         folder = f"{(n - 1) // 10 * 10 + 1:04d}-{(n - 1) // 10 * 10 + 10:04d}"
         assert (summary.out_dir / "dfme" / folder / filename / "00001.png").is_file()
-    annotations = pytest.importorskip("microexp.data.annotations")
-    result = annotations.load_clip_table(sheet_path)
+    result = load_clip_table(sheet_path)
     assert not [p for p in result.problems if p.severity == "error"]
     assert list(result.table["onset"]) == [int(r["onset"]) for r in rows]
 
@@ -387,7 +386,6 @@ def test_cli_generates_and_reports_errors(tmp_path, capsys):
 
 
 def test_uncropped_places_each_subject_at_a_fixed_position(tmp_path):
-    video = pytest.importorskip("microexp.data.video")
     summary = generate_dataset(tmp_path / "out", fmt="frames", seed=0, workers=1, uncropped=(96, 64), **TINY)
     assert "32 px faces in 96x64 frames" in summary.format()
     truth = _read_csv(summary.out_dir / "ground_truth.csv")
@@ -398,7 +396,7 @@ def test_uncropped_places_each_subject_at_a_fixed_position(tmp_path):
         x, y = int(row["face_x"]), int(row["face_y"])
         assert int(row["face_size"]) == 32 and 0 <= x <= 64 and 0 <= y <= 32
         assert positions.setdefault(spec.subject, (x, y)) == (x, y)  # one position per subject
-        with video.open_video(summary.out_dir / f"clips/sub{spec.subject:04d}/{spec.clip}", first_frame=1) as reader:
+        with open_video(summary.out_dir / f"clips/sub{spec.subject:04d}/{spec.clip}", first_frame=1) as reader:
             frame = reader.get_frames_by_number([spec.apex])[0]
         assert frame.shape == (64, 96, 3)
         np.testing.assert_array_equal(frame[y:y + 32, x:x + 32],
@@ -408,7 +406,6 @@ def test_uncropped_places_each_subject_at_a_fixed_position(tmp_path):
 
 def test_mp4_clips_record_the_first_frame_number_of_the_annotations(tmp_path):
     """A bare synthetic mp4 tells predict its numbering, as a packed video does (first_frame=1)."""
-    from microexp.data.annotations import load_clip_table
     from microexp.inference.predictor import recorded_first_frame
 
     generate_dataset(tmp_path / "d", subjects=2, clips=2, size=32, seed=0, workers=1, progress=False)
