@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from microexp.data.annotations import load_clip_table
 from microexp.data.face import FaceBox, probe_positions, stable_face_box
 from microexp.data.pack import CSV_COLUMNS, FACE_BOX_COLUMNS, PackSettings, _split_tag, pack_clip, pack_table
 from microexp.data.synthetic import plan_dataset, render_clip
 from microexp.data.video import open_video
-from microexp.errors import ConfigError
+from microexp.errors import ConfigError, VideoReadError
 
 H, W = 32, 32
 
@@ -84,7 +85,6 @@ def test_lossless_round_trip_keeps_numbering(tmp_path, dataset):
 
 
 def test_packed_csv_loads_with_the_annotation_reader(tmp_path, dataset):
-    load_clip_table = pytest.importorskip("microexp.data.annotations").load_clip_table
     _, table, frames = dataset
     out = tmp_path / "packed"
     pack_table(table, out, progress=False)
@@ -110,7 +110,7 @@ def test_rerun_skips_packed_clips_and_repacks_on_new_settings(tmp_path, dataset)
     assert [f.stat().st_mtime_ns for f in files] == mtimes
     near = pack_table(table, out, settings=PackSettings(mode="near-lossless", gop=4), progress=False)
     assert near.skipped == 0
-    assert not list((out / "clips").rglob(".*partial*"))
+    assert not [p for p in (out / "clips").rglob(".*")]  # no temporary file left behind
 
 
 def test_changed_source_frames_are_repacked(tmp_path, dataset):
@@ -154,6 +154,26 @@ def test_missing_frame_numbers_are_filled(tmp_path):
         got = reader.get_frames_by_number([3, 4, 5, 6, 7])
     expected = np.stack([frames[3], frames[4], frames[4], frames[6], frames[7]])
     np.testing.assert_array_equal(got, expected)
+
+
+def test_a_frame_image_gone_mid_pack_is_the_source_s_error_and_leaves_nothing(tmp_path, monkeypatch):
+    from microexp.data.video.folder import FolderReader
+
+    folder = tmp_path / "vanishing"
+    frame_folder(folder, range(1, 6), seed=4)
+    real_load = FolderReader._load
+
+    def load(self, file):
+        if file.name == "img4.png":  # listed, then deleted before it is read
+            file.unlink()
+        return real_load(self, file)
+
+    monkeypatch.setattr(FolderReader, "_load", load)
+    dest = tmp_path / "out" / "vanishing.mp4"
+    with pytest.raises(VideoReadError, match=r"frame image not found: .*img4\.png") as info:
+        pack_clip(folder, dest, fps=200)
+    assert "cannot write" not in str(info.value)  # not reported as an output error
+    assert list(dest.parent.iterdir()) == []  # no packed file, no temporary file
 
 
 def test_rows_sharing_a_source_share_one_file(tmp_path):
@@ -236,7 +256,6 @@ def _write_our_csv(tmp_path: Path) -> tuple[Path, dict[int, np.ndarray]]:
 
 
 def test_cli_run(tmp_path):
-    pytest.importorskip("microexp.data.annotations")
     from microexp.cli import pack as pack_cli
 
     csv, frames = _write_our_csv(tmp_path)
@@ -252,11 +271,8 @@ def test_cli_run(tmp_path):
 
 
 def test_cli_through_dispatcher(tmp_path, capsys):
-    cli = pytest.importorskip("microexp.cli")
-    try:
-        cli.build_parser()
-    except ModuleNotFoundError as exc:  # another command's module not written yet
-        pytest.skip(f"CLI dispatcher incomplete: {exc}")
+    from microexp import cli
+
     csv, _ = _write_our_csv(tmp_path)
     out = tmp_path / "out"
     argv = ["pack", str(csv), "--out", str(out), "--mode", "near-lossless", "--gop", "8", "--no-progress"]
@@ -349,7 +365,6 @@ def test_face_crop_resumes_and_repacks_when_turned_off(tmp_path, raw_faces):
 
 def test_synthetic_uncropped_footage_packs_back_to_faces(tmp_path):
     """``synth --uncropped`` then ``pack --face-crop``: every clip's box lands on the true face."""
-    from microexp.data.annotations import load_clip_table
     from microexp.data.synthetic import generate_dataset
 
     summary = generate_dataset(tmp_path / "raw", preset="easy", clips=3, subjects=3, size=128, fmt="frames",
@@ -371,7 +386,8 @@ def test_synthetic_uncropped_footage_packs_back_to_faces(tmp_path):
 
 
 def test_cli_face_crop(tmp_path, raw_faces, capsys):
-    cli = pytest.importorskip("microexp.cli")
+    from microexp import cli
+
     root, table = _raw_dataset(tmp_path, raw_faces)
     csv = root / "annotations.csv"
     table.assign(path=table["clip"]).drop(columns=["apex_estimated", "dataset", "first_frame"]).to_csv(csv, index=False)
@@ -413,10 +429,19 @@ def test_clip_without_a_face_borrows_its_subjects_box(tmp_path, raw_faces):
 
 def test_action_descriptors_survive_packing(tmp_path, dataset):
     """FACS action descriptors (AD31, M57) read from a sheet are kept in the packed clip table."""
-    from microexp.data.annotations import load_clip_table
 
     _, table, _ = dataset
     table = table.assign(action_descriptors=["AD31+M57", ""])
     pack_table(table, tmp_path / "packed", progress=False)
     loaded = load_clip_table(tmp_path / "packed" / "annotations.csv").resolve(strict=True)
     assert loaded["action_descriptors"].tolist() == ["AD31+M57", ""]
+
+
+def test_a_full_disk_fails_the_clip_in_one_line_and_leaves_no_file(tmp_path, dataset, tmpfs):
+    _, table, _ = dataset
+    disk = tmpfs("disk", size="16k")
+    result = pack_table(table, disk, progress=False, write_csv=False)
+    assert len(result.failed) == 2 and not result.packed
+    for message in result.failed.values():
+        assert "disk full" in message and str(disk / "clips") in message and "\n" not in message
+    assert not [p for p in disk.rglob("*") if p.is_file()]  # neither packed files nor temporary ones

@@ -38,7 +38,8 @@ the numbering stays valid; each filled clip is logged as a warning.
 
 Packing is resumable: every packed file carries a tag with the settings, frame count and first frame
 number; a file whose tag matches is skipped, anything else is re-packed. Files are written under a
-temporary name and renamed when complete, so an interrupted run leaves no half-written clip behind.
+temporary name and renamed when complete and read back (:func:`microexp.fileio.atomic_path`), so an
+interrupted run leaves no half-written clip behind.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ from microexp.data.cache import cache_key, clip_fingerprint
 from microexp.data.face import (DEFAULT_MARGIN, FaceBox, NoFaceError, clamp_box, median_box, probe_positions,
                                 stable_face_box)
 from microexp.data.video import open_video, write_video
-from microexp.errors import ConfigError, MicroexpError
+from microexp.errors import ConfigError, MicroexpError, VideoReadError
+from microexp.fileio import atomic_path
 from microexp.workers import worker_context
 
 logger = logging.getLogger(__name__)
@@ -243,7 +245,10 @@ def _filled_frames(reader: Any, numbers: list[int], box: FaceBox | None = None) 
     position = 0
     previous: np.ndarray | None = None
     for start in range(0, len(numbers), _CHUNK):
-        chunk = reader.get_frames(range(start, min(start + _CHUNK, len(numbers))))
+        try:
+            chunk = reader.get_frames(range(start, min(start + _CHUNK, len(numbers))))
+        except OSError as exc:  # a frame image gone since listing: the source's error, not the output's
+            raise VideoReadError(str(exc)) from exc
         if box is not None:
             chunk = np.ascontiguousarray(chunk[:, box.y:box.y + box.h, box.x:box.x + box.w])
         for frame in chunk:
@@ -312,9 +317,7 @@ def pack_clip(
         if missing:
             logger.warning("%s: filling %d missing frame number(s) in %d..%d with the previous frame",
                            source, missing, numbers[0], numbers[-1])
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.stem}.partial{dest.suffix}")
-        try:
+        with atomic_path(dest) as tmp:  # renamed over dest only once it reads back complete
             written = write_video(
                 tmp, _filled_frames(reader, numbers, box), fps=fps,
                 lossless=settings.mode == "lossless", gop=settings.keyframe_interval,
@@ -323,10 +326,6 @@ def pack_clip(
             )
             if written != frames or _read_tag(tmp) != (tag, frames):
                 raise MicroexpError(f"{dest}: packed file does not read back ({written} of {frames} frames)")
-            os.replace(tmp, dest)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     return PackedClip(str(source), str(dest), first, frames, missing, face_box=box, face_box_origin=origin)
 
 
@@ -499,8 +498,6 @@ def pack_table(
 
 
 def _write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
-    from microexp.fileio import atomic_path
-
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
 
