@@ -56,7 +56,7 @@ def test_final_trains_every_subject_after_the_folds(tiny_data, tmp_path, capsys,
     assert extra["final"] is True and extra["selection"] == "last" and extra["recipe_model_selection"] == "val"
     assert extra["subjects"] == sorted(all_subjects) and extra["clips"] == 16
     assert payload["fold"] is None and payload["epoch"] == 0
-    assert payload["class_names"] and payload["data"]["num_frames"] == 4
+    assert payload["class_names"] and payload["data"]["pipeline"]["sampling"]["num_frames"] == 4
     model_from_checkpoint(payload)  # self-describing: rebuilds without the recipe
     assert not (run / "final" / "best.pt").exists()
     folds = json.loads((run / "folds.json").read_text())

@@ -17,11 +17,10 @@ With ``cache_dir`` set, a clip's frames from onset to offset are decoded and res
 a uint8 ``.npy`` (see :mod:`microexp.data.cache`); later epochs, other sampling draws and other folds
 read them through a memory map without touching the video.
 
-Flow modalities compute optical flow of the sampled frames relative to the onset (see
-:mod:`microexp.data.flow`) and, with ``cache_dir``, store it under the same key that ``microexp flow``
-precomputes. Because flow is cached per set of sampled frames, flow modalities sample
-deterministically even when training, and augment with a horizontal flip only (which negates dx); a
-random crop would rescale the displacements.
+How a clip becomes its ``video`` tensor is the :class:`~microexp.data.pipeline.ClipPipeline` the
+dataset carries (the same spec and function the predictor runs). Flow modalities compute optical flow
+of the sampled frames relative to the onset (see :mod:`microexp.data.flow`) and, with ``cache_dir``,
+store it under the same key that ``microexp flow`` precomputes.
 """
 
 from __future__ import annotations
@@ -36,22 +35,17 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from microexp.data.cache import ClipCache, clip_fingerprint
-from microexp.data.flow import FlowSpec, cached_clip_flow, clip_flow, clip_key_parts
-from microexp.data.sampling import SamplingSpec, frames_needed, interpolate_frames
-from microexp.data.transforms import (
-    FRAME_DIFFERENCES,
-    TransformSpec,
-    build_video_transform,
-    difference_frames,
-    frames_to_video,
-    resize_frames,
-)
+from microexp.data.flow import FlowSpec, cached_clip_flow, clip_key_parts
+from microexp.data.pipeline import MODALITIES, ClipPipeline, clip_to_input
+from microexp.data.sampling import SamplingSpec, frames_needed
+from microexp.data.transforms import TransformSpec, resize_frames
 from microexp.data.video import open_video
 from microexp.errors import AnnotationError, ConfigError
 
 logger = logging.getLogger(__name__)
 
-MODALITIES = ("rgb", "flow", "rgb+flow")
+__all__ = ["MODALITIES", "REQUIRED_COLUMNS", "EpochIndexSampler", "MicroExpressionDataset"]
+
 REQUIRED_COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "first_frame", "fps", "aus", "label")
 
 
@@ -85,24 +79,22 @@ class MicroExpressionDataset(Dataset):
 
     Args:
         table: a clip table (see :mod:`microexp.data.annotations`) with an integer ``label`` column.
-        sampling: which frames to take from each clip.
-        transform: resize/crop/flip/normalise settings.
+        pipeline: how a clip becomes a model input (what the engine builds from a recipe and a
+            checkpoint stores). Without it, one is composed from ``sampling``, ``transform``,
+            ``modality``, ``flow`` and ``frame_difference`` (see :class:`ClipPipeline`).
         train: random sampling draws and augmentation when True; deterministic otherwise.
         backend: video backend for files ('auto', 'decord', 'pyav'); folders are read as folders.
         cache_dir: folder of the preprocessed clip cache; None decodes every time.
-        cache_size: side of the cached square frames (default ``transform.size``).
+        cache_size: side of the cached square frames (default the pipeline's size).
         seed: base seed of the per-item random draws in training mode.
-        modality: 'rgb', 'flow' or 'rgb+flow' (a model's ``spec.modality``).
-        flow: how flow channels are computed (default ``FlowSpec()``: TV-L1 against the onset).
-        frame_difference: 'none', 'first' or 'previous': the RGB channels show each normalised frame
-            minus the first sampled frame or the previous one (see ``difference_frames``).
     """
 
     def __init__(
         self,
         table: pd.DataFrame,
         *,
-        sampling: SamplingSpec,
+        pipeline: ClipPipeline | None = None,
+        sampling: SamplingSpec | None = None,
         transform: TransformSpec | None = None,
         train: bool = False,
         backend: str = "auto",
@@ -119,33 +111,36 @@ class MicroExpressionDataset(Dataset):
                 f"clip table lacks column(s) {missing}; found {list(table.columns)} "
                 "(apply a class map first to get 'label')"
             )
+        if pipeline is None:
+            pipeline = ClipPipeline(sampling=sampling or SamplingSpec(), transform=transform or TransformSpec(),
+                                    modality=modality, frame_difference=frame_difference, flow=flow)
+        elif sampling is not None or transform is not None or flow is not None:
+            raise TypeError("give either pipeline= or its parts (sampling, transform, modality, flow, "
+                            "frame_difference), not both")
+        self.pipeline = pipeline
         self.table = table.reset_index(drop=True)
         # plain dicts: cheap per-item access, and no pandas object crosses into workers per item
         self._rows: list[dict[str, Any]] = self.table.to_dict("records")
-        self.sampling = sampling
-        self.transform_spec = transform or TransformSpec()
         self.train = train
         self.backend = backend
         self.cache = ClipCache(cache_dir) if cache_dir is not None else None
-        self.cache_size = cache_size or self.transform_spec.size
+        self.cache_size = cache_size or pipeline.transform.size
         self.seed = seed
-        if modality not in MODALITIES:
-            raise ConfigError(f"modality={modality!r}: expected one of {', '.join(MODALITIES)}")
-        self.modality = modality
-        if frame_difference not in FRAME_DIFFERENCES:
-            raise ConfigError(f"frame_difference={frame_difference!r}: expected one of {', '.join(FRAME_DIFFERENCES)}")
-        self.frame_difference = frame_difference
-        self.flow = (flow or FlowSpec()) if "flow" in modality else None
-        if self.flow is not None and self.cache_size != self.transform_spec.size:
+        if pipeline.flow is not None and self.cache_size != pipeline.transform.size:
             raise ConfigError(
-                f"cache_size={self.cache_size} with modality={modality!r}: flow is computed at the model's "
-                f"input size, so cache_size must equal transform size {self.transform_spec.size}"
+                f"cache_size={self.cache_size} with modality={pipeline.modality!r}: flow is computed at the "
+                f"model's input size, so cache_size must equal transform size {pipeline.transform.size}"
             )
-        # flow models see no random crop (it would rescale displacements); RGB beside flow likewise
-        self._transform = build_video_transform(self.transform_spec, train=train and self.flow is None)
         self._epoch = 0
         # taken once per dataset object (so per worker): a frame folder's fingerprint stats every file
         self._fingerprints: dict[str, dict[str, Any]] = {}
+
+    # the pipeline's parts, as attributes of the dataset (read by samplers, tests and older callers)
+    sampling = property(lambda self: self.pipeline.sampling)
+    transform_spec = property(lambda self: self.pipeline.transform)
+    modality = property(lambda self: self.pipeline.modality)
+    flow = property(lambda self: self.pipeline.flow)
+    frame_difference = property(lambda self: self.pipeline.frame_difference)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -164,19 +159,11 @@ class MicroExpressionDataset(Dataset):
         epoch, index = index if isinstance(index, tuple) else (self._epoch, index)
         row = self._rows[index]
         rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
-        random_draws = self.train and self.flow is None  # flow is cached per sampled set: keep it fixed
-        times = self.sampling.times(
-            int(row["onset"]), int(row["apex"]), int(row["offset"]), fps=float(row["fps"]), train=random_draws,
-            rng=rng,
-        )
+        times = self.pipeline.times(int(row["onset"]), int(row["apex"]), int(row["offset"]), fps=float(row["fps"]),
+                                    train=self.train, rng=rng)
         numbers = frames_needed(times)
-        # one path for every strategy: integral times return the decoded frames exactly
-        frames = interpolate_frames(self._frames(row, numbers), times, numbers=numbers)
-        if self.flow is None:
-            video = self._rgb(frames, rng)
-        else:
-            video = self._with_flow(row, times, frames, flip=rng is not None and self.transform_spec.flip
-                                    and bool(rng.random() < 0.5))
+        video = clip_to_input(self.pipeline, self._frames(row, numbers), times, numbers=numbers, train=self.train,
+                              rng=rng, flow_of=self._flow_of(row, times))
         return {
             "video": video,
             "label": torch.tensor(int(row["label"]), dtype=torch.int64),
@@ -186,43 +173,14 @@ class MicroExpressionDataset(Dataset):
             "aus": str(row["aus"]) if isinstance(row["aus"], str) else "",
         }
 
-    def _rgb(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
-        """uint8 (T, H, W, 3) -> normalised float (3, T, H, W).
-
-        v2's random transforms draw from torch's global generator; with ``rng`` they draw from a fork of it
-        seeded by the item's own generator, so a crop or flip depends on (seed, epoch, index) alone: not on
-        the worker count, the worker that served the item, or where a resumed run restarted.
-        """
-        if rng is None:
-            video = self._transform(frames_to_video(frames))
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(rng.integers(2**62)))
-                video = self._transform(frames_to_video(frames))
-        video = video.as_subclass(torch.Tensor)
-        video = difference_frames(video, self.frame_difference, time_dim=0)
-        return video.permute(1, 0, 2, 3).contiguous()
-
-    def _with_flow(self, row: dict[str, Any], times: np.ndarray, frames: np.ndarray, *, flip: bool) -> torch.Tensor:
-        """Flow channels (and RGB before them for 'rgb+flow') as (C, T, H, W)."""
-        assert self.flow is not None
-        frames = np.ascontiguousarray(frames)
-        if self.cache is None:
-            flows = clip_flow(frames, method=self.flow.method, reference=self.flow.reference, strain=self.flow.strain)
-        else:
-            flows = cached_clip_flow(
-                self.cache, clip_key_parts(row, times, size=self.cache_size, source=self._fingerprint(row["path"])),
-                lambda: frames,
-                method=self.flow.method, reference=self.flow.reference, strain=self.flow.strain,
-            )
-        if flip:  # mirror the frames and the flow field; horizontal displacements change sign
-            frames = np.ascontiguousarray(frames[:, :, ::-1])
-            flows = flows[:, :, ::-1].copy()
-            flows[..., 0] *= -1
-        flow_tensor = torch.from_numpy(np.ascontiguousarray(flows, dtype=np.float32)).permute(3, 0, 1, 2)
-        if self.modality == "flow":
-            return flow_tensor.contiguous()
-        return torch.cat([self._rgb(frames), flow_tensor])
+    def _flow_of(self, row: dict[str, Any], times: np.ndarray) -> Any:
+        """Flow through the cache (keyed by clip, sampled times and size), or None: computed each time."""
+        flow = self.pipeline.flow
+        if flow is None or self.cache is None:
+            return None
+        key = clip_key_parts(row, times, size=self.cache_size, source=self._fingerprint(row["path"]))
+        return lambda frames: cached_clip_flow(self.cache, key, lambda: frames, method=flow.method,
+                                               reference=flow.reference, strain=flow.strain)
 
     def _frames(self, row: dict[str, Any], numbers: list[int]) -> np.ndarray:
         """Frames with the sorted frame numbers ``numbers``, resized to the cache size."""

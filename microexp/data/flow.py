@@ -102,6 +102,8 @@ __all__ = [
 
 #: Optical-flow estimators accepted by :func:`compute_flow`.
 FLOW_METHODS: tuple[str, ...] = ("tvl1", "farneback", "dis")
+#: the method recipes and pipelines use unless told (``data.flow_method``): fast, and what the demo was measured with
+DEFAULT_FLOW_METHOD = "farneback"
 
 #: What :func:`clip_flow` measures each frame's motion against.
 REFERENCES: tuple[str, ...] = ("onset", "consecutive")
@@ -398,7 +400,7 @@ class FlowSpec:
         strain: add the optical-strain magnitude as a third channel.
     """
 
-    method: str = "tvl1"
+    method: str = DEFAULT_FLOW_METHOD
     reference: str = "onset"
     strain: bool = False
 

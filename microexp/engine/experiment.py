@@ -48,10 +48,8 @@ from microexp.config import ExperimentConfig, config_differences, load_config, s
 from microexp.data.annotations import load_clip_table
 from microexp.data.class_maps import apply_class_map, get_class_map
 from microexp.data.dataset import EpochIndexSampler, MicroExpressionDataset
-from microexp.data.flow import FlowSpec
+from microexp.data.pipeline import ClipPipeline
 from microexp.data.samplers import build_sampler
-from microexp.data.sampling import SamplingSpec
-from microexp.data.transforms import TransformSpec
 from microexp.checkpoint import load_checkpoint, save_checkpoint
 from microexp.engine.trainer import build_optimizer, build_scheduler, evaluate, select_device, train_one_epoch
 from microexp.errors import ConfigError, MicroexpError
@@ -368,7 +366,7 @@ def _train_model(
     scheduler = build_scheduler(optimizer, name=config.train.schedule, epochs=config.train.epochs,
                                 steps_per_epoch=max(1, len(train_loader)), warmup_epochs=config.train.warmup_epochs,
                                 step_size=config.train.step_size)
-    data_config = _data_config(config)
+    data_config = _data_config(config, spec)
     start_epoch, best = _resume(work_dir / "last.pt", model, optimizer, scheduler, fold, name=name)
     log_path = work_dir / "log.csv"
     # a kill between a log row and its last.pt leaves a row the resumed run writes again: keep exactly the
@@ -767,20 +765,22 @@ def _some(values: list[Any], n: int = 5) -> str:
     return shown + (f" and {len(values) - n} more" if len(values) > n else "")
 
 
-def build_dataset(config: ExperimentConfig, table: pd.DataFrame, spec: Any, *, train: bool) -> MicroExpressionDataset:
-    """The Dataset a recipe's ``data`` section describes, for a model with ``spec`` (its modality, mean, std)."""
+def build_pipeline(config: ExperimentConfig, spec: Any) -> ClipPipeline:
+    """The preprocessing a recipe's ``data`` section describes, for a model with ``spec`` (its modality,
+    mean, std): what the Dataset runs and the checkpoint stores."""
     d = config.data
-    flow = FlowSpec(method=d.flow_method, strain=spec.flow_channels == 3) if "flow" in spec.modality else None
-    rgb_mean = tuple(spec.mean[:3]) if spec.modality != "flow" else (0.485, 0.456, 0.406)
-    rgb_std = tuple(spec.std[:3]) if spec.modality != "flow" else (0.229, 0.224, 0.225)
-    return MicroExpressionDataset(
-        table,
-        sampling=SamplingSpec(d.sampling, num_frames=d.num_frames, stride=d.stride, reference_fps=d.reference_fps),
-        transform=TransformSpec(size=d.size, crop_scale=d.crop_scale, flip=d.flip, grayscale=d.grayscale,
-                                mean=rgb_mean, std=rgb_std),
-        train=train, backend=d.backend, cache_dir=d.cache_dir, seed=config.seed, modality=spec.modality, flow=flow,
-        frame_difference=d.frame_difference,
+    return ClipPipeline.for_model(
+        spec, num_frames=d.num_frames, sampling=d.sampling, stride=d.stride, reference_fps=d.reference_fps,
+        size=d.size, crop_scale=d.crop_scale, flip=d.flip, grayscale=d.grayscale,
+        frame_difference=d.frame_difference, flow_method=d.flow_method,
     )
+
+
+def build_dataset(config: ExperimentConfig, table: pd.DataFrame, spec: Any, *, train: bool) -> MicroExpressionDataset:
+    """The Dataset a recipe's ``data`` section describes, for a model with ``spec``."""
+    d = config.data
+    return MicroExpressionDataset(table, pipeline=build_pipeline(config, spec), train=train, backend=d.backend,
+                                  cache_dir=d.cache_dir, seed=config.seed)
 
 
 def _loss_kwargs(config: ExperimentConfig) -> dict[str, Any]:
@@ -790,12 +790,9 @@ def _loss_kwargs(config: ExperimentConfig) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in accepted and v is not None}
 
 
-def _data_config(config: ExperimentConfig) -> dict[str, Any]:
-    """What a predictor needs to preprocess a clip like training did (plain types)."""
-    d = config.data
-    return {"num_frames": d.num_frames, "sampling": d.sampling, "stride": d.stride, "reference_fps": d.reference_fps,
-            "size": d.size, "grayscale": d.grayscale, "frame_difference": d.frame_difference,
-            "flow_method": d.flow_method, "class_map": d.class_map}
+def _data_config(config: ExperimentConfig, spec: Any) -> dict[str, Any]:
+    """What a checkpoint records of the data: the preprocessing pipeline and the class map (plain types)."""
+    return {"pipeline": build_pipeline(config, spec).to_dict(), "class_map": config.data.class_map}
 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -107,7 +107,7 @@ def export_checkpoint(
         CheckpointError, FileNotFoundError: a bad checkpoint.
     """
     from microexp.checkpoint import load_checkpoint, model_from_checkpoint
-    from microexp.inference.predictor import Preprocessing
+    from microexp.data.pipeline import ClipPipeline
 
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
@@ -117,7 +117,7 @@ def export_checkpoint(
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload, source=str(checkpoint)).eval()
     spec = model.spec
-    shape = Preprocessing.from_config(payload.get("data") or {}, spec).input_shape(spec)
+    shape = ClipPipeline.from_checkpoint_data(payload.get("data") or {}, spec).input_shape()
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn((1, *shape), generator=generator)
     check = torch.randn((3, *shape), generator=generator)

@@ -14,11 +14,10 @@ A clip of 1 frame is predicted with a warning (no motion to spot), and refused b
 motion (optical flow or frame differences). A clip whose logits are not finite fails instead of
 giving NaN probabilities.
 
-Preprocessing is the evaluation-mode path of :class:`microexp.data.dataset.MicroExpressionDataset`,
-through the same functions: ``SamplingSpec.times(train=False)`` -> ``frames_needed`` -> decode ->
-(face crop) -> ``resize_frames`` -> ``interpolate_frames`` -> ``build_video_transform(train=False)`` ->
-``difference_frames``, and ``clip_flow`` for flow modalities; ``tests/test_inference_predictor.py``
-checks that the model input equals the Dataset's item.
+Preprocessing is the checkpoint's :class:`~microexp.data.pipeline.ClipPipeline`, the spec training
+built, run in evaluation mode through the Dataset's own function: ``pipeline.times(train=False)`` ->
+``frames_needed`` -> decode -> (face crop) -> ``resize_frames`` -> :func:`~microexp.data.pipeline.clip_to_input`;
+``tests/test_inference_predictor.py`` checks that the model input equals the Dataset's item.
 
 Nothing is written anywhere unless ``save_crops`` is given.
 """
@@ -37,15 +36,10 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from microexp.data.flow import FlowSpec, clip_flow
-from microexp.data.sampling import SamplingSpec, frames_needed, interpolate_frames
-from microexp.data.transforms import (
-    TransformSpec,
-    build_video_transform,
-    difference_frames,
-    frames_to_video,
-    resize_frames,
-)
+from microexp.data.flow import clip_flow
+from microexp.data.pipeline import ClipPipeline, clip_to_input
+from microexp.data.sampling import frames_needed
+from microexp.data.transforms import resize_frames
 from microexp.data.video import open_video
 from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import OutputError, write_bytes
@@ -55,8 +49,7 @@ from microexp.models import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClipInput", "ClipFailure", "ClipPredictor", "Prediction", "BatchResult", "Preprocessing",
-           "PredictionError", "STAGES"]
+__all__ = ["ClipInput", "ClipFailure", "ClipPredictor", "Prediction", "BatchResult", "PredictionError", "STAGES"]
 
 #: timing stages recorded in :attr:`Prediction.timings` (seconds)
 STAGES = ("decode", "face_crop", "spotting", "flow", "transform", "model", "total")
@@ -140,46 +133,6 @@ class BatchResult:
     failures: list[ClipFailure]
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a checkpoint's model wants its clips: the evaluation-mode Dataset settings.
-
-    Built from the checkpoint's ``data`` dict and the model spec (see :meth:`from_config`).
-    """
-
-    sampling: SamplingSpec
-    transform: TransformSpec
-    modality: str
-    frame_difference: str = "none"
-    flow: FlowSpec | None = None
-
-    @classmethod
-    def from_config(cls, data: Mapping[str, Any], spec: ModelSpec) -> "Preprocessing":
-        """Mirror of ``microexp.engine.experiment._dataset`` with ``train=False``.
-
-        A checkpoint without a data config (saved outside ``microexp train``) falls back to the model's
-        own ``num_frames``/``input_size`` with uniform sampling.
-        """
-        if not data:
-            logger.warning("checkpoint has no data config: using the model's %d frames at %d px, uniform sampling",
-                           spec.num_frames, spec.input_size)
-        num_frames = int(data.get("num_frames", spec.num_frames))
-        sampling = SamplingSpec(str(data.get("sampling", "uniform")), num_frames=num_frames,
-                                stride=int(data.get("stride", 1)), reference_fps=data.get("reference_fps"))
-        rgb_mean = tuple(spec.mean[:3]) if spec.modality != "flow" else (0.485, 0.456, 0.406)
-        rgb_std = tuple(spec.std[:3]) if spec.modality != "flow" else (0.229, 0.224, 0.225)
-        transform = TransformSpec(size=int(data.get("size", spec.input_size)), grayscale=bool(data.get("grayscale", False)),
-                                  mean=rgb_mean, std=rgb_std)
-        flow = (FlowSpec(method=str(data.get("flow_method", "farneback")), strain=spec.flow_channels == 3)
-                if "flow" in spec.modality else None)
-        return cls(sampling=sampling, transform=transform, modality=spec.modality,
-                   frame_difference=str(data.get("frame_difference", "none")), flow=flow)
-
-    def input_shape(self, spec: ModelSpec) -> tuple[int, int, int, int]:
-        """``(C, T, H, W)`` of one clip's model input."""
-        return (spec.in_channels, self.sampling.num_frames, self.transform.size, self.transform.size)
-
-
 class _Prepared(NamedTuple):
     name: str
     video: torch.Tensor
@@ -257,8 +210,11 @@ class ClipPredictor:
         self.face_crop = face_crop
         self.face_margin = _check_margin(face_margin)
         self.backend = backend
-        self.preprocessing = Preprocessing.from_config(self.data, spec)
-        self._transform = build_video_transform(self.preprocessing.transform, train=False)
+        if not self.data:
+            logger.warning("checkpoint has no data config: using the model's %d frames at %d px, uniform sampling",
+                           spec.num_frames, spec.input_size)
+        #: the checkpoint's preprocessing, as training built it (see :mod:`microexp.data.pipeline`)
+        self.preprocessing = ClipPipeline.from_checkpoint_data(self.data, spec)
         self._warned_numbering = False
 
     # -- construction ------------------------------------------------------------------------------
@@ -411,8 +367,8 @@ class ClipPredictor:
         if not numbers:
             raise PredictionError(f"{name}: no frames")
         pre = self.preprocessing
-        if pre.flow is not None or pre.frame_difference != "none":
-            reads = "optical flow" if pre.flow is not None else f"frame differences ({pre.frame_difference})"
+        reads = pre.reads_motion
+        if reads is not None:
             raise PredictionError(f"{name}: 1 frame: this {pre.modality} model reads {reads}, which needs at least "
                                   "2 frames; there is no motion to predict from")
         logger.warning("%s: 1 frame: no motion to spot (onset = apex = offset = %d) and the model, trained on clips, "
@@ -457,7 +413,7 @@ class ClipPredictor:
                 phases = self._spot(name, reader, numbers, given, box, fps, kept, timings)
             else:
                 phases = Phases(*given)
-            times = self.preprocessing.sampling.times(phases.onset, phases.apex, phases.offset, fps=fps, train=False)
+            times = self.preprocessing.times(phases.onset, phases.apex, phases.offset, fps=fps, train=False)
             needed = frames_needed(times)
             missing = [n for n in needed if n not in kept]
             if missing:
@@ -468,8 +424,8 @@ class ClipPredictor:
         if save_crops is not None:
             _save_crops(Path(save_crops), name, needed, crops)
         tick = time.perf_counter()
-        frames = interpolate_frames(resize_frames(crops, self.preprocessing.transform.size), times, numbers=needed)
-        video = self._to_input(frames, timings)
+        video = clip_to_input(self.preprocessing, resize_frames(crops, self.preprocessing.transform.size), times,
+                              numbers=needed, flow_of=self._timed_flow(timings))
         timings["transform"] += time.perf_counter() - tick - timings["flow"]
         timings["total"] = time.perf_counter() - start
         if table_estimated:
@@ -494,24 +450,19 @@ class ClipPredictor:
         timings["spotting"] += time.perf_counter() - tick
         return phases
 
-    def _to_input(self, frames: np.ndarray, timings: dict[str, float]) -> torch.Tensor:
-        """The Dataset's ``_rgb`` / ``_with_flow`` (evaluation mode, no flip) on sampled frames."""
-        pre = self.preprocessing
-        if pre.flow is None:
-            return self._rgb(frames)
-        frames = np.ascontiguousarray(frames)
-        tick = time.perf_counter()
-        flows = clip_flow(frames, method=pre.flow.method, reference=pre.flow.reference, strain=pre.flow.strain)
-        timings["flow"] += time.perf_counter() - tick
-        flow_tensor = torch.from_numpy(np.ascontiguousarray(flows, dtype=np.float32)).permute(3, 0, 1, 2)
-        if pre.modality == "flow":
-            return flow_tensor.contiguous()
-        return torch.cat([self._rgb(frames), flow_tensor])
+    def _timed_flow(self, timings: dict[str, float]) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The pipeline's own flow computation, timed as the ``flow`` stage (None for RGB models)."""
+        flow = self.preprocessing.flow
+        if flow is None:
+            return None
 
-    def _rgb(self, frames: np.ndarray) -> torch.Tensor:
-        video = self._transform(frames_to_video(frames)).as_subclass(torch.Tensor)
-        video = difference_frames(video, self.preprocessing.frame_difference, time_dim=0)
-        return video.permute(1, 0, 2, 3).contiguous()
+        def compute(frames: np.ndarray) -> np.ndarray:
+            tick = time.perf_counter()
+            flows = clip_flow(frames, method=flow.method, reference=flow.reference, strain=flow.strain)
+            timings["flow"] += time.perf_counter() - tick
+            return flows
+
+        return compute
 
     def _finish(self, prepared: list[_Prepared]) -> list[Prediction | ClipFailure]:
         """Run the model on a batch; a clip whose logits are not finite is a failure, not a NaN result."""
