@@ -15,11 +15,9 @@ from microexp.config import load_config
 from microexp.data.dataset import MicroExpressionDataset
 from microexp.data.synthetic import generate_dataset
 from microexp.engine.experiment import build_folds, load_experiment_data
-from microexp.engine.sweep import SweepObjective, SweepSettings, run_worker, study_name
-from microexp.engine.sweep_finalize import finalize
-from microexp.engine.sweep_space import parse_space
-from microexp.engine.sweep_storage import open_storage
 from microexp.errors import ConfigError
+from microexp.sweep import SweepObjective, SweepSettings, open_storage, parse_space, run_worker, study_name
+from microexp.sweep.finalize import finalize
 
 pytestmark = pytest.mark.filterwarnings("ignore:classes .* have no training samples")
 
@@ -187,7 +185,7 @@ def test_two_workers_share_a_journal_storage_without_duplicates(tiny_data, space
 
 def _add(study, params, state, value=None, base_raw=None):
     """A finished trial as a worker would have stored it (its full recipe in user_attrs when COMPLETE)."""
-    from microexp.engine.sweep import trial_config
+    from microexp.sweep import trial_config
 
     attrs = {} if value is None else {"config": trial_config(base_raw or {}, params).to_dict()}
     distributions = {"train.sampler": optuna.distributions.CategoricalDistribution(["none", "class_balanced"]),
@@ -232,7 +230,7 @@ def test_failing_workers_exit_2_after_writing_the_report(tiny_data, space_file, 
 
 def test_finalize_checks_that_the_studies_were_made_for_this_recipe(tiny_data, tmp_path):
     from microexp.config import build_config
-    from microexp.engine.sweep import open_fold_study
+    from microexp.sweep import open_fold_study
 
     base_raw = _base_raw(tiny_data)
     config = load_config(None, _overrides(tiny_data))

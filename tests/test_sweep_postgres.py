@@ -18,8 +18,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from microexp.engine.sweep import study_name
-from microexp.engine.sweep_storage import open_storage
+from microexp.sweep.storage import open_storage
+from microexp.sweep.studies import study_name
 
 from test_sweep import _sweep, _trials, space_file, tiny_data  # noqa: F401  (fixtures)
 

@@ -9,23 +9,23 @@ from optuna.trial import TrialState
 
 from microexp.cli import main
 from microexp.config import build_config, save_config
-from microexp.engine.sweep import (
+from microexp.errors import ConfigError
+from microexp.splits import Fold
+from microexp.sweep.finalize import _same_run
+from microexp.sweep.objective import trial_config
+from microexp.sweep.report import trials_frame
+from microexp.sweep.space import apply_params, load_space, parse_space
+from microexp.sweep.storage import open_storage
+from microexp.sweep.studies import (
     SweepSettings,
-    _run_one,
     counted,
     fail_running,
     has_work,
     open_fold_study,
     retry_failed,
-    trial_config,
     trial_target,
 )
-from microexp.engine.sweep_finalize import _same_run
-from microexp.engine.sweep_report import trials_frame
-from microexp.engine.sweep_space import apply_params, load_space, parse_space
-from microexp.engine.sweep_storage import open_storage
-from microexp.errors import ConfigError
-from microexp.splits import Fold
+from microexp.sweep.worker import _run_one
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "sweeps"
 
@@ -260,3 +260,41 @@ def test_a_kept_final_fold_needs_the_same_config_and_subjects(tmp_path):
     assert _same_run(tmp_path, config, fold)
     assert not _same_run(tmp_path, config, Fold(fold=0, train_subjects=(1, 3), test_subjects=(2,)))
     assert not _same_run(tmp_path, build_config({"train": {"lr": 0.02}}), fold)
+
+
+def test_plots_leave_the_global_backend_and_style_alone(tmp_path):
+    import matplotlib
+
+    from microexp.sweep.report import plot_sweep
+
+    space = parse_space({"loss.name": ["ce", "focal"], "train.lr": {"type": "float", "low": 1e-3, "high": 1e-2}})
+    study = optuna.create_study(direction="maximize")
+    distributions = {"loss.name": optuna.distributions.CategoricalDistribution(["ce", "focal"]),
+                     "train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2)}
+    for number, (loss, lr, value) in enumerate([("ce", 0.002, 0.3), ("focal", 0.005, 0.5), ("ce", 0.009, 0.4),
+                                                ("focal", 0.001, 0.6)]):
+        params = {"loss.name": loss, "train.lr": lr}
+        config = trial_config(build_config({}).to_dict(), params).to_dict()
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=value,
+                                                  user_attrs={"config": config}))
+    backend, rc = matplotlib.get_backend(), dict(matplotlib.rcParams)
+    written = plot_sweep(tmp_path, {0: study}, space, metric="uf1")
+    assert sorted(p.name for p in written) == ["history_fold00.png", "importance_fold00.png",
+                                               "sampling_x_imbalance.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+    assert matplotlib.get_backend() == backend and dict(matplotlib.rcParams) == rc  # no ggplot leaking out
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(p.name for p in written)  # no temp files
+
+
+def test_old_engine_paths_are_aliases_of_the_package():
+    import microexp.sweep
+    from microexp.engine import sweep, sweep_finalize, sweep_report, sweep_space, sweep_storage
+    from microexp.sweep import finalize, report, space, storage, studies, worker
+
+    assert sweep.SweepSettings is studies.SweepSettings and sweep.run_worker is worker.run_worker
+    assert sweep.FINISHED is studies.FINISHED and sweep.SweepObjective is microexp.sweep.SweepObjective
+    assert sweep_space.load_space is space.load_space and sweep_storage.open_storage is storage.open_storage
+    assert sweep_report.write_best is report.write_best and sweep_finalize.finalize is finalize.finalize
+    for alias in (sweep, sweep_finalize, sweep_report, sweep_space, sweep_storage):
+        assert all(hasattr(alias, name) for name in alias.__all__)
+    assert all(hasattr(microexp.sweep, name) for name in microexp.sweep.__all__)

@@ -4,8 +4,8 @@ import importlib.util
 
 import pytest
 
-from microexp.engine.sweep_storage import default_storage_url, open_storage, redact_url
 from microexp.errors import ConfigError
+from microexp.sweep.storage import default_storage_url, open_storage, redact_url
 
 _HAS = {name: importlib.util.find_spec(name) is not None for name in ("psycopg", "psycopg2")}
 
@@ -87,7 +87,7 @@ def read_only_dir(tmpfs):
 
 
 def test_sweep_reports_into_a_read_only_folder_are_one_line_output_errors(read_only_dir):
-    from microexp.engine.sweep_report import BestTrial, write_best, write_trials_csv
+    from microexp.sweep.report import BestTrial, write_best, write_trials_csv
     from microexp.fileio import OutputError
 
     with pytest.raises(OutputError, match="read-only file system") as info:
