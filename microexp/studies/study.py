@@ -20,39 +20,14 @@ from typing import Any
 
 from microexp.fileio import write_json, write_text
 from microexp.studies.grid import Cell, CellResult, run_grid
+from microexp.studies.options import DEFAULT_DATA, DEFAULT_SYNTH, QUICK_OVERRIDES, SMOKE_TEST, StudyOptions
 from microexp.studies.tables import format_duration
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_DATA", "QUICK_OVERRIDES", "SMOKE_TEST", "Report", "Study", "StudyOptions", "resolve_data", "run_study",
            "machine_summary"]
-
-#: The synthetic benchmark of ``make demo``; generated with the same settings when missing.
-DEFAULT_DATA = Path("runs/demo/data/annotations.csv")
-DEFAULT_SYNTH = {"clips": 300, "subjects": 30, "seed": 0}
-#: ``--quick``: a CPU-sized run (2 folds, 2 epochs, 32 px frames) that checks the study end to end.
-QUICK_OVERRIDES: tuple[str, ...] = ("cv.folds=2", "train.epochs=2", "data.size=32")
-#: What a ``--quick`` study says at the top of its summary, tables and printed output.
-SMOKE_TEST = (f"**Smoke test (`--quick`: {' '.join(QUICK_OVERRIDES)}, fewer cells or seeds)**: it checks that the "
-              "study runs end to end; its numbers are not results and are not comparable with the full study's.")
-
-
-@dataclass(frozen=True)
-class StudyOptions:
-    """The options every study script shares (see ``recipes/dfme_*.py --help``)."""
-
-    out: Path
-    data: Path | None = None
-    format: str = "auto"
-    root: str | None = None
-    device: str | None = None
-    quick: bool = False
-    resume: bool = False
-    overrides: tuple[str, ...] = ()
-    seeds: int | None = None
-    recipes: tuple[str, ...] = ()
-    progress: bool | None = None
-    command: str = ""
+# DEFAULT_DATA ... StudyOptions live in .options (the CLI's --help reads them without importing pandas)
 
 
 @dataclass
