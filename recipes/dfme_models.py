@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""The DFME models study: see `python recipes/dfme_models.py --help` and microexp/studies/dfme.py."""
+"""The DFME models study: a shortcut for `microexp study dfme_models` (same options; see its --help)."""
 
 import sys
 from pathlib import Path
 
-from microexp.studies.script import main
+from microexp.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main("dfme_models", recipes_dir=Path(__file__).resolve().parent))
+if __name__ == "__main__":  # the recipes are this script's neighbours, wherever it is run from
+    recipes = str(Path(__file__).resolve().parent)
+    raise SystemExit(main(["study", "dfme_models", "--recipes-dir", recipes, *sys.argv[1:]]))

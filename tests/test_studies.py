@@ -1,4 +1,4 @@
-"""Study grids: cells, resume, tables, the three DFME studies' cell lists, and the recipe scripts."""
+"""Study grids: cells, resume, tables, the three DFME studies' cell lists, and each study run by ``microexp study``."""
 
 import json
 import math
@@ -10,12 +10,12 @@ import pytest
 
 from microexp.data.samplers import SAMPLERS
 from microexp.data.sampling import STRATEGIES, SamplingSpec
+from microexp.cli import main
 from microexp.data.synthetic import generate_dataset
 from microexp.errors import ConfigError
 from microexp.losses import LOSSES
 from microexp.studies import Cell, CellResult, StudyOptions, run_grid
 from microexp.studies import dfme
-from microexp.studies.script import main as study_main
 from microexp.studies.tables import (
     aggregate_over_seeds,
     format_duration,
@@ -191,18 +191,21 @@ def test_grid_runs_cells_resumes_finished_ones_and_refuses_to_mix(tiny_data, tmp
         run_grid([cells[0], cells[0]], tmp_path / "other", base_overrides=base, progress=False)
 
 
-def test_script_reports_user_errors_in_one_line(tmp_path, capsys):
-    code = study_main("dfme_sampling", ["--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")],
-                      recipes_dir=RECIPES)
+def study_main(name, argv):
+    """``microexp study NAME ...`` with the repository's recipes, as ``recipes/NAME.py`` runs it."""
+    return main(["study", name, "--recipes-dir", str(RECIPES), *argv])
+
+
+def test_study_reports_user_errors_in_one_line(tmp_path, capsys):
+    code = study_main("dfme_sampling", ["--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "missing.csv" in err[0]
-    assert study_main("dfme_imbalance", ["--seeds", "0", "--data", str(FLOW), "--out", str(tmp_path / "o")],
-                      recipes_dir=RECIPES) == 2
+    assert len(err) == 1 and "missing.csv" in err[0] and err[0].startswith("microexp study: error: ")
+    assert study_main("dfme_imbalance", ["--seeds", "0", "--data", str(FLOW), "--out", str(tmp_path / "o")]) == 2
 
 
 # ----------------------------------------------------------------------------------------------------
-# every recipe script with --quick on tiny data
+# every study with --quick on tiny data
 
 
 def _run_script(name, tiny_data, tmp_path, *extra):
@@ -210,7 +213,7 @@ def _run_script(name, tiny_data, tmp_path, *extra):
     for item in _tiny_overrides(tiny_data, tmp_path / "cache")[1:]:
         if not item.startswith("data.num_frames"):
             args += ["--set", item]
-    return study_main(name, [*args, *extra], recipes_dir=RECIPES)
+    return study_main(name, [*args, *extra])
 
 
 @pytest.mark.slow

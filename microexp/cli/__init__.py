@@ -51,6 +51,8 @@ COMMANDS: dict[str, Command] = {
     "export": Command("microexp.cli.export", "export a checkpoint to TorchScript or ONNX"),
     "sweep": Command("microexp.cli.sweep",
                      "hyperparameter study (Optuna), nested per outer fold, with a final nested test"),
+    "study": Command("microexp.cli.study",
+                     "run or resume a DFME study (model families, key-frame sampling, imbalance) and print its table"),
     "benchmark": Command("microexp.cli.benchmark",
                          "measure key-frame loading, pipeline balance, flow cache, training throughput and latency"),
 }
@@ -115,10 +117,15 @@ def chosen_command(argv: Sequence[str]) -> str | None:
     return None
 
 
-def configure_logging(verbose: int, quiet: bool) -> None:
-    """Send library logs to stderr at a level chosen by -v/-q."""
+def configure_logging(verbose: int, quiet: bool, *, timestamps: bool = False) -> None:
+    """Send library logs to stderr at a level chosen by -v/-q; ``timestamps`` prefixes each line with the time
+    (``microexp study``, whose cells run for hours)."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    if timestamps:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                            stream=sys.stderr, force=True)
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

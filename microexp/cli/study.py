@@ -1,0 +1,154 @@
+"""``microexp study NAME``: run (or resume) one of the DFME studies and print its table.
+
+NAME is one of :data:`STUDIES` (the builders are :data:`microexp.studies.dfme.STUDIES`). The study's
+log is one timestamped line per finished cell: the engine's per-epoch lines are hidden unless ``-v``.
+``recipes/dfme_*.py`` are shortcuts that call this command with ``--recipes-dir`` set to their folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from microexp.errors import ConfigError
+from microexp.studies.options import DEFAULT_DATA, QUICK_OVERRIDES, StudyOptions
+
+
+#: study name -> what it compares (for ``--help``); the names are those of
+#: :data:`microexp.studies.dfme.STUDIES` (``tests/test_study_cli.py`` checks).
+STUDIES: dict[str, str] = {
+    "dfme_models": "every model family (two-stream, 3D CNN, TSM, video transformer, single\n"
+                   "frame) under one protocol",
+    "dfme_sampling": "every key-frame sampling strategy at 8 and 16 frames, with and without\n"
+                     "frame-rate normalisation (data.reference_fps), for one model",
+    "dfme_imbalance": "every sampler (with cross-entropy) and every loss (with plain shuffling)\n"
+                      "against ce + none, over 3 seeds, with per-class recall, for one model",
+}
+DEFAULT_RECIPES_DIR = Path("recipes")
+INTERRUPTED_EXIT = 130
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    indent = "\n" + " " * 18
+    names = "\n".join(f"  {name:<16}{text.replace(chr(10), indent)}" for name, text in STUDIES.items())
+    parser = subparsers.add_parser(
+        "study",
+        help="run or resume a DFME study (model families, key-frame sampling, imbalance) and print its table",
+        usage="%(prog)s NAME [options]",
+        description="Run a grid of cross-validation experiments (one microexp train run per cell) and write its\n"
+        f"tables and plots. NAME is one of:\n{names}",
+        epilog="Outputs in --out: cells/<cell>/ (one microexp train run each), the table as .md and .csv,\n"
+        "cells.csv, plots, summary.md and study.json. Run from the repository root (the recipes are read\n"
+        "from --recipes-dir). The scripts recipes/dfme_*.py run this command, e.g.\n"
+        "python recipes/dfme_models.py --quick is microexp study dfme_models --quick.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("name", metavar="NAME", help=f"the study: {', '.join(STUDIES)}")
+    parser.add_argument("--data", type=Path, default=None, metavar="PATH",
+                        help="clip table or official annotation sheet (default: the synthetic benchmark "
+                        f"{DEFAULT_DATA}, generated when missing)")
+    parser.add_argument("--format", default="auto", help="annotation format of --data (default: auto)")
+    parser.add_argument("--root", default=None, help="dataset folder for official sheets (data.root)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the recipe's)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test: a CPU-sized run that checks the study end to end "
+                        f"({' '.join(QUICK_OVERRIDES)}, fewer cells or seeds); its outputs are labelled as such and "
+                        "its numbers are not results")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="study directory (default: runs/studies/NAME)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep finished cells and continue unfinished ones (the same options are required)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key in every cell, e.g. --set train.epochs=20 (repeatable)")
+    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="number of seeds 0..N-1 per cell (default: 1; dfme_imbalance: 3, or 1 with --quick)")
+    parser.add_argument("--recipe", dest="recipes", action="append", default=[], metavar="RECIPE",
+                        help="dfme_sampling, dfme_imbalance: the model's recipe (default: the flow-tiny recipe); "
+                        "dfme_models: FAMILY=PATH replaces a family's recipe (two_stream, 3dcnn, tsm, transformer, "
+                        "frame), repeatable")
+    parser.add_argument("--recipes-dir", type=Path, default=None, metavar="DIR",
+                        help=f"the folder holding the studies' recipes (default: {DEFAULT_RECIPES_DIR}/ of the working "
+                        "directory)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                        help="no progress bar over cells (shown only on a terminal anyway)")
+    # -q here as well as before the command: the recipes/dfme_*.py scripts always took it after
+    parser.add_argument("-q", "--quiet", dest="study_quiet", action="store_true", help="only warnings and errors")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    name = check_name(args.name)
+    options = study_options(args)
+    configure_study_logging(verbose=args.verbose, quiet=args.quiet or args.study_quiet)
+    from microexp.studies.dfme import STUDIES as BUILDERS
+    from microexp.studies.study import run_study
+
+    try:
+        study = BUILDERS[name](options, args.recipes_dir or DEFAULT_RECIPES_DIR)
+        report = run_study(study, options)
+    except KeyboardInterrupt:
+        print(f"microexp study {name}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    print(report.markdown)
+    print(f"outputs: {options.out}" + os.linesep + "".join(f"  {p}{os.linesep}" for p in report.files), end="")
+    if options.quick:
+        print(f"{name}: this was a smoke test (--quick: {' '.join(QUICK_OVERRIDES)}): it checks the study end to "
+              "end; its numbers are not results. Run without --quick for the study.")
+    return 0
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a study of :data:`STUDIES`.
+
+    Raises:
+        ConfigError: an unknown name; the message lists the valid ones (and the closest, if any).
+    """
+    if name in STUDIES:
+        return name
+    close = difflib.get_close_matches(name, STUDIES, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(f"unknown study {name!r}{hint}; expected one of {', '.join(STUDIES)}")
+
+
+def study_options(args: argparse.Namespace) -> StudyOptions:
+    """The parsed arguments as :class:`StudyOptions`, with the command line that reproduces them."""
+    return StudyOptions(out=args.out if args.out is not None else Path("runs/studies") / args.name,
+                        data=args.data, format=args.format, root=args.root, device=args.device, quick=args.quick,
+                        resume=args.resume, overrides=tuple(args.overrides), seeds=args.seeds,
+                        recipes=tuple(args.recipes), progress=args.progress, command=command_line(args))
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """``microexp study NAME ...`` with every option that shapes the outputs, in a fixed order.
+
+    Written into ``study.json`` and ``summary.md``. Options at their defaults are left out, and so is a
+    ``--recipes-dir`` that is the default folder (what ``recipes/dfme_*.py`` pass when run from the
+    repository root), so a script and the command it stands for record the same line.
+    """
+    parts = ["microexp", "study", args.name]
+    parts += [flag for flag, on in (("--quick", args.quick), ("--resume", args.resume)) if on]
+    for flag, value in (("--data", args.data), ("--format", None if args.format == "auto" else args.format),
+                        ("--root", args.root), ("--device", args.device), ("--out", args.out),
+                        ("--seeds", args.seeds)):
+        if value is not None:
+            parts += [flag, str(value)]
+    for flag, values in (("--recipe", args.recipes), ("--set", args.overrides)):
+        for value in values:
+            parts += [flag, value]
+    if args.recipes_dir is not None and Path(args.recipes_dir).resolve() != DEFAULT_RECIPES_DIR.resolve():
+        parts += ["--recipes-dir", str(args.recipes_dir)]
+    return shlex.join(parts)
+
+
+def configure_study_logging(*, verbose: int, quiet: bool) -> None:
+    """Timestamped log lines on stderr (a study runs for hours); the engine's per-epoch lines only with -v."""
+    from microexp.cli import configure_logging
+
+    configure_logging(verbose, quiet, timestamps=True)
+    if not quiet and not verbose:  # one line per finished cell is the study's log; per-epoch lines would drown it
+        logging.getLogger("microexp.engine").setLevel(logging.WARNING)
