@@ -1,11 +1,14 @@
-"""``microexp sweep``: nested Optuna studies over a recipe (one study per outer fold), then a final test."""
+"""``microexp sweep``: nested Optuna studies over a recipe (one study per outer fold), then a final test.
+
+Parses the arguments, sets up logging (also that of spawned worker processes, through the workers'
+initializer) and prints; the search itself is :mod:`microexp.sweep`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
-import multiprocessing
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -68,9 +71,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from microexp.engine.sweep import SweepError, SweepSettings, prepare_studies
-    from microexp.engine.sweep_space import load_space
-    from microexp.engine.sweep_storage import default_storage_url
+    from microexp.sweep.space import load_space
+    from microexp.sweep.storage import default_storage_url
+    from microexp.sweep.studies import SweepError, SweepSettings, prepare_studies
+    from microexp.sweep.worker import run_workers
 
     if args.finalize and args.no_finalize:
         raise ConfigError("--finalize and --no-finalize exclude each other")
@@ -85,9 +89,7 @@ def run(args: argparse.Namespace) -> int:
                              trials=args.trials or 0, metric=args.metric, sampler=args.sampler, pruner=args.pruner,
                              seed=args.seed, inner_folds=args.inner_folds, outer_folds=_parse_folds(args.outer_folds),
                              timeout=args.timeout, max_failures=args.max_failures)
-    _quiet_optuna()
-    if not args.verbose:  # per-epoch lines of every trial drown the one line per trial; -v brings them back
-        logging.getLogger("microexp.engine.experiment").setLevel(logging.WARNING)
+    _quiet_logs(epoch_logs=bool(args.verbose))
     _, folds, studies = prepare_studies(settings, base_raw, space, retry=args.retry_failed,
                                         fail_stale=args.fail_running)
     progress = False if args.no_progress else None
@@ -95,9 +97,11 @@ def run(args: argparse.Namespace) -> int:
     numbers = [f.fold for f in folds]
     failed: list[str] = []
     if settings.trials > 0:
+        initializer = functools.partial(_worker_logging, verbosity=logging.getLogger().level,
+                                        epoch_logs=bool(args.verbose))
         try:
-            failed = _search(settings, base_raw, space, workers=args.workers, studies=studies, progress=progress,
-                             verbosity=logging.getLogger().level, epoch_logs=bool(args.verbose))
+            failed = run_workers(settings, base_raw, space, workers=args.workers, studies=studies, progress=progress,
+                                 initializer=initializer)
         except SweepError:
             # e.g. --max-failures reached: still write trials.csv/best.yaml of what ran, no final step, then fail
             _report(settings, base_raw, space, numbers, finalize=False, no_finalize=True, progress=progress,
@@ -112,109 +116,35 @@ def run(args: argparse.Namespace) -> int:
                    no_finalize=args.no_finalize, progress=progress, seconds=time.monotonic() - started)
 
 
-def _search(settings: Any, base_raw: dict, space: Any, *, workers: int, studies: dict, progress: bool | None,
-            verbosity: int, epoch_logs: bool) -> list[str]:
-    """Run the workers; returns the names of worker processes that stopped with an error (none: all fine).
-
-    With one worker the search runs in this process and its errors (``SweepError``) propagate.
-    """
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from microexp.engine.sweep import FINISHED, run_worker, trial_target
-
-    target = trial_target(settings, space)
-    finished = lambda: sum(len(s.get_trials(deepcopy=False, states=FINISHED)) for s in studies.values())  # noqa: E731
-    total = target * len(studies)
-    with tqdm(total=total, initial=min(total, finished()), desc="trials", unit="trial", disable=True if progress is False else None,
-              dynamic_ncols=True) as bar, logging_redirect_tqdm():
-        if workers == 1:
-            run_worker(settings, base_raw, space, worker=0, on_trial=lambda record: _refresh(bar, finished()))
-            return []
-        context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=_worker_main, args=(settings, base_raw, space, index, workers, verbosity, epoch_logs),
-                                     name=f"sweep-worker-{index}") for index in range(workers)]
-        for process in processes:
-            process.start()
-        try:
-            while any(p.is_alive() for p in processes):
-                time.sleep(2.0)
-                _refresh(bar, finished())
-        except KeyboardInterrupt:
-            for process in processes:
-                process.terminate()
-            raise
-        for process in processes:
-            process.join()
-        _refresh(bar, finished())
-    return [p.name for p in processes if p.exitcode not in (0, None)]
-
-
-def _worker_main(settings: Any, base_raw: dict, space: Any, index: int, workers: int, verbosity: int,
-                 epoch_logs: bool) -> None:
-    """Entry point of a worker process (spawned): logging, CPU threads, then the engine's worker loop."""
-    import sys
-
-    import torch
-
-    from microexp.engine.sweep import run_worker
-    from microexp.errors import MicroexpError
-
-    logging.basicConfig(level=verbosity or logging.INFO, format=f"%(levelname)s worker {index}: %(message)s", force=True)
-    _quiet_optuna()
-    if not epoch_logs:
-        logging.getLogger("microexp.engine.experiment").setLevel(logging.WARNING)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    try:
-        run_worker(settings, base_raw, space, worker=index)
-    except MicroexpError as exc:
-        print(f"microexp sweep worker {index}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
 def _report(settings: Any, base_raw: dict, space: Any, folds: list[int], *, finalize: bool, no_finalize: bool,
             progress: bool | None, seconds: float) -> int:
-    from optuna.trial import TrialState
-
+    """Write the sweep's outputs, print where each fold study stands, and run the final step when due."""
     from microexp.cli.train import format_results
-    from microexp.engine.sweep import FINISHED, fold_studies, trial_target
-    from microexp.engine.sweep_finalize import ESTIMATE_LABEL
-    from microexp.engine.sweep_finalize import finalize as run_final
-    from microexp.engine.sweep_report import best_trials, plot_sweep, write_best, write_trials_csv
+    from microexp.sweep.finalize import ESTIMATE_LABEL
+    from microexp.sweep.finalize import finalize as run_final
+    from microexp.sweep.report import write_report
 
-    out = Path(settings.out_dir)
-    studies = fold_studies(settings, folds)
-    write_trials_csv(out, studies)
-    best = best_trials(studies)
-    overall = write_best(out, best, study=settings.study, metric=settings.metric)
-    plot_sweep(out, studies, space, metric=settings.metric)
-    target = trial_target(settings, space)
-    ready = True
+    report = write_report(settings, space, folds)
+    metric = settings.metric
     print(f"sweep {settings.study}: {settings.trials} trials per outer fold, {len(folds)} fold(s), "
-          f"objective inner validation {settings.metric} ({time.strftime('%H:%M:%S', time.gmtime(seconds))} wall)")
-    for fold, study in sorted(studies.items()):
-        states = [t.state for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
-        count = {s: states.count(s) for s in TrialState}
-        done = count[TrialState.COMPLETE] + count[TrialState.PRUNED]
-        ready &= done >= target and fold in best
-        top = f", best inner {settings.metric} {best[fold].value:.4f} (trial {best[fold].number})" if fold in best else ""
-        print(f"  fold {fold}: {done}/{target} finished ({count[TrialState.COMPLETE]} complete, "
-              f"{count[TrialState.PRUNED]} pruned, {count[TrialState.FAIL]} failed, "
-              f"{count[TrialState.RUNNING]} running){top}")
+          f"objective inner validation {metric} ({time.strftime('%H:%M:%S', time.gmtime(seconds))} wall)")
+    for status in report.folds:
+        best = status.best
+        top = f", best inner {metric} {best.value:.4f} (trial {best.number})" if best is not None else ""
+        print(f"  fold {status.fold}: {status.finished}/{report.target} finished ({status.complete} complete, "
+              f"{status.pruned} pruned, {status.failed} failed, {status.running} running){top}")
+    overall = report.overall
     if overall is not None:
-        print(f"best.yaml: fold {overall.fold} trial {overall.number}, inner validation {settings.metric} "
+        print(f"best.yaml: fold {overall.fold} trial {overall.number}, inner validation {metric} "
               f"{overall.value:.4f} (the best of many trials: optimistic; the honest estimate is the nested test "
               "metrics)")
-    print(f"outputs: {out} (trials.csv, best.yaml, fold_XX/best.yaml, plots/)")
-    if no_finalize or not (finalize or ready):
+    print(f"outputs: {report.out_dir} (trials.csv, best.yaml, fold_XX/best.yaml, plots/)")
+    if no_finalize or not (finalize or report.ready):
         if not no_finalize:
             print("final step not run yet: some fold studies are short of --trials (rerun to continue, or --finalize)")
         return 0
-    unfinished = sum(1 for f in folds if len(studies[f].get_trials(deepcopy=False, states=FINISHED)) < target)
-    if unfinished:
-        print(f"note: {unfinished} fold study(ies) are short of --trials; finalizing with the trials they have")
+    if report.unfinished:
+        print(f"note: {report.unfinished} fold study(ies) are short of --trials; finalizing with the trials they have")
     result = run_final(settings, base_raw, space=space, progress=progress)
     scope = "all outer folds" if result.complete else (
         f"outer folds {','.join(map(str, result.folds))} of {result.total_folds} only (partial: not a full "
@@ -225,9 +155,19 @@ def _report(settings: Any, base_raw: dict, space: Any, folds: list[int], *, fina
     return 0
 
 
-def _refresh(bar: Any, value: int) -> None:
-    bar.n = min(bar.total, value)
-    bar.refresh()
+def _worker_logging(index: int, *, verbosity: int, epoch_logs: bool) -> None:
+    """Logging of a spawned worker process (its ``initializer``): this command's level, lines tagged by worker."""
+    logging.basicConfig(level=verbosity or logging.INFO, format=f"%(levelname)s worker {index}: %(message)s", force=True)
+    _quiet_logs(epoch_logs=epoch_logs)
+
+
+def _quiet_logs(*, epoch_logs: bool) -> None:
+    """Optuna's per-trial lines off (microexp logs one line per trial); per-epoch lines only with -v."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not epoch_logs:  # per-epoch lines of every trial drown the one line per trial; -v brings them back
+        logging.getLogger("microexp.engine.experiment").setLevel(logging.WARNING)
 
 
 def _parse_folds(text: str | None) -> tuple[int, ...] | None:
@@ -240,9 +180,3 @@ def _parse_folds(text: str | None) -> tuple[int, ...] | None:
     if not folds:
         raise ConfigError(f"--outer-folds {text!r}: expected at least one fold number")
     return folds
-
-
-def _quiet_optuna() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
