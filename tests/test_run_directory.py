@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 import microexp.engine.experiment as experiment
+import microexp.engine.results as results
 from microexp.cli import main
 from microexp.config import ExperimentConfig, load_config
 from microexp.data.synthetic import generate_dataset
@@ -159,9 +160,9 @@ def test_outputs_are_replaced_atomically(tmp_path, monkeypatch):
 def test_metrics_json_is_strict_json(tmp_path, monkeypatch):
     monkeypatch.setattr("microexp.engine.plots.plot_run", lambda out, metrics: None)
     frame = pd.DataFrame({"label": [0, 1], "pred": [0, 1], "fold": [0, 1]})
-    monkeypatch.setattr(experiment, "cross_validation_summary",
+    monkeypatch.setattr(results, "cross_validation_summary",
                         lambda *a, **k: {"num_folds": 2, "fold_std": {"uf1": float("nan")}})
-    experiment.write_metrics(tmp_path, frame, ["a", "b"], protocol="kfold")
+    results.write_metrics(tmp_path, frame, ["a", "b"], protocol="kfold")
     text = (tmp_path / "metrics.json").read_text()
     assert "NaN" not in text and json.loads(text)["fold_std"]["uf1"] is None
 

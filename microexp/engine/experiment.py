@@ -20,25 +20,19 @@ Outputs in the run directory (every one written atomically through :mod:`microex
 ``config.yaml``, ``folds.json``, ``fold_XX/`` (``log.csv``, ``last.pt``, ``model.pt``,
 ``predictions.csv``), ``predictions.csv``, ``metrics.json`` and plots; with ``final=True`` also
 ``final/`` (``log.csv``, ``last.pt``, ``model.pt``: one model trained on every subject).
+
+Beside this module: :mod:`.run_dir` (the checks and the lock), :mod:`.results` (predictions, metrics and
+log.csv files), :mod:`.progress` (fold k/K and the ETA).
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
-import datetime
-import errno
-import json
 import logging
-import os
-import socket
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -51,11 +45,18 @@ from microexp.data.dataset import EpochIndexSampler, MicroExpressionDataset
 from microexp.data.pipeline import ClipPipeline
 from microexp.data.samplers import build_sampler
 from microexp.checkpoint import load_checkpoint, save_checkpoint
+from microexp.engine.progress import RunProgress, UnitProgress, format_seconds  # noqa: F401 - re-exported
+from microexp.engine.results import (  # noqa: F401 - read_run_predictions re-exported for callers of this module
+    logged_epochs, read_log, read_run_predictions, write_csv, write_log, write_metrics,
+)
+from microexp.engine.run_dir import (  # noqa: F401 - RunLockedError re-exported
+    LOCK_NAME, RunLockedError, check_not_a_file, hold_lock, probe_writable,
+)
 from microexp.engine.trainer import build_optimizer, build_scheduler, evaluate, select_device, train_one_epoch
 from microexp.errors import ConfigError, MicroexpError
-from microexp.fileio import OutputError, atomic_open, atomic_path, output_error, write_json
+from microexp.fileio import OutputError
 from microexp.losses import build_loss, loss_options
-from microexp.metrics import compute_metrics, cross_validation_summary
+from microexp.metrics import compute_metrics
 from microexp.models import create_model, get_model_spec
 from microexp.seed import seed_everything, seed_worker
 from microexp.splits import (
@@ -70,16 +71,10 @@ SPLITS_PROTOCOL = {"kfold": "kfold", "loso": "loso", "lodo": "lodo", "split": "f
 LOSS_FIELDS = {"gamma": "gamma", "beta": "beta", "label_smoothing": "label_smoothing", "max_m": "max_m",
                "scale": "s", "drw_epoch": "drw_epoch"}
 
-#: the run directory's lock file (its holder is described in ``LOCK_NAME + ".json"`` beside it)
-LOCK_NAME = "train.lock"
 #: the folder of the final all-subjects model inside a run directory
 FINAL_DIR = "final"
 #: the random stream of the final model (fold ``f`` uses stream ``f``; no protocol has this many folds)
 FINAL_STREAM = 999
-
-
-class RunLockedError(MicroexpError, RuntimeError):
-    """Another process holds the run directory's lock."""
 
 
 @dataclass(frozen=True)
@@ -185,27 +180,27 @@ def run_experiment(
         raise ValueError("run_experiment: nothing to do (cross_validation=False and final=False)")
     out = Path(out_dir)
     # everything that can be checked is checked before the run directory is touched
-    _check_not_a_file(out)
+    check_not_a_file(out)
     data = load_experiment_data(config)
     check_num_frames(config, data.table)
     folds = build_folds(config, data.table) if cross_validation else []
     device = select_device(config.device)
     if config.data.cache_dir:
-        _probe_writable(Path(config.data.cache_dir), what="data.cache_dir ")
-    _probe_writable(out, what="")
+        probe_writable(Path(config.data.cache_dir), what="data.cache_dir ")
+    probe_writable(out, what="")
     with hold_lock(out / LOCK_NAME, what=f"run directory {out}"):
         _start_run(config, out, recipe=recipe)
         if cross_validation:
             folds = _run_folds(config, out, folds, data)
         logger.info("%d clips, %d subjects, %s, model %s on %s", len(data.table), data.table["subject"].nunique(),
                     f"{len(folds)} folds" if cross_validation else "final model only", config.model.name, device)
-        tracker = RunProgress()
+        tracker = RunProgress(logger)
         for fold in folds:
             fold_dir = out / f"fold_{fold.fold:02d}"
             if not (fold_dir / "predictions.csv").exists():
-                tracker.plan(_unit(fold.fold), config.train.epochs - _logged_epochs(fold_dir / "log.csv"))
+                tracker.plan(_unit(fold.fold), config.train.epochs - logged_epochs(fold_dir / "log.csv"))
         if final and not (out / FINAL_DIR / "model.pt").exists():
-            tracker.plan("final", config.train.epochs - _logged_epochs(out / FINAL_DIR / "log.csv"))
+            tracker.plan("final", config.train.epochs - logged_epochs(out / FINAL_DIR / "log.csv"))
         try:
             metrics = None
             if cross_validation:
@@ -371,11 +366,11 @@ def _train_model(
     log_path = work_dir / "log.csv"
     # a kill between a log row and its last.pt leaves a row the resumed run writes again: keep exactly the
     # rows of the epochs last.pt holds, so log.csv has one row per epoch
-    rows = _read_log(log_path, before=start_epoch)
+    rows = read_log(log_path, before=start_epoch)
     if log_path.exists():
-        _write_log(log_path, rows)
+        write_log(log_path, rows)
     if tracker is None:
-        tracker = RunProgress().unit(name, name)
+        tracker = RunProgress(logger).unit(name, name)
     tracker.begin(config.train.epochs - start_epoch)
     tensorboard = _tensorboard_writer(work_dir.parent / "tensorboard" / work_dir.name)
     for epoch in range(start_epoch, config.train.epochs):
@@ -405,7 +400,7 @@ def _train_model(
                 save_checkpoint(work_dir / "best.pt", model=model, class_names=data.class_names, data=data_config,
                                 epoch=epoch, fold=fold, metrics={f"val_{config.train.selection_metric}": score})
         rows.append(record)
-        _write_log(log_path, rows)
+        write_log(log_path, rows)
         if tensorboard is not None:
             for key, value in record.items():
                 if key not in ("fold", "epoch"):
@@ -428,163 +423,12 @@ def _train_model(
     return model, spec, loader_args
 
 
-# ----------------------------------------------------------------------------------------------------
-# progress: fold k/K, epoch times, ETA of the whole run
-
-
-class RunProgress:
-    """Epochs left in every unit of a run (folds, final model) and the mean epoch time so far -> ETA."""
-
-    def __init__(self) -> None:
-        self.remaining: dict[str, int] = {}
-        self.seconds = 0.0
-        self.done = 0
-
-    def plan(self, key: str, remaining: int) -> None:
-        """An estimate of ``key``'s remaining epochs (corrected when it starts)."""
-        self.remaining[key] = max(0, remaining)
-
-    def unit(self, key: str, label: str) -> UnitProgress:
-        return UnitProgress(self, key, label)
-
-    def eta_seconds(self) -> float | None:
-        if not self.done:
-            return None
-        return self.seconds / self.done * sum(self.remaining.values())
-
-
-@dataclass
-class UnitProgress:
-    """One fold's (or the final model's) view of :class:`RunProgress`; logs each epoch at INFO."""
-
-    run: RunProgress
-    key: str
-    label: str
-
-    def begin(self, remaining: int) -> None:
-        self.run.plan(self.key, remaining)
-
-    def epoch_done(self, epoch: int, epochs: int, seconds: float, summary: str) -> None:
-        self.run.seconds += seconds
-        self.run.done += 1
-        self.run.remaining[self.key] = max(0, self.run.remaining.get(self.key, 1) - 1)
-        eta = self.run.eta_seconds()
-        logger.info("%s epoch %d/%d: %s (%s; ETA of the run %s)", self.label, epoch + 1, epochs, summary,
-                    format_seconds(seconds), format_seconds(eta) if eta is not None else "unknown")
-
-
-def format_seconds(seconds: float) -> str:
-    """``3.2 s``, ``4 min 05 s``, ``2 h 03 min``."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
 def _unit(fold: int) -> str:
     return f"fold_{fold:02d}"
 
 
 # ----------------------------------------------------------------------------------------------------
 # the run directory: checks before it is touched, the lock, config.yaml and folds.json
-
-
-def _check_not_a_file(out: Path) -> None:
-    """``--out`` (or a folder above it) being a file is refused before anything is read or written."""
-    for path in (out, *out.parents):
-        if path.exists():
-            if not path.is_dir():
-                error = OutputError(f"cannot use {out} as the run directory: not a directory ({path} is a file); "
-                                    "nothing was written")
-                error.errno = errno.ENOTDIR
-                raise error
-            return
-
-
-def _probe_writable(folder: Path, *, what: str) -> None:
-    """Create ``folder`` and a temporary file in it, so a read-only or full place fails before training."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise output_error(f"{what}{folder}", exc, kept="nothing was written; training did not start") from exc
-
-
-@contextlib.contextmanager
-def hold_lock(path: Path, *, what: str) -> Iterator[None]:
-    """Hold an exclusive OS-level lock on ``path`` for the block; refuse at once when another holds it.
-
-    The lock is the operating system's (``flock`` / ``msvcrt.locking``), so it dies with its process: a
-    killed run never blocks the next one. Who holds it (pid, host, start time, command) is written beside
-    it in ``path + ".json"`` and named in the refusal. Per-fold locks can use the same function.
-
-    Raises:
-        RunLockedError: another process holds the lock.
-        OutputError: the lock file cannot be created.
-    """
-    info_path = path.with_name(path.name + ".json")
-    try:
-        handle = open(path, "a+b")
-    except OSError as exc:
-        raise output_error(path, exc, kept="nothing was written; training did not start") from exc
-    try:
-        if not _try_lock(handle):
-            raise RunLockedError(f"{what} is in use by {_describe_holder(info_path)}; wait for it to finish "
-                                 f"or use another --out (the lock dies with its process: {path})")
-        try:
-            write_json(info_path, {"pid": os.getpid(), "host": socket.gethostname(),
-                                   "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                                   "command": " ".join(sys.argv)})
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                info_path.unlink()
-            _unlock(handle)
-    finally:
-        handle.close()
-
-
-def _try_lock(handle: Any) -> bool:
-    if os.name == "nt":  # pragma: no cover - exercised on Windows only
-        import msvcrt
-
-        handle.seek(0)
-        try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    import fcntl
-
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _unlock(handle: Any) -> None:
-    if os.name == "nt":  # pragma: no cover
-        import msvcrt
-
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        return
-    import fcntl
-
-    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _describe_holder(info_path: Path) -> str:
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        return f"pid {info['pid']} on {info['host']}, started {info['started']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process (its pid is not recorded yet)"
 
 
 def _start_run(config: ExperimentConfig, out: Path, *, recipe: str | Path | None = None) -> None:
@@ -648,123 +492,6 @@ def _kept(out: Path, folds: list[Fold]) -> str:
     return ", ".join(parts) + "; free space or fix the folder, then rerun the same command to resume"
 
 
-# ----------------------------------------------------------------------------------------------------
-# outputs
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """``frame.to_csv(path)`` atomically (a kill or a full disk never leaves a partial file)."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return path
-
-
-def write_metrics(out: Path, predictions: pd.DataFrame, class_names: list[str], *, protocol: str) -> dict[str, Any]:
-    """metrics.json (pooled and fold-mean, labelled; strict JSON, atomic) and the plots, from predictions alone."""
-    summary = cross_validation_summary(predictions["label"].to_numpy(), predictions["pred"].to_numpy(),
-                                       predictions["fold"].to_numpy(), num_classes=len(class_names),
-                                       class_names=class_names)
-    metrics = {"protocol": protocol, **summary}
-    write_json(out / "metrics.json", metrics)
-    from microexp.engine.plots import plot_run
-
-    plot_run(out, metrics)
-    return metrics
-
-
-def read_run_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """``RUN/predictions.csv``, checked against ``RUN/folds.json`` before anything is computed from it.
-
-    Every fold of ``folds.json`` must be present, every row must belong to a test subject of its fold,
-    every test subject of every fold must appear, no clip may appear twice and, where a fold's own
-    ``fold_XX/predictions.csv`` exists, the pooled file must hold exactly its clips.
-
-    Returns:
-        The predictions and the class names (from the ``prob_<class>`` columns, in order).
-
-    Raises:
-        FileNotFoundError: no predictions.csv or folds.json.
-        ConfigError: one line naming what is missing, duplicated or unreadable.
-    """
-    run = Path(run_dir)
-    path = run / "predictions.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no predictions (is {run} a finished microexp train run?)")
-    predictions = _read_predictions_csv(path)
-    classes = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
-    missing = [c for c in ("clip", "subject", "fold", "label", "pred") if c not in predictions.columns]
-    if missing or not classes:
-        raise ConfigError(f"{path}: missing column(s) {', '.join(missing or ['prob_<class>'])}")
-    numeric = ["subject", "fold", "label", "pred", *(f"prob_{c}" for c in classes)]
-    bad = predictions["clip"].isna()
-    for column in numeric:
-        bad |= pd.to_numeric(predictions[column], errors="coerce").isna()
-    if bad.any():
-        rows = [int(i) + 2 for i in np.flatnonzero(bad.to_numpy())[:5]]
-        raise ConfigError(f"{path}: empty or unreadable values on line(s) {', '.join(map(str, rows))} (a truncated "
-                          "file?); nothing was written")
-    for column in ("label", "pred"):
-        out_of_range = ~predictions[column].astype("int64").between(0, len(classes) - 1)
-        if out_of_range.any():
-            raise ConfigError(f"{path}: {column} {predictions[column][out_of_range].iloc[0]} on line "
-                              f"{int(np.flatnonzero(out_of_range.to_numpy())[0]) + 2} is not a class index "
-                              f"0..{len(classes) - 1}; nothing was written")
-    folds = load_folds(run / "folds.json")
-    problems = _prediction_problems(predictions, folds, run)
-    if problems:
-        raise ConfigError(f"{path} does not match {run / 'folds.json'}: {'; '.join(problems)}; nothing was written")
-    return predictions, classes
-
-
-def _read_predictions_csv(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError as exc:
-        raise ConfigError(f"{path}: empty file (no header, no rows); nothing was written") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise ConfigError(f"{path}: not a readable CSV ({reason}); nothing was written") from exc
-
-
-def _prediction_problems(predictions: pd.DataFrame, folds: list[Fold], run: Path) -> list[str]:
-    problems = []
-    clips = predictions["clip"].astype(str)
-    duplicated = sorted(set(clips[clips.duplicated()]))
-    if duplicated:
-        problems.append(f"{len(duplicated)} clip(s) listed more than once ({_some(duplicated)})")
-    fold_numbers = {f.fold for f in folds}
-    fold_column = predictions["fold"].astype("int64")
-    unknown = sorted(set(fold_column) - fold_numbers)
-    if unknown:
-        problems.append(f"fold(s) {_some(unknown)} are not in folds.json")
-    for fold in folds:
-        rows = predictions[fold_column == fold.fold]
-        if rows.empty:
-            problems.append(f"fold {fold.fold} has no predictions")
-            continue
-        subjects = set(rows["subject"].astype("int64"))
-        wrong = sorted(subjects - set(fold.test_subjects))
-        if wrong:
-            problems.append(f"fold {fold.fold} lists clips of subject(s) {_some(wrong)}, which it does not test")
-        absent = sorted(set(fold.test_subjects) - subjects)
-        if absent:
-            problems.append(f"fold {fold.fold} lacks every clip of test subject(s) {_some(absent)}")
-        fold_file = run / f"fold_{fold.fold:02d}" / "predictions.csv"
-        if fold_file.is_file():
-            with contextlib.suppress(MicroexpError):
-                expected = set(_read_predictions_csv(fold_file)["clip"].astype(str))
-                lacking = sorted(expected - set(rows["clip"].astype(str)))
-                if lacking:
-                    problems.append(f"fold {fold.fold} lacks {len(lacking)} of its {len(expected)} test clips "
-                                    f"({_some(lacking)})")
-    return problems
-
-
-def _some(values: list[Any], n: int = 5) -> str:
-    shown = ", ".join(str(v) for v in values[:n])
-    return shown + (f" and {len(values) - n} more" if len(values) > n else "")
-
-
 def build_pipeline(config: ExperimentConfig, spec: Any) -> ClipPipeline:
     """The preprocessing a recipe's ``data`` section describes, for a model with ``spec`` (its modality,
     mean, std): what the Dataset runs and the checkpoint stores."""
@@ -817,36 +544,3 @@ def _tensorboard_writer(log_dir: Path) -> Any:
     except ImportError:
         return None
     return SummaryWriter(log_dir=str(log_dir))
-
-
-def _read_log(path: Path, *, before: int) -> list[dict[str, Any]]:
-    """The rows of ``log.csv`` for epochs ``< before``, one per epoch (the first of any duplicate)."""
-    if before <= 0 or not path.exists():
-        return []
-    rows: dict[int, dict[str, Any]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            try:
-                epoch = int(row.get("epoch") or "")
-            except ValueError:  # a line cut by a kill mid-append
-                continue
-            if 0 <= epoch < before and None not in row and epoch not in rows:
-                rows[epoch] = row
-    return [rows[e] for e in sorted(rows)]
-
-
-def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite ``log.csv`` atomically (tiny: one row per epoch)."""
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    with atomic_open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
-        if fields:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
-def _logged_epochs(path: Path) -> int:
-    """How many distinct epochs ``log.csv`` holds (an estimate of a fold's progress, for the ETA)."""
-    return len(_read_log(path, before=sys.maxsize))

@@ -1,0 +1,165 @@
+"""A run's record files: predictions and metrics (written atomically, read back checked), and log.csv."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from microexp.errors import ConfigError, MicroexpError
+from microexp.fileio import atomic_open, atomic_path, write_json
+from microexp.metrics import cross_validation_summary
+from microexp.splits import Fold, load_folds
+
+__all__ = ["read_log", "logged_epochs", "read_run_predictions", "write_csv", "write_log", "write_metrics"]
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """``frame.to_csv(path)`` atomically (a kill or a full disk never leaves a partial file)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
+def write_metrics(out: Path, predictions: pd.DataFrame, class_names: list[str], *, protocol: str) -> dict[str, Any]:
+    """metrics.json (pooled and fold-mean, labelled; strict JSON, atomic) and the plots, from predictions alone."""
+    summary = cross_validation_summary(predictions["label"].to_numpy(), predictions["pred"].to_numpy(),
+                                       predictions["fold"].to_numpy(), num_classes=len(class_names),
+                                       class_names=class_names)
+    metrics = {"protocol": protocol, **summary}
+    write_json(out / "metrics.json", metrics)
+    from microexp.engine.plots import plot_run
+
+    plot_run(out, metrics)
+    return metrics
+
+
+def read_run_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """``RUN/predictions.csv``, checked against ``RUN/folds.json`` before anything is computed from it.
+
+    Every fold of ``folds.json`` must be present, every row must belong to a test subject of its fold,
+    every test subject of every fold must appear, no clip may appear twice and, where a fold's own
+    ``fold_XX/predictions.csv`` exists, the pooled file must hold exactly its clips.
+
+    Returns:
+        The predictions and the class names (from the ``prob_<class>`` columns, in order).
+
+    Raises:
+        FileNotFoundError: no predictions.csv or folds.json.
+        ConfigError: one line naming what is missing, duplicated or unreadable.
+    """
+    run = Path(run_dir)
+    path = run / "predictions.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no predictions (is {run} a finished microexp train run?)")
+    predictions = _read_predictions_csv(path)
+    classes = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
+    missing = [c for c in ("clip", "subject", "fold", "label", "pred") if c not in predictions.columns]
+    if missing or not classes:
+        raise ConfigError(f"{path}: missing column(s) {', '.join(missing or ['prob_<class>'])}")
+    numeric = ["subject", "fold", "label", "pred", *(f"prob_{c}" for c in classes)]
+    bad = predictions["clip"].isna()
+    for column in numeric:
+        bad |= pd.to_numeric(predictions[column], errors="coerce").isna()
+    if bad.any():
+        rows = [int(i) + 2 for i in np.flatnonzero(bad.to_numpy())[:5]]
+        raise ConfigError(f"{path}: empty or unreadable values on line(s) {', '.join(map(str, rows))} (a truncated "
+                          "file?); nothing was written")
+    for column in ("label", "pred"):
+        out_of_range = ~predictions[column].astype("int64").between(0, len(classes) - 1)
+        if out_of_range.any():
+            raise ConfigError(f"{path}: {column} {predictions[column][out_of_range].iloc[0]} on line "
+                              f"{int(np.flatnonzero(out_of_range.to_numpy())[0]) + 2} is not a class index "
+                              f"0..{len(classes) - 1}; nothing was written")
+    folds = load_folds(run / "folds.json")
+    problems = _prediction_problems(predictions, folds, run)
+    if problems:
+        raise ConfigError(f"{path} does not match {run / 'folds.json'}: {'; '.join(problems)}; nothing was written")
+    return predictions, classes
+
+
+def _read_predictions_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise ConfigError(f"{path}: empty file (no header, no rows); nothing was written") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"{path}: not a readable CSV ({reason}); nothing was written") from exc
+
+
+def _prediction_problems(predictions: pd.DataFrame, folds: list[Fold], run: Path) -> list[str]:
+    problems = []
+    clips = predictions["clip"].astype(str)
+    duplicated = sorted(set(clips[clips.duplicated()]))
+    if duplicated:
+        problems.append(f"{len(duplicated)} clip(s) listed more than once ({_some(duplicated)})")
+    fold_numbers = {f.fold for f in folds}
+    fold_column = predictions["fold"].astype("int64")
+    unknown = sorted(set(fold_column) - fold_numbers)
+    if unknown:
+        problems.append(f"fold(s) {_some(unknown)} are not in folds.json")
+    for fold in folds:
+        rows = predictions[fold_column == fold.fold]
+        if rows.empty:
+            problems.append(f"fold {fold.fold} has no predictions")
+            continue
+        subjects = set(rows["subject"].astype("int64"))
+        wrong = sorted(subjects - set(fold.test_subjects))
+        if wrong:
+            problems.append(f"fold {fold.fold} lists clips of subject(s) {_some(wrong)}, which it does not test")
+        absent = sorted(set(fold.test_subjects) - subjects)
+        if absent:
+            problems.append(f"fold {fold.fold} lacks every clip of test subject(s) {_some(absent)}")
+        fold_file = run / f"fold_{fold.fold:02d}" / "predictions.csv"
+        if fold_file.is_file():
+            with contextlib.suppress(MicroexpError):
+                expected = set(_read_predictions_csv(fold_file)["clip"].astype(str))
+                lacking = sorted(expected - set(rows["clip"].astype(str)))
+                if lacking:
+                    problems.append(f"fold {fold.fold} lacks {len(lacking)} of its {len(expected)} test clips "
+                                    f"({_some(lacking)})")
+    return problems
+
+
+def _some(values: list[Any], n: int = 5) -> str:
+    shown = ", ".join(str(v) for v in values[:n])
+    return shown + (f" and {len(values) - n} more" if len(values) > n else "")
+
+
+def read_log(path: Path, *, before: int) -> list[dict[str, Any]]:
+    """The rows of ``log.csv`` for epochs ``< before``, one per epoch (the first of any duplicate)."""
+    if before <= 0 or not path.exists():
+        return []
+    rows: dict[int, dict[str, Any]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                epoch = int(row.get("epoch") or "")
+            except ValueError:  # a line cut by a kill mid-append
+                continue
+            if 0 <= epoch < before and None not in row and epoch not in rows:
+                rows[epoch] = row
+    return [rows[e] for e in sorted(rows)]
+
+
+def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite ``log.csv`` atomically (tiny: one row per epoch)."""
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
+        if fields:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def logged_epochs(path: Path) -> int:
+    """How many distinct epochs ``log.csv`` holds (an estimate of a fold's progress, for the ETA)."""
+    return len(read_log(path, before=sys.maxsize))

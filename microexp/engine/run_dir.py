@@ -1,0 +1,121 @@
+"""The run directory's guards: checks before it is touched, and the lock held for a run's duration."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import json
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from microexp.errors import MicroexpError
+from microexp.fileio import OutputError, output_error, write_json
+
+__all__ = ["LOCK_NAME", "RunLockedError", "check_not_a_file", "hold_lock", "probe_writable"]
+
+#: the run directory's lock file (its holder is described in ``LOCK_NAME + ".json"`` beside it)
+LOCK_NAME = "train.lock"
+
+
+class RunLockedError(MicroexpError, RuntimeError):
+    """Another process holds the run directory's lock."""
+
+
+def check_not_a_file(out: Path) -> None:
+    """``--out`` (or a folder above it) being a file is refused before anything is read or written."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                error = OutputError(f"cannot use {out} as the run directory: not a directory ({path} is a file); "
+                                    "nothing was written")
+                error.errno = errno.ENOTDIR
+                raise error
+            return
+
+
+def probe_writable(folder: Path, *, what: str) -> None:
+    """Create ``folder`` and a temporary file in it, so a read-only or full place fails before training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise output_error(f"{what}{folder}", exc, kept="nothing was written; training did not start") from exc
+
+
+@contextlib.contextmanager
+def hold_lock(path: Path, *, what: str) -> Iterator[None]:
+    """Hold an exclusive OS-level lock on ``path`` for the block; refuse at once when another holds it.
+
+    The lock is the operating system's (``flock`` / ``msvcrt.locking``), so it dies with its process: a
+    killed run never blocks the next one. Who holds it (pid, host, start time, command) is written beside
+    it in ``path + ".json"`` and named in the refusal. Per-fold locks can use the same function.
+
+    Raises:
+        RunLockedError: another process holds the lock.
+        OutputError: the lock file cannot be created.
+    """
+    info_path = path.with_name(path.name + ".json")
+    try:
+        handle = open(path, "a+b")
+    except OSError as exc:
+        raise output_error(path, exc, kept="nothing was written; training did not start") from exc
+    try:
+        if not _try_lock(handle):
+            raise RunLockedError(f"{what} is in use by {_describe_holder(info_path)}; wait for it to finish "
+                                 f"or use another --out (the lock dies with its process: {path})")
+        try:
+            write_json(info_path, {"pid": os.getpid(), "host": socket.gethostname(),
+                                   "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                                   "command": " ".join(sys.argv)})
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                info_path.unlink()
+            _unlock(handle)
+    finally:
+        handle.close()
+
+
+def _try_lock(handle: Any) -> bool:
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        import msvcrt
+
+        handle.seek(0)
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock(handle: Any) -> None:
+    if os.name == "nt":  # pragma: no cover
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    import fcntl
+
+    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _describe_holder(info_path: Path) -> str:
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        return f"pid {info['pid']} on {info['host']}, started {info['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (its pid is not recorded yet)"
