@@ -70,8 +70,44 @@ def _make_parent(target: Path) -> None:
 
 
 @contextlib.contextmanager
+def atomic_write(path: str | Path, *, durable: bool = True, shared: bool = False,
+                 keep_suffix: bool = True) -> Iterator[Path]:
+    """The one atomic-replace step: yield a temporary path beside ``path``, then rename it over ``path``.
+
+    The temporary file gets a new file's normal permissions (``0666 & ~umask``, not mkstemp's ``0600``)
+    and is removed on any exception, leaving the previous ``path`` untouched. OS errors propagate as they
+    are: :func:`atomic_path` turns them into one-line :class:`OutputError` s; the clip cache reports its own.
+
+    Args:
+        durable: fsync before the rename (outputs); False where a file lost in a power cut is recomputed
+            (cache entries).
+        shared: several processes may write the same content (cache entries): when the rename is refused
+            because another reader holds ``path`` open (Windows), the complete file already there stands.
+        keep_suffix: end the temporary name with ``path``'s suffix, for writers that pick a format from it.
+    """
+    target = Path(path)
+    suffix = f".tmp{target.suffix}" if keep_suffix else ".tmp"
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.chmod(tmp, _default_mode())
+        try:
+            os.replace(tmp, target)
+        except PermissionError:
+            if not (shared and target.exists()):
+                raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path, *, kept: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically (:func:`atomic_write`).
 
     For writers that want a file name (``DataFrame.to_csv``, ``savefig``). Give ``torch.save`` an open
     file handle, not the name: on a full disk it raises ``RuntimeError`` for a name (not ``OSError``), and
@@ -84,25 +120,24 @@ def atomic_path(path: str | Path, *, kept: str | None = None) -> Iterator[Path]:
     target = Path(path)
     try:
         _make_parent(target)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
-    except OSError as exc:
-        raise output_error(target, exc, kept=kept) from exc
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OutputError):
-            raise
-        raise output_error(target, exc, kept=kept) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        with atomic_write(target) as tmp:
+            yield tmp
+    except OutputError:
         raise
+    except OSError as exc:
+        raise output_error(target, exc, kept=kept) from exc
+
+
+def check_writable(folder: str | Path, *, name: str | None = None, kept: str | None = None) -> None:
+    """Create ``folder`` and a temporary file in it now, so a read-only, full or blocked place fails before
+    long work starts; an :class:`OutputError` names ``name`` (default ``folder``) and what was kept."""
+    target = Path(folder)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as exc:
+        raise output_error(name or target, exc, kept=kept) from exc
 
 
 @contextlib.contextmanager

@@ -52,19 +52,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_writable(path: str) -> None:
     """Raise a one-line :class:`microexp.fileio.OutputError` now when ``path`` cannot be written."""
-    import os
-    import tempfile
     from pathlib import Path
 
-    from microexp.fileio import output_error
+    from microexp.fileio import check_writable
 
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(f"--out {target}: is a folder; give a file name such as {target / 'benchmark.json'}")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=target.parent)
-    except OSError as exc:
-        raise output_error(target, exc) from exc
-    os.close(fd)
-    os.unlink(probe)
+    check_writable(target.parent, name=target)

@@ -54,13 +54,14 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from microexp.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -236,25 +237,12 @@ def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
 
     Concurrent writers of one entry each write their own temporary file; the last rename wins and a
     reader only ever sees a complete file. No fsync: a cache entry lost in a power cut is recomputed
-    (an unreadable entry counts as a miss). Entries get a new file's normal permissions (not mkstemp's
-    0600), so a shared cache folder stays readable.
+    (an unreadable entry counts as a miss). Entries get a new file's normal permissions, so a shared
+    cache folder stays readable.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):  # not on Windows
-            os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
+    with atomic_write(path, durable=False, shared=True, keep_suffix=False) as tmp:
+        with open(tmp, "wb") as fh:
             write(fh)
-        try:
-            os.replace(tmp, path)
-        except PermissionError:  # Windows: target is open (memory-mapped) by another reader
-            if not path.exists():
-                raise
-            os.unlink(tmp)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 #: bytes an entry may need beyond its array: the .npy header, the .json key file and block rounding
@@ -270,13 +258,6 @@ def _free_bytes(folder: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _default_mode()
 
 # ---------------------------------------------------------------------------------------------------------
 # Housekeeping: what is in a cache folder, and removing entries

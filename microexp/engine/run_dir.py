@@ -9,12 +9,11 @@ import json
 import os
 import socket
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from microexp.errors import MicroexpError
-from microexp.fileio import OutputError, output_error, write_json
+from microexp.fileio import OutputError, check_writable, output_error, write_json
 
 __all__ = ["LOCK_NAME", "RunLockedError", "check_not_a_file", "hold_lock", "probe_writable"]
 
@@ -40,12 +39,7 @@ def check_not_a_file(out: Path) -> None:
 
 def probe_writable(folder: Path, *, what: str) -> None:
     """Create ``folder`` and a temporary file in it, so a read-only or full place fails before training."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise output_error(f"{what}{folder}", exc, kept="nothing was written; training did not start") from exc
+    check_writable(folder, name=f"{what}{folder}", kept="nothing was written; training did not start")
 
 
 @contextlib.contextmanager
