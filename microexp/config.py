@@ -13,6 +13,9 @@ loss parameters, folds), ``model.name`` and ``model.kwargs`` against the registr
 checks (built on the ``meta`` device, no weights), the frame family's apex index against the sampling
 strategy, and ``model.pretrained`` (a file ``torch.load(weights_only=True)`` reads; nothing in it runs).
 Limits that depend on the data (``num_frames`` against the clips' lengths) are checked by the engine.
+
+The module is ~600 lines on purpose: the schema and all of its validation stay in one place, so no key
+is checked twice or not at all.
 """
 
 from __future__ import annotations

@@ -51,6 +51,10 @@ Fractional times: ``tim`` on a short clip cannot be expressed as integer frame n
 use one code path for every strategy: ``times = sample_times(...)``, decode ``frames_needed(times)``,
 then ``interpolate_frames(decoded, times, numbers=needed)``; at integer times the interpolation
 returns the decoded frames exactly.
+
+Over 600 lines on purpose: seven strategies, each a short pure function whose docstring states its
+invariants, and the one validation and dispatch over them; split up, a strategy's rule and its checks
+would live apart.
 """
 
 from __future__ import annotations
