@@ -320,8 +320,7 @@ def test_cli_rejects_unknown_method(synthetic_dataset, tmp_path, capsys):
 def test_flow_command_is_registered(synthetic_dataset, tmp_path, capsys):
     from microexp.cli import COMMANDS, main
 
-    if "flow" not in COMMANDS:
-        pytest.skip("'flow' is not yet registered in microexp.cli.COMMANDS")
+    assert "flow" in COMMANDS
     argv = ["flow", str(synthetic_dataset / "annotations.csv"), "--cache-dir", str(tmp_path / "flows"),
             "--method", "farneback", "--frames", "2", "--size", "32", "--no-progress"]
     assert main(argv) == 0
