@@ -5,7 +5,7 @@ import pytest
 
 from microexp.data.face import (FaceBox, NoFaceError, crop_frames, detect_faces, median_box, probe_positions,
                                 stable_face_box)
-from microexp.data.synthetic import plan_dataset, render_clip
+from microexp.synth import plan_dataset, render_clip
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import microexp.engine.experiment as experiment
 from microexp.cli import main
 from microexp.config import load_config
-from microexp.data.synthetic import generate_dataset
+from microexp.synth import generate_dataset
 
 
 @pytest.fixture(scope="module")

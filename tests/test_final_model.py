@@ -8,7 +8,7 @@ import torch
 
 import microexp.engine.experiment as experiment
 from microexp.cli import main
-from microexp.data.synthetic import generate_dataset
+from microexp.synth import generate_dataset
 from microexp.checkpoint import load_checkpoint, model_from_checkpoint
 
 BASE = {"cv.folds": 2, "train.epochs": 2, "data.size": 32, "data.num_frames": 4, "data.sampling": "uniform",

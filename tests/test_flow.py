@@ -29,7 +29,7 @@ from microexp.data.flow import (
     precompute_flow,
 )
 from microexp.data.sampling import SamplingSpec
-from microexp.data.synthetic import generate_dataset
+from microexp.synth import generate_dataset
 from microexp.errors import ConfigError
 
 SIZE = 64

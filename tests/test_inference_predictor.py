@@ -9,7 +9,7 @@ from microexp.data.class_maps import apply_class_map, get_class_map
 from microexp.data.dataset import MicroExpressionDataset
 from microexp.data.flow import FlowSpec
 from microexp.data.sampling import SamplingSpec
-from microexp.data.synthetic import generate_dataset
+from microexp.synth import generate_dataset
 from microexp.data.transforms import TransformSpec
 from microexp.data.video import open_video
 from microexp.checkpoint import save_checkpoint

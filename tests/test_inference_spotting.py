@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from microexp.data.synthetic import generate_dataset
+from microexp.synth import generate_dataset
 from microexp.data.video import open_video
 from microexp.inference.spotting import default_sigma, motion_signal, smooth, spot_phases
 

@@ -14,7 +14,7 @@ from PIL import Image
 from microexp.data.annotations import load_clip_table
 from microexp.data.face import FaceBox, probe_positions, stable_face_box
 from microexp.data.pack import CSV_COLUMNS, FACE_BOX_COLUMNS, PackSettings, _split_tag, pack_clip, pack_table
-from microexp.data.synthetic import plan_dataset, render_clip
+from microexp.synth import plan_dataset, render_clip
 from microexp.data.video import open_video
 from microexp.errors import ConfigError, VideoReadError
 
@@ -365,7 +365,7 @@ def test_face_crop_resumes_and_repacks_when_turned_off(tmp_path, raw_faces):
 
 def test_synthetic_uncropped_footage_packs_back_to_faces(tmp_path):
     """``synth --uncropped`` then ``pack --face-crop``: every clip's box lands on the true face."""
-    from microexp.data.synthetic import generate_dataset
+    from microexp.synth import generate_dataset
 
     summary = generate_dataset(tmp_path / "raw", preset="easy", clips=3, subjects=3, size=128, fmt="frames",
                                uncropped=(320, 240), workers=1, progress=False)

@@ -13,7 +13,7 @@ from microexp.config import DataConfig
 from microexp.data.flow import DEFAULT_FLOW_METHOD, FlowSpec
 from microexp.data.pipeline import MODALITIES, PIPELINE_VERSION, ClipPipeline, clip_to_input
 from microexp.data.sampling import SamplingSpec, frames_needed
-from microexp.data.synthetic import generate_dataset
+from microexp.synth import generate_dataset
 from microexp.data.transforms import TransformSpec
 from microexp.errors import ConfigError
 from microexp.inference.export import export_checkpoint

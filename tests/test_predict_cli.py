@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from microexp.cli import main
-from microexp.data.synthetic import generate_dataset
+from microexp.synth import generate_dataset
 from microexp.data.video import open_video, write_video
 
 

@@ -12,7 +12,7 @@ import torch
 from microexp.cli import main
 from microexp.data.class_maps import get_class_map
 from microexp.data.pack import PackSettings, pack_clip
-from microexp.data.synthetic import generate_dataset
+from microexp.synth import generate_dataset
 from microexp.data.video import open_video, write_video
 from microexp.checkpoint import save_checkpoint
 from microexp.inference import ClipPredictor

@@ -18,7 +18,7 @@ import microexp.engine.experiment as experiment
 import microexp.engine.results as results
 from microexp.cli import main
 from microexp.config import ExperimentConfig, load_config
-from microexp.data.synthetic import generate_dataset
+from microexp.synth import generate_dataset
 
 BASE = {"cv.folds": 2, "train.epochs": 1, "data.size": 32, "data.num_frames": 4, "data.sampling": "uniform",
         "model.name": "tsm_tiny", "data.num_workers": 0, "train.batch_size": 4, "seed": 5}

@@ -11,7 +11,7 @@ import pytest
 from microexp.data.samplers import SAMPLERS
 from microexp.data.sampling import STRATEGIES, SamplingSpec
 from microexp.cli import main
-from microexp.data.synthetic import generate_dataset
+from microexp.synth import generate_dataset
 from microexp.errors import ConfigError
 from microexp.losses import LOSSES
 from microexp.studies import Cell, CellResult, StudyOptions, run_grid

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from microexp.cli import main
 from microexp.config import load_config
 from microexp.data.dataset import MicroExpressionDataset
-from microexp.data.synthetic import generate_dataset
+from microexp.synth import generate_dataset
 from microexp.engine.experiment import build_folds, load_experiment_data
 from microexp.errors import ConfigError
 from microexp.sweep import SweepObjective, SweepSettings, open_storage, parse_space, run_worker, study_name

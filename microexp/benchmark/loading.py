@@ -42,7 +42,7 @@ METHODS = ("packed_decord", "naive_pyav", "folder", "cache", "packed_pyav")
 def make_frames(height: int, width: int, *, frames: int = CLIP_FRAMES, unique: int = 30, seed: int = 0) -> np.ndarray:
     """``(frames, height, width, 3)`` uint8 face frames: ``unique`` rendered synthetic frames (with the
     generator's sensor noise and head drift), repeated in a ping-pong order to ``frames``."""
-    from microexp.data.synthetic import plan_dataset, render_clip
+    from microexp.synth import plan_dataset, render_clip
 
     spec = plan_dataset(subjects=1, clips=1, seed=seed)[0]
     side = max(height, width)

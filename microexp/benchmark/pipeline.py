@@ -43,7 +43,7 @@ def find_recipe(name: str = DEMO_RECIPE) -> Path | None:
 
 def make_dataset(out: Path, *, clips: int, subjects: int) -> Path:
     """A small synthetic benchmark like the demo's (medium preset, 128 px H.264); returns its clip table."""
-    from microexp.data.synthetic import generate_dataset
+    from microexp.synth import generate_dataset
 
     generate_dataset(out, clips=clips, subjects=subjects, size=128, fmt="mp4", seed=0, workers=1, progress=False)
     return out / "annotations.csv"

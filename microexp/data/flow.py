@@ -12,8 +12,8 @@ Micro-expressions move the face by about 0.5-2 px at the 112-128 px crops the mo
 parameter below was chosen for sub-pixel accuracy on small, local motions while staying robust to a
 few pixels of residual head motion. They were tuned on (a) Gaussian-blurred noise translated by
 0.1-2 px and 3-8 px, with and without sensor noise, (b) a local Gaussian "brow raise" deformation,
-(c) procedural faces (:mod:`microexp.data.synthetic_faces`) translated and locally deformed, and
-(d) synthetic micro-expressions (:func:`microexp.data.synthetic.render_clip`, onset -> apex, AU fields
+(c) procedural faces (:mod:`microexp.synth.faces`) translated and locally deformed, and
+(d) synthetic micro-expressions (:func:`microexp.synth.render_clip`, onset -> apex, AU fields
 of 1-1.6 px, exact forward flow as truth); errors are mean end-point errors (EPE):
 
 ``tvl1`` -- ``cv2.optflow.DualTVL1OpticalFlow`` (Zach, Pock & Bischof 2007; the estimator of most

@@ -70,7 +70,7 @@ def resolve_data(data: Path | None, *, progress: bool | None = None) -> Path:
     if DEFAULT_DATA.exists():
         logger.info("data: the synthetic benchmark %s", DEFAULT_DATA)
         return DEFAULT_DATA
-    from microexp.data.synthetic import generate_dataset
+    from microexp.synth import generate_dataset
 
     logger.warning("data: %s is missing; generating the synthetic benchmark there (microexp synth %s --clips %d "
                    "--subjects %d --seed %d), this takes a few minutes", DEFAULT_DATA, DEFAULT_DATA.parent,
