@@ -25,12 +25,14 @@ def _checkpoint(work: Path) -> Path:
     depend on the weights."""
     from microexp.checkpoint import save_checkpoint
     from microexp.data.class_maps import get_class_map
+    from microexp.data.pipeline import ClipPipeline
     from microexp.models import create_model
 
     classes = list(get_class_map("dfme7").classes)
     model = create_model("flow_tiny", num_classes=len(classes))
-    data = {"num_frames": 8, "sampling": "onset_apex", "stride": 1, "reference_fps": None, "size": 112,
-            "grayscale": False, "frame_difference": "none", "flow_method": "farneback", "class_map": "dfme7"}
+    pipeline = ClipPipeline.for_model(model.spec, num_frames=8, sampling="onset_apex", size=112,
+                                      flow_method="farneback")
+    data = {"pipeline": pipeline.to_dict(), "class_map": "dfme7"}
     return save_checkpoint(work / "latency_model.pt", model=model, class_names=classes, data=data, epoch=0, fold=0)
 
 
