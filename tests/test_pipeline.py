@@ -162,3 +162,15 @@ def test_rgb_training_draws_depend_on_the_item_generator_alone():
     assert torch.equal(a, b) and a.shape == (3, 4, 12, 12)
     evaluation = clip_to_input(pipeline, frames[needed], times, numbers=needed)
     assert not torch.equal(a, evaluation)  # training crops and flips; evaluation does not
+
+
+def test_a_dataset_takes_a_pipeline_or_its_parts_not_both():
+    from microexp.data.dataset import MicroExpressionDataset, REQUIRED_COLUMNS
+    import pandas as pd
+
+    table = pd.DataFrame({c: [] for c in REQUIRED_COLUMNS})
+    pipeline = ClipPipeline(modality="flow")
+    assert MicroExpressionDataset(table, pipeline=pipeline).pipeline is pipeline
+    assert MicroExpressionDataset(table, modality="flow").pipeline == pipeline  # composed from its parts
+    with pytest.raises(TypeError, match="not both"):
+        MicroExpressionDataset(table, pipeline=pipeline, modality="flow")

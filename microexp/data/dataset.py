@@ -114,7 +114,8 @@ class MicroExpressionDataset(Dataset):
         if pipeline is None:
             pipeline = ClipPipeline(sampling=sampling or SamplingSpec(), transform=transform or TransformSpec(),
                                     modality=modality, frame_difference=frame_difference, flow=flow)
-        elif sampling is not None or transform is not None or flow is not None:
+        elif (sampling is not None or transform is not None or flow is not None or modality != "rgb"
+              or frame_difference != "none"):
             raise TypeError("give either pipeline= or its parts (sampling, transform, modality, flow, "
                             "frame_difference), not both")
         self.pipeline = pipeline
