@@ -412,6 +412,10 @@ class FlowSpec:
     def channels(self) -> int:
         return 3 if self.strain else 2
 
+    def compute(self, frames: np.ndarray) -> np.ndarray:
+        """:func:`clip_flow` of uint8 ``(T, H, W, 3)`` frames with these settings -> ``(T, H, W, channels)``."""
+        return clip_flow(frames, method=self.method, reference=self.reference, strain=self.strain)
+
 
 @dataclass
 class FlowPrecomputeSummary:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from microexp.data.flow import DEFAULT_FLOW_METHOD, FlowSpec, clip_flow
+from microexp.data.flow import DEFAULT_FLOW_METHOD, FlowSpec
 from microexp.data.sampling import SamplingSpec, interpolate_frames
 from microexp.data.transforms import (
     FRAME_DIFFERENCES,
@@ -225,7 +225,7 @@ def clip_to_input(
         rng: the item's own generator: crops and flips depend on it alone (not on torch's global
             generator, a DataLoader worker or where a resumed run restarted).
         flow_of: computes flow ``(T, S, S, C)`` of the sampled frames (the Dataset passes its cache);
-            default :func:`~microexp.data.flow.clip_flow` with the pipeline's flow settings.
+            default ``pipeline.flow.compute`` (:func:`~microexp.data.flow.clip_flow` with its settings).
 
     Returns:
         float32 ``(C, T, size, size)``: normalised RGB (or its frame differences), flow channels
@@ -236,11 +236,7 @@ def clip_to_input(
     if pipeline.flow is None:
         return _rgb(pipeline, sampled, rng if random else None, train=random)
     sampled = np.ascontiguousarray(sampled)
-    flow = pipeline.flow
-    if flow_of is None:
-        flows = clip_flow(sampled, method=flow.method, reference=flow.reference, strain=flow.strain)
-    else:
-        flows = flow_of(sampled)
+    flows = (flow_of or pipeline.flow.compute)(sampled)
     if random and pipeline.transform.flip and bool(rng.random() < 0.5):
         # mirror the frames and the flow field; horizontal displacements change sign
         sampled = np.ascontiguousarray(sampled[:, :, ::-1])

@@ -41,23 +41,5 @@ from microexp.synth.plan import FREQUENCY_ORDER  # noqa: F401
 from microexp.synth.streams import GENERATOR_VERSION  # noqa: F401
 from microexp.synth.tables import CSV_COLUMNS, DFME_COLUMNS, DFME_SHEET_NAME  # noqa: F401
 
-__all__ = [
-    "EMOTIONS",
-    "EMOTION_AUS",
-    "FPS_PARTS",
-    "PRESETS",
-    "ActionUnit",
-    "ClipSpec",
-    "Preset",
-    "RenderedClip",
-    "SynthSummary",
-    "au_displacement_field",
-    "class_counts",
-    "expression_profile",
-    "face_position",
-    "generate_dataset",
-    "get_preset",
-    "plan_dataset",
-    "render_clip",
-]
+from microexp.synth import __all__  # noqa: F401 - the same public names
 

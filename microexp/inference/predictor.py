@@ -36,7 +36,6 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from microexp.data.flow import clip_flow
 from microexp.data.pipeline import ClipPipeline, clip_to_input
 from microexp.data.sampling import frames_needed
 from microexp.data.transforms import resize_frames
@@ -458,7 +457,7 @@ class ClipPredictor:
 
         def compute(frames: np.ndarray) -> np.ndarray:
             tick = time.perf_counter()
-            flows = clip_flow(frames, method=flow.method, reference=flow.reference, strain=flow.strain)
+            flows = flow.compute(frames)
             timings["flow"] += time.perf_counter() - tick
             return flows
 
