@@ -41,8 +41,9 @@ from microexp.errors import ConfigError
 
 __all__ = ["MODALITIES", "PIPELINE_VERSION", "ClipPipeline", "clip_to_input"]
 
-#: what a model reads: RGB frames, optical-flow channels, or RGB then flow (the two-stream input)
-MODALITIES = ("rgb", "flow", "rgb+flow")
+#: what a model reads: RGB frames, optical-flow channels, RGB then flow (the two-stream input), or one
+#: onset->apex flow with optical strain ``(3, 1, H, W)`` (STSTNet, Off-ApexNet, HTNet)
+MODALITIES = ("rgb", "flow", "rgb+flow", "apex_flow")
 #: version of :meth:`ClipPipeline.to_dict`'s layout
 PIPELINE_VERSION = 1
 

@@ -301,6 +301,8 @@ def run_fold(
                            description=f"fold {fold.fold} test")
     frame = pd.DataFrame({"clip": predictions.clips, "subject": predictions.subjects, "fold": fold.fold,
                           "label": predictions.labels, "pred": predictions.predicted})
+    if "dataset" in test_table.columns:  # the source dataset of each clip: per-dataset metrics of mixed tables
+        frame.insert(2, "dataset", frame["clip"].map(dict(zip(test_table["clip"].astype(str), test_table["dataset"]))))
     for index, name in enumerate(data.class_names):
         frame[f"prob_{name}"] = predictions.probabilities[:, index]
     write_csv(frame, fold_dir / "predictions.csv")  # its presence marks the fold complete

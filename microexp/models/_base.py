@@ -22,8 +22,8 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import nn
 
-FAMILIES = ("3dcnn", "two_stream", "tsm", "transformer", "frame")
-MODALITIES = ("rgb", "flow", "rgb+flow")
+FAMILIES = ("3dcnn", "two_stream", "tsm", "transformer", "frame", "apex_flow")
+MODALITIES = ("rgb", "flow", "rgb+flow", "apex_flow")
 
 #: ImageNet statistics (torchvision 2D backbones).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
