@@ -104,7 +104,7 @@ def channel_stats(modality: str, *, flow_channels: int, mean: tuple[float, ...],
     flow_mean, flow_std = (0.0,) * flow_channels, (1.0,) * flow_channels
     if modality == "rgb":
         return 3, tuple(mean), tuple(std)
-    if modality == "flow":
+    if modality in ("flow", "apex_flow"):
         return flow_channels, flow_mean, flow_std
     return 3 + flow_channels, tuple(mean) + flow_mean, tuple(std) + flow_std
 
