@@ -21,6 +21,11 @@ How a clip becomes its ``video`` tensor is the :class:`~microexp.data.pipeline.C
 dataset carries (the same spec and function the predictor runs). Flow modalities compute optical flow
 of the sampled frames relative to the onset (see :mod:`microexp.data.flow`) and, with ``cache_dir``,
 store it under the same key that ``microexp flow`` precomputes.
+
+``apex_flow`` reads one onset->apex flow (:mod:`microexp.data.apex_flow`): from the row's ``flow_path``
+file when it has one (then ``path``, ``onset``, ``apex``, ``offset`` and ``fps`` may be blank), else
+computed from the onset and apex frames (cached with ``cache_dir``). Other modalities need frames: a
+row with only a ``flow_path`` is refused when the dataset is built.
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from microexp.data.apex_flow import FlowFileError, apex_flow_pixels, flow_file_input
 from microexp.data.cache import ClipCache, clip_fingerprint
-from microexp.data.flow import FlowSpec, cached_clip_flow, clip_key_parts
-from microexp.data.pipeline import MODALITIES, ClipPipeline, clip_to_input
+from microexp.data.flow import FlowSpec, cached_clip_flow, clip_key_parts, flow_cache_key
+from microexp.data.pipeline import MODALITIES, ClipPipeline, clip_to_input, encoded_apex_input
 from microexp.data.sampling import SamplingSpec, frames_needed
 from microexp.data.transforms import TransformSpec, resize_frames
 from microexp.data.video import open_video
@@ -44,7 +50,7 @@ from microexp.errors import AnnotationError, ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODALITIES", "REQUIRED_COLUMNS", "EpochIndexSampler", "MicroExpressionDataset"]
+__all__ = ["MODALITIES", "REQUIRED_COLUMNS", "EpochIndexSampler", "MicroExpressionDataset", "check_clip_inputs"]
 
 REQUIRED_COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "first_frame", "fps", "aus", "label")
 
@@ -85,7 +91,8 @@ class MicroExpressionDataset(Dataset):
         train: random sampling draws and augmentation when True; deterministic otherwise.
         backend: video backend for files ('auto', 'decord', 'pyav'); folders are read as folders.
         cache_dir: folder of the preprocessed clip cache; None decodes every time.
-        cache_size: side of the cached square frames (default the pipeline's size).
+        cache_size: side of the cached square frames (default the pipeline's ``frame_size``: its input
+            size, or the apex flow's ``compute_size``).
         seed: base seed of the per-item random draws in training mode.
     """
 
@@ -119,18 +126,19 @@ class MicroExpressionDataset(Dataset):
             raise TypeError("give either pipeline= or its parts (sampling, transform, modality, flow, "
                             "frame_difference), not both")
         self.pipeline = pipeline
+        check_clip_inputs(table, pipeline)
         self.table = table.reset_index(drop=True)
         # plain dicts: cheap per-item access, and no pandas object crosses into workers per item
         self._rows: list[dict[str, Any]] = self.table.to_dict("records")
         self.train = train
         self.backend = backend
         self.cache = ClipCache(cache_dir) if cache_dir is not None else None
-        self.cache_size = cache_size or pipeline.transform.size
+        self.cache_size = cache_size or pipeline.frame_size
         self.seed = seed
-        if pipeline.flow is not None and self.cache_size != pipeline.transform.size:
+        if (pipeline.flow is not None or pipeline.apex is not None) and self.cache_size != pipeline.frame_size:
             raise ConfigError(
-                f"cache_size={self.cache_size} with modality={pipeline.modality!r}: flow is computed at the "
-                f"model's input size, so cache_size must equal transform size {pipeline.transform.size}"
+                f"cache_size={self.cache_size} with modality={pipeline.modality!r}: flow is computed on frames of "
+                f"{pipeline.frame_size} px, so cache_size must be {pipeline.frame_size}"
             )
         self._epoch = 0
         # taken once per dataset object (so per worker): a frame folder's fingerprint stats every file
@@ -160,11 +168,15 @@ class MicroExpressionDataset(Dataset):
         epoch, index = index if isinstance(index, tuple) else (self._epoch, index)
         row = self._rows[index]
         rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
-        times = self.pipeline.times(int(row["onset"]), int(row["apex"]), int(row["offset"]), fps=float(row["fps"]),
-                                    train=self.train, rng=rng)
-        numbers = frames_needed(times)
-        video = clip_to_input(self.pipeline, self._frames(row, numbers), times, numbers=numbers, train=self.train,
-                              rng=rng, flow_of=self._flow_of(row, times))
+        if self.pipeline.apex is not None and _flow_file(row):
+            video = self._flow_file_input(row, rng)
+            times = np.asarray([float(row["onset"] or 0), float(row["apex"] or 0)])
+        else:
+            times = self.pipeline.times(int(row["onset"]), int(row["apex"]), int(row["offset"]),
+                                        fps=float(row["fps"]), train=self.train, rng=rng)
+            numbers = frames_needed(times)
+            video = clip_to_input(self.pipeline, self._frames(row, numbers), times, numbers=numbers,
+                                  train=self.train, rng=rng, flow_of=self._flow_of(row, times))
         return {
             "video": video,
             "label": torch.tensor(int(row["label"]), dtype=torch.int64),
@@ -174,14 +186,35 @@ class MicroExpressionDataset(Dataset):
             "aus": str(row["aus"]) if isinstance(row["aus"], str) else "",
         }
 
+    def _flow_file_input(self, row: dict[str, Any], rng: np.random.Generator | None) -> torch.Tensor:
+        apex = self.pipeline.apex
+        try:
+            encoded = flow_file_input(row["flow_path"], size=self.pipeline.transform.size, encoding=apex.encoding)
+        except FlowFileError as exc:
+            raise FlowFileError(f"clip {row['clip']}: {exc}") from None
+        return encoded_apex_input(self.pipeline, encoded, rng, encoded=True)
+
     def _flow_of(self, row: dict[str, Any], times: np.ndarray) -> Any:
         """Flow through the cache (keyed by clip, sampled times and size), or None: computed each time."""
+        if self.pipeline.apex is not None:
+            return self._apex_flow_of(row, times)
         flow = self.pipeline.flow
         if flow is None or self.cache is None:
             return None
         key = clip_key_parts(row, times, size=self.cache_size, source=self._fingerprint(row["path"]))
         return lambda frames: cached_clip_flow(self.cache, key, lambda: frames, method=flow.method,
                                                reference=flow.reference, strain=flow.strain)
+
+    def _apex_flow_of(self, row: dict[str, Any], times: np.ndarray) -> Any:
+        """The onset->apex flow in pixels at the compute size, through the cache when there is one."""
+        method = self.pipeline.apex.method
+        if self.cache is None:
+            return None
+        parts = clip_key_parts(row, times, size=self.cache_size, source=self._fingerprint(row["path"]))
+        # "layout" keeps it apart from a 2-frame flow sequence with strain of the same frames
+        key = flow_cache_key({**parts, "layout": "apex_flow"}, method=method, reference="onset", strain=True)
+        return lambda frames: np.asarray(self.cache.get_or_create(
+            key, lambda: apex_flow_pixels(frames[0], frames[-1], method).astype(np.float16)), dtype=np.float32)
 
     def _frames(self, row: dict[str, Any], numbers: list[int]) -> np.ndarray:
         """Frames with the sorted frame numbers ``numbers``, resized to the cache size."""
@@ -209,3 +242,32 @@ class MicroExpressionDataset(Dataset):
     def _decode(self, row: dict[str, Any], numbers: list[int]) -> np.ndarray:
         with open_video(row["path"], backend=self.backend, first_frame=int(row["first_frame"])) as reader:
             return reader.get_frames_by_number(numbers)
+
+
+def _flow_file(row: Any) -> str:
+    """The row's ``flow_path`` ('' when the table has none or the cell is blank)."""
+    value = row.get("flow_path") if isinstance(row, dict) else None
+    return value if isinstance(value, str) and value.strip() else ""
+
+
+def _has_frames(row: Any) -> bool:
+    value = row.get("path")
+    return isinstance(value, str) and bool(value.strip())
+
+
+def check_clip_inputs(table: pd.DataFrame, pipeline: ClipPipeline) -> None:
+    """Every row can give this pipeline its input: frames, or (``apex_flow``) a flow file.
+
+    Raises:
+        AnnotationError: naming the first clip that cannot, and how many more.
+    """
+    bad = [row for row in table.to_dict("records")
+           if not (_has_frames(row) or (pipeline.apex is not None and _flow_file(row)))]
+    if not bad:
+        return
+    row = bad[0]
+    what = "no clip path" if not _flow_file(row) else f"only a flow_path, which modality {pipeline.modality!r} cannot read"
+    more = f" ({len(bad) - 1} more clip(s) like it)" if len(bad) > 1 else ""
+    expected = ("frames or a video in 'path', or an apex flow file in 'flow_path'" if pipeline.apex is not None else
+                "frames or a video in 'path' (flow_path files feed apex_flow models only)")
+    raise AnnotationError(f"clip {row.get('clip')!r}: {what}{more}; expected {expected}")

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from microexp.data.apex_flow import ApexFlowSpec, apex_flow_pixels, encode_flow, flip_encoded, resize_flow
 from microexp.data.flow import DEFAULT_FLOW_METHOD, FlowSpec
 from microexp.data.sampling import SamplingSpec, interpolate_frames
 from microexp.data.transforms import (
@@ -39,13 +40,16 @@ from microexp.data.transforms import (
 )
 from microexp.errors import ConfigError
 
-__all__ = ["MODALITIES", "PIPELINE_VERSION", "ClipPipeline", "clip_to_input"]
+__all__ = ["FLOW_SEQUENCE_MODALITIES", "MODALITIES", "PIPELINE_VERSION", "ClipPipeline", "clip_to_input",
+           "encoded_apex_input"]
 
 #: what a model reads: RGB frames, optical-flow channels, RGB then flow (the two-stream input), or one
 #: onset->apex flow with optical strain ``(3, 1, H, W)`` (STSTNet, Off-ApexNet, HTNet)
 MODALITIES = ("rgb", "flow", "rgb+flow", "apex_flow")
-#: version of :meth:`ClipPipeline.to_dict`'s layout
-PIPELINE_VERSION = 1
+#: modalities whose channels are a flow sequence (dx, dy[, strain]) of the sampled frames
+FLOW_SEQUENCE_MODALITIES = ("flow", "rgb+flow")
+#: version of :meth:`ClipPipeline.to_dict`'s layout (2 added ``apex``; version 1 dicts still load)
+PIPELINE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,12 @@ class ClipPipeline:
         modality: one of :data:`MODALITIES` (a model's ``spec.modality``).
         frame_difference: 'none', 'first' or 'previous': the RGB channels show each normalised frame
             minus the first sampled frame or the previous one.
-        flow: how the flow channels are computed; required by flow modalities (default
+        flow: how the flow channels are computed; required by ``flow`` and ``rgb+flow`` (default
             ``FlowSpec()``), None otherwise.
+        apex: how the one onset->apex flow of ``apex_flow`` is made and encoded (default
+            ``ApexFlowSpec()``; see :mod:`microexp.data.apex_flow`), None otherwise. Its frames are the
+            onset and the apex (``sampling`` is then ``onset_apex`` with 2 frames), read at
+            ``apex.compute_size``; the input is ``(3, 1, size, size)``.
     """
 
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
@@ -67,6 +75,7 @@ class ClipPipeline:
     modality: str = "rgb"
     frame_difference: str = "none"
     flow: FlowSpec | None = None
+    apex: ApexFlowSpec | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -74,10 +83,17 @@ class ClipPipeline:
         if self.frame_difference not in FRAME_DIFFERENCES:
             raise ConfigError(f"frame_difference={self.frame_difference!r}: expected one of "
                               f"{', '.join(FRAME_DIFFERENCES)}")
-        if "flow" in self.modality and self.flow is None:
+        if self.modality in FLOW_SEQUENCE_MODALITIES and self.flow is None:
             object.__setattr__(self, "flow", FlowSpec())
-        elif "flow" not in self.modality and self.flow is not None:
-            object.__setattr__(self, "flow", None)  # an RGB model computes no flow, whatever was passed
+        elif self.modality not in FLOW_SEQUENCE_MODALITIES and self.flow is not None:
+            object.__setattr__(self, "flow", None)  # no flow sequence for this model, whatever was passed
+        if self.modality == "apex_flow":
+            if self.apex is None:
+                object.__setattr__(self, "apex", ApexFlowSpec())
+            # the onset and the apex frame, whatever sampling was asked for
+            object.__setattr__(self, "sampling", SamplingSpec("onset_apex", num_frames=2))
+        elif self.apex is not None:
+            object.__setattr__(self, "apex", None)
         # tuples, so the spec hashes (the built transform is cached per spec) and compares by value
         t = self.transform
         if not (isinstance(t.mean, tuple) and isinstance(t.std, tuple)):
@@ -102,27 +118,31 @@ class ClipPipeline:
         grayscale: bool = False,
         frame_difference: str = "none",
         flow_method: str = DEFAULT_FLOW_METHOD,
+        apex_flow: ApexFlowSpec | None = None,
     ) -> "ClipPipeline":
         """The pipeline of a recipe's ``data`` settings for a model with ``spec`` (a ``ModelSpec``).
 
         The model decides the modality, the normalisation of its RGB channels (its ``mean``/``std``;
         ImageNet's for flow-only models, which have none) and whether flow carries a strain channel.
+        ``apex_flow`` (default ``ApexFlowSpec(method=flow_method)``) is used by ``apex_flow`` models only.
         """
         modality = spec.modality
-        rgb = modality != "flow"
+        rgb = modality in ("rgb", "rgb+flow")
         mean = tuple(float(v) for v in spec.mean[:3]) if rgb else IMAGENET_MEAN
         std = tuple(float(v) for v in spec.std[:3]) if rgb else IMAGENET_STD
-        flow = FlowSpec(method=flow_method, strain=spec.flow_channels == 3) if "flow" in modality else None
+        flow = (FlowSpec(method=flow_method, strain=spec.flow_channels == 3)
+                if modality in FLOW_SEQUENCE_MODALITIES else None)
+        apex = (apex_flow or ApexFlowSpec(method=flow_method)) if modality == "apex_flow" else None
         return cls(
             sampling=SamplingSpec(sampling, num_frames=num_frames, stride=stride, reference_fps=reference_fps),
             transform=TransformSpec(size=size, crop_scale=crop_scale, flip=flip, grayscale=grayscale,
                                     mean=mean, std=std),
-            modality=modality, frame_difference=frame_difference, flow=flow,
+            modality=modality, frame_difference=frame_difference, flow=flow, apex=apex,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (checkpoints load with ``weights_only=True``); :meth:`from_dict` inverts it."""
-        s, t, f = self.sampling, self.transform, self.flow
+        s, t, f, a = self.sampling, self.transform, self.flow, self.apex
         return {
             "version": PIPELINE_VERSION,
             "sampling": {"strategy": s.strategy, "num_frames": s.num_frames, "stride": s.stride,
@@ -132,18 +152,22 @@ class ClipPipeline:
             "modality": self.modality,
             "frame_difference": self.frame_difference,
             "flow": None if f is None else {"method": f.method, "reference": f.reference, "strain": f.strain},
+            "apex": None if a is None else {"method": a.method, "compute_size": a.compute_size, "encoding": a.encoding},
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ClipPipeline":
         """The pipeline :meth:`to_dict` wrote; a ConfigError names a missing or unknown key."""
+        version = data.get("version")
+        if version not in (1, PIPELINE_VERSION):
+            raise ConfigError(f"preprocessing pipeline version {version!r}: this microexp reads versions 1 to "
+                              f"{PIPELINE_VERSION}; upgrade microexp to use this checkpoint")
         expected = {"version", "sampling", "transform", "modality", "frame_difference", "flow"}
+        if version >= 2:
+            expected.add("apex")
         keys = set(data)
         if keys != expected:
             raise ConfigError(f"preprocessing pipeline: keys {sorted(keys)}: expected {sorted(expected)}")
-        if data["version"] != PIPELINE_VERSION:
-            raise ConfigError(f"preprocessing pipeline version {data['version']!r}: this microexp reads "
-                              f"version {PIPELINE_VERSION}; upgrade microexp to use this checkpoint")
         try:
             transform = dict(data["transform"])
             transform["mean"] = tuple(transform["mean"])
@@ -153,6 +177,7 @@ class ClipPipeline:
                 transform=TransformSpec(**transform),
                 modality=data["modality"], frame_difference=data["frame_difference"],
                 flow=None if data["flow"] is None else FlowSpec(**data["flow"]),
+                apex=None if data.get("apex") is None else ApexFlowSpec(**data["apex"]),
             )
         except TypeError as exc:  # an unknown or missing field of one part
             raise ConfigError(f"preprocessing pipeline: {exc}") from None
@@ -178,21 +203,29 @@ class ClipPipeline:
 
     @property
     def flow_channels(self) -> int:
+        if self.apex is not None:
+            return 3
         return 0 if self.flow is None else self.flow.channels
 
     @property
     def channels(self) -> int:
         """C of the model input: 3 RGB, the flow channels, or both."""
-        return (3 if self.modality != "flow" else 0) + self.flow_channels
+        return (3 if self.modality in ("rgb", "rgb+flow") else 0) + self.flow_channels
+
+    @property
+    def frame_size(self) -> int:
+        """Side of the square frames this pipeline is given (the Dataset caches frames at this size)."""
+        return self.apex.compute_size if self.apex is not None else self.transform.size
 
     def input_shape(self) -> tuple[int, int, int, int]:
         """``(C, T, H, W)`` of one clip's model input."""
-        return (self.channels, self.sampling.num_frames, self.transform.size, self.transform.size)
+        frames = 1 if self.apex is not None else self.sampling.num_frames
+        return (self.channels, frames, self.transform.size, self.transform.size)
 
     @property
     def reads_motion(self) -> str | None:
         """What in this input needs at least 2 frames (optical flow, frame differences), or None."""
-        if self.flow is not None:
+        if self.flow is not None or self.apex is not None:
             return "optical flow"
         if self.frame_difference != "none":
             return f"frame differences ({self.frame_difference})"
@@ -201,7 +234,8 @@ class ClipPipeline:
     def times(self, onset: int, apex: int, offset: int, *, fps: float | None = None, train: bool = False,
               rng: np.random.Generator | None = None) -> np.ndarray:
         """The sampled times of a clip; random draws only when training an RGB model (flow samples fixed)."""
-        return self.sampling.times(onset, apex, offset, fps=fps, train=train and self.flow is None, rng=rng)
+        moving = self.flow is not None or self.apex is not None
+        return self.sampling.times(onset, apex, offset, fps=fps, train=train and not moving, rng=rng)
 
 
 def clip_to_input(
@@ -227,13 +261,18 @@ def clip_to_input(
             generator, a DataLoader worker or where a resumed run restarted).
         flow_of: computes flow ``(T, S, S, C)`` of the sampled frames (the Dataset passes its cache);
             default ``pipeline.flow.compute`` (:func:`~microexp.data.flow.clip_flow` with its settings).
+            For ``apex_flow``: the ``(S, S, 3)`` u, v, strain flow in pixels of the two frames (onset,
+            apex); default :func:`~microexp.data.apex_flow.apex_flow_pixels`.
 
     Returns:
         float32 ``(C, T, size, size)``: normalised RGB (or its frame differences), flow channels
-        (dx, dy[, strain]) in pixels, or RGB then flow.
+        (dx, dy[, strain]) in pixels, or RGB then flow; ``(3, 1, size, size)`` for ``apex_flow``.
     """
     sampled = interpolate_frames(frames, times, numbers=numbers)
     random = train and rng is not None
+    if pipeline.apex is not None:
+        flow = flow_of(sampled) if flow_of is not None else apex_flow_pixels(sampled[0], sampled[-1], pipeline.apex.method)
+        return encoded_apex_input(pipeline, resize_flow(flow, pipeline.transform.size), rng if random else None)
     if pipeline.flow is None:
         return _rgb(pipeline, sampled, rng if random else None, train=random)
     sampled = np.ascontiguousarray(sampled)
@@ -247,6 +286,20 @@ def clip_to_input(
     if pipeline.modality == "flow":
         return flow_tensor.contiguous()
     return torch.cat([_rgb(pipeline, sampled, None, train=False), flow_tensor])
+
+
+def encoded_apex_input(pipeline: ClipPipeline, encoded_or_pixels: np.ndarray, rng: np.random.Generator | None, *,
+                       encoded: bool = False) -> torch.Tensor:
+    """An apex flow ``(size, size, 3)`` (in pixels, or already ``encoded``) -> the ``(3, 1, size, size)`` input.
+
+    With ``rng`` (training) and ``transform.flip``, a horizontal flip with probability 1/2.
+    """
+    assert pipeline.apex is not None
+    encoding = pipeline.apex.encoding
+    flow = encoded_or_pixels if encoded else encode_flow(encoded_or_pixels, encoding)
+    if rng is not None and pipeline.transform.flip and bool(rng.random() < 0.5):
+        flow = flip_encoded(flow, encoding)
+    return torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1).unsqueeze(1).contiguous()
 
 
 def _rgb(pipeline: ClipPipeline, frames: np.ndarray, rng: np.random.Generator | None, *, train: bool) -> torch.Tensor:

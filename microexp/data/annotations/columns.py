@@ -31,13 +31,14 @@ COLUMN_ALIASES: Aliases = MappingProxyType({
     "first_frame": ("firstframe",),
     "dataset": ("dataset",),
     "action_descriptors": ("actiondescriptors", "actiondescriptor", "descriptors"),
+    "flow_path": ("flowpath", "flowfile", "flowimage", "apexflow", "apexflowpath"),
 })
 #: How the official sheets most often spell each field: a format's messages name a missing column so,
 #: unless its own files spell it otherwise (see each format's ``column_names``).
 SHEET_COLUMN_NAMES: Mapping[str, str] = MappingProxyType({
     "subject": "Subject", "filename": "Filename", "path": "path", "onset": "OnsetFrame", "apex": "ApexFrame",
     "offset": "OffsetFrame", "aus": "Action Units", "emotion": "Estimated Emotion", "fps": "fps",
-    "first_frame": "first_frame", "dataset": "dataset"})
+    "first_frame": "first_frame", "dataset": "dataset", "flow_path": "flow_path"})
 #: The fields every official sheet has.
 SHEET_FIELDS = ("subject", "filename", "onset", "apex", "offset", "emotion")
 #: The header row is looked for among this many first rows (SAMM puts a description block above it).

@@ -128,6 +128,8 @@ class Format:
         zero_offset_is_missing: an offset of 0 means a missing offset (an error), not frame 0.
         fps_from_sheet_only: the sheet's fps column is the only frame rate; ``fps=`` is ignored with a warning.
         locator_reports_unfound: ``locate`` reports the clips it cannot find, so an empty path is no new error.
+        flow_required: the fields a sheet must have when it has a ``flow_path`` column (precomputed apex
+            flows: frames, phases and fps may then be blank); None when the format has no such column.
     """
 
     name: str
@@ -148,6 +150,7 @@ class Format:
     zero_offset_is_missing: bool = False
     fps_from_sheet_only: bool = False
     locator_reports_unfound: bool = False
+    flow_required: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):

@@ -15,7 +15,7 @@ __all__ = ["COLUMNS", "Record", "RowContext"]
 
 #: Columns of a clip table, in order.
 COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "first_frame", "fps", "emotion", "aus",
-           "dataset", "apex_estimated", "action_descriptors")
+           "dataset", "apex_estimated", "action_descriptors", "flow_path")
 
 
 @dataclass
@@ -42,6 +42,8 @@ class Record:
     path: str = ""
     apex_estimated: bool = False
     clip: str = ""
+    #: a precomputed onset->apex flow file (``apex_flow`` models); '' when the clip has none
+    flow_path: str = ""
 
     def as_row(self) -> dict[str, object]:
         return {c: getattr(self, c) for c in COLUMNS}

@@ -28,20 +28,28 @@ def _parse_required(ctx: RowContext, row: int, cells: Mapping[str, object], prob
     out["filename"] = cell_text(cells["filename"])
     if not out["filename"]:
         problems.append(ctx.problem(row, "filename", "", "missing clip name"))
+    flow_only = _flow_only(cells)
     for fld in ("onset", "offset"):
         try:
-            out[fld] = parse_frame_number(cells[fld])
-            if out[fld] is None:
-                problems.append(ctx.problem(row, fld, cells[fld], f"missing {fld} frame number"))
+            out[fld] = parse_frame_number(cells.get(fld))
+            if out[fld] is None and flow_only:
+                out[fld] = 0  # a precomputed flow needs no frames: the phases are not used
+            elif out[fld] is None:
+                problems.append(ctx.problem(row, fld, cells.get(fld), f"missing {fld} frame number"))
             elif fld == "offset" and out[fld] == 0 and ctx.format.zero_offset_is_missing:
                 out[fld] = None
-                problems.append(ctx.problem(row, fld, cells[fld], f"missing offset frame number ({ctx.format.name} "
+                problems.append(ctx.problem(row, fld, cells.get(fld), f"missing offset frame number ({ctx.format.name} "
                                             f"writes a missing offset as {ctx.headers.get(fld, fld)} = 0)"))
         except ValueError as exc:
             out[fld] = None
-            problems.append(ctx.problem(row, fld, cells[fld], str(exc)))
+            problems.append(ctx.problem(row, fld, cells.get(fld), str(exc)))
     ok = "subject" in out and out["filename"] and out["onset"] is not None and out["offset"] is not None
     return out if ok else None
+
+
+def _flow_only(cells: Mapping[str, object]) -> bool:
+    """A row with a precomputed flow file and no frames: its phases and fps may be blank."""
+    return not is_blank(cells.get("flow_path")) and is_blank(cells.get("path"))
 
 
 def _parse_optional(ctx: RowContext, row: int, cells: Mapping[str, object], problems: list[Problem]
@@ -51,10 +59,12 @@ def _parse_optional(ctx: RowContext, row: int, cells: Mapping[str, object], prob
     ok = True
     try:
         out["apex"] = parse_frame_number(cells.get("apex"))
+        if out["apex"] is None and _flow_only(cells) and is_blank(cells.get("onset")):
+            out["apex"] = 0  # no frames, no phases: nothing to estimate
     except ValueError as exc:
         problems.append(ctx.problem(row, "apex", cells.get("apex"), str(exc)))
         ok = False
-    if "fps" in cells:
+    if "fps" in cells and not (_flow_only(cells) and is_blank(cells["fps"])):
         try:
             out["fps"] = parse_fps(cells["fps"])
         except ValueError as exc:
@@ -95,12 +105,15 @@ def parse_row(ctx: RowContext, row: int, cells: Mapping[str, object]) -> tuple[R
     if is_blank(cells.get("subject")) and is_blank(cells.get("filename")):
         message = "row ignored: no subject and no clip name (a note or a stray cell?)"
         return None, [ctx.problem(row, "subject", "", message, severity="warning")]
+    if "flow_path" in cells and is_blank(cells["flow_path"]) and is_blank(cells.get("path")):
+        message = "neither frames (path) nor a precomputed apex flow (flow_path): give one of them"
+        return None, [ctx.problem(row, "flow_path", "", message)]
     required = _parse_required(ctx, row, cells, problems)
     optional = _parse_optional(ctx, row, cells, problems)
     if required is None or optional is None:
         return None, problems
     record = Record(row=row, subject_text=cell_text(cells["subject"]), path=cell_text(cells.get("path")),
-                    **required, **optional)  # type: ignore[arg-type]
+                    flow_path=cell_text(cells.get("flow_path")), **required, **optional)  # type: ignore[arg-type]
     return record, problems
 
 

@@ -54,7 +54,10 @@ def _locate_columns(path: Path, sheets: list[Sheet], fmt: Format, *, require_emo
         if index is None:
             continue
         positions, headers = match_columns(sheet.rows[index], fmt.aliases)
-        if all(f in positions for f in required):
+        needed = required
+        if fmt.flow_required is not None and "flow_path" in positions:
+            needed = tuple(f for f in fmt.flow_required if require_emotion or f != "emotion")
+        if all(f in positions for f in needed):
             return _Layout(sheet, index, positions, headers)
     first = sheets[0] if sheets else Sheet("", [])
     index = fmt.find_header(first.rows, fmt.aliases)
@@ -87,7 +90,7 @@ def _build_table(records: Sequence[Record]) -> pd.DataFrame:
     dtypes = {"subject": "int64", "onset": "int64", "apex": "int64", "offset": "int64", "first_frame": "int64",
               "fps": "float64", "apex_estimated": "bool"}
     table = table.astype(dtypes)
-    for c in ("clip", "path", "emotion", "aus", "dataset", "action_descriptors"):
+    for c in ("clip", "path", "emotion", "aus", "dataset", "action_descriptors", "flow_path"):
         table[c] = table[c].astype(object)
     return table
 

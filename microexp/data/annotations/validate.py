@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+from microexp.data.apex_flow import FlowFileError, read_flow_file
 from microexp.data.annotations.cells import list_frame_files
 from microexp.data.annotations.formats import DATASET_FORMATS
 from microexp.data.annotations.records import Record, RowContext
@@ -17,8 +18,11 @@ from microexp.data.annotations.results import Problem
 from microexp.data.video import check_clip
 from microexp.errors import VideoReadError, user_message
 
-__all__ = ["MediaCheck", "check_duplicates", "check_emotion", "check_frames", "check_media", "check_order",
-           "validate_records"]
+#: the MEGC 2019 composite's classes: its public label lists give them instead of each dataset's emotions
+COMPOSITE_CLASSES = frozenset({"negative", "positive", "surprise"})
+
+__all__ = ["COMPOSITE_CLASSES", "MediaCheck", "check_duplicates", "check_emotion", "check_flow_file", "check_frames", "check_media",
+           "check_order", "validate_records"]
 
 
 def check_order(ctx: RowContext, record: Record) -> list[Problem]:
@@ -40,7 +44,7 @@ def check_emotion(ctx: RowContext, record: Record) -> list[Problem]:
         return [ctx.problem(record.row, "emotion", "", "missing emotion", clip=record.clip)]
     dataset = DATASET_FORMATS.get(record.dataset)
     known = dataset.emotions if dataset is not None else None
-    if known is not None and record.emotion not in known:
+    if known is not None and record.emotion not in known | COMPOSITE_CLASSES:
         return [ctx.problem(record.row, "emotion", record.emotion, f"unknown emotion for {record.dataset}; "
                             f"known: {', '.join(sorted(known))}", clip=record.clip)]
     return []
@@ -67,10 +71,13 @@ def check_frames(ctx: RowContext, record: Record, listings: dict[str, list[int] 
         listings: frame numbers by folder (None: not a folder), filled as folders are listed.
     """
     path = record.path
+    if not path and record.flow_path:
+        return []  # a precomputed flow instead of frames (check_flow_file reads it)
     if not path:
         if ctx.format.locator_reports_unfound:  # already reported by the format's locator
             return []
-        return [ctx.problem(record.row, "path", "", "no clip path", clip=record.clip)]
+        return [ctx.problem(record.row, "path", "", "no clip path and no flow_path (expected frames, a video or "
+                            "a precomputed apex flow file)", clip=record.clip)]
     if path not in listings:
         listings[path] = [n for n, _ in list_frame_files(path)] if os.path.isdir(path) else None
     numbers = listings[path]
@@ -90,6 +97,21 @@ def check_frames(ctx: RowContext, record: Record, listings: dict[str, list[int] 
     return [ctx.problem(record.row, "path", path, f"frame folder lacks {len(missing)} of the frames "
                         f"{record.onset}..{record.offset} ({shown}); it has {numbers[0]}..{numbers[-1]}",
                         clip=record.clip)]
+
+
+def check_flow_file(ctx: RowContext, record: Record) -> list[Problem]:
+    """The row's ``flow_path`` file reads as an apex flow (8-bit 3-channel image or float ``.npy``).
+
+    Flow files are small (a 28x28 image), so each one is read in full here rather than when training.
+    """
+    if not record.flow_path:
+        return []
+    try:
+        read_flow_file(record.flow_path)
+    except FlowFileError as exc:
+        return [ctx.problem(record.row, "flow_path", record.flow_path, str(exc).removeprefix(f"{record.flow_path}: "),
+                            clip=record.clip)]
+    return []
 
 
 @dataclass(frozen=True)
@@ -129,7 +151,7 @@ def validate_records(ctx: RowContext, records: Sequence[Record], check_files: bo
     for r in records:
         found = check_order(ctx, r) + check_emotion(ctx, r)
         if check_files:
-            files = check_frames(ctx, r, listings)
+            files = check_frames(ctx, r, listings) + check_flow_file(ctx, r)
             if not files and not found and r.path:
                 readable.append(r)
             found += files

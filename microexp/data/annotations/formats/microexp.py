@@ -1,7 +1,9 @@
 """Our CSV (what ``microexp synth`` and ``microexp pack`` write): one row per clip, paths in a column.
 
-``subject,clip,path,onset,apex,offset,fps,emotion,aus`` [+ ``first_frame``, ``dataset``]; ``path`` relative
-to ``root`` (default: the CSV's folder) or absolute; clip id = ``clip``; any emotion name.
+``subject,clip,path,onset,apex,offset,fps,emotion,aus`` [+ ``first_frame``, ``dataset``, ``flow_path``];
+``path`` relative to ``root`` (default: the CSV's folder) or absolute; clip id = ``clip``; any emotion name.
+A table with a ``flow_path`` column (precomputed onset->apex flows, as ``microexp flow --apex`` writes)
+needs only ``subject,clip,flow_path,emotion``: ``path``, the phases and ``fps`` may be blank or absent.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from microexp.data.annotations.records import Record, RowContext
 def paths_from_column(ctx: RowContext, root: Path, records: Sequence[Record], *, check_files: bool,
                       root_given: bool) -> Located:
     """The ``path`` column made absolute against ``root``; a blank path stays blank (reported when checked)."""
-    paths = [os.path.abspath(r.path if os.path.isabs(r.path) else root / r.path) if r.path else r.path
-             for r in records]
-    return Located(paths, [])
+    for r in records:  # flow files: the same rule, in place (the locator returns the frame paths)
+        r.flow_path = _absolute(root, r.flow_path)
+    return Located([_absolute(root, r.path) for r in records], [])
+
+
+def _absolute(root: Path, path: str) -> str:
+    return os.path.abspath(path if os.path.isabs(path) else root / path) if path else path
 
 
 def has_path_and_clip(names: frozenset[str]) -> bool:
-    """Our CSV's decisive columns."""
-    return {"path", "clip"} <= names
+    """Our CSV's decisive columns (a table of precomputed flows has ``flow_path`` instead of ``path``)."""
+    return "clip" in names and ("path" in names or "flowpath" in names)
 
 
 MICROEXP = Format(
@@ -38,4 +44,5 @@ MICROEXP = Format(
     locate=paths_from_column,
     header_signature=has_path_and_clip,
     signature_rank=0,
+    flow_required=("subject", "filename", "flow_path", "emotion"),
 )
