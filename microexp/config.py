@@ -49,6 +49,8 @@ class DataConfig:
     annotations: str = ""
     format: str = "auto"
     root: str | None = None
+    #: a built-in map (microexp/data/class_maps.yaml), ``identity`` (the table's emotions as classes), or a
+    #: YAML file of maps in that schema (``FILE.yaml``; ``FILE.yaml#NAME`` picks one of several)
     class_map: str = "dfme7"
     num_frames: int = 8
     sampling: str = "tsn"
@@ -322,7 +324,6 @@ def validate(config: ExperimentConfig, *, source: str = "config",
 
 def _validate_choices(config: ExperimentConfig, where: _Where) -> None:
     from microexp.data.annotations import FORMATS
-    from microexp.data.class_maps import list_class_maps
     from microexp.data.flow import FLOW_METHODS
     from microexp.data.samplers import SAMPLERS
     from microexp.data.sampling import STRATEGIES
@@ -332,7 +333,6 @@ def _validate_choices(config: ExperimentConfig, where: _Where) -> None:
 
     choices = {
         "data.format": (config.data.format, FORMATS),
-        "data.class_map": (config.data.class_map, tuple(list_class_maps())),
         "data.sampling": (config.data.sampling, STRATEGIES),
         "data.backend": (config.data.backend, BACKENDS),
         "data.frame_difference": (config.data.frame_difference, FRAME_DIFFERENCES),
@@ -352,6 +352,28 @@ def _validate_choices(config: ExperimentConfig, where: _Where) -> None:
             raise ConfigError(f"{where(key)}: {key}={value!r}: expected one of {', '.join(allowed)}{hint}")
     if config.device != "auto" and not (config.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", config.device)):
         raise ConfigError(f"{where('device')}: device={config.device!r}: expected auto, cpu, cuda or cuda:N")
+    _validate_class_map(config.data.class_map, where)
+
+
+def _validate_class_map(spec: str, where: _Where) -> None:
+    """A built-in map's name, ``identity``, or a class map file that reads and picks one map."""
+    from microexp.data.class_maps import (IDENTITY, MAP_NAME_SEPARATOR, get_class_map, list_class_maps,
+                                          parse_class_map_spec)
+
+    prefix = f"{where('data.class_map')}: data.class_map={spec!r}"
+    try:
+        file, name = parse_class_map_spec(spec)
+        if file is not None:
+            get_class_map(spec)  # reads the file: missing, not YAML, a malformed map, no map picked
+            return
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix}: {exc}") from exc
+    names = (*list_class_maps(), IDENTITY)
+    if name not in names:
+        close = difflib.get_close_matches(str(name), names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{prefix}: expected one of {', '.join(names)}, or a YAML file of class maps "
+                          f"(FILE.yaml, or FILE.yaml{MAP_NAME_SEPARATOR}NAME for one of several){hint}")
 
 
 def _check_int(where: _Where, key: str, value: int, low: int, high: int | None = None, why: str = "") -> None:

@@ -84,7 +84,7 @@ def test_apply_megc3_labels_and_reports(caplog: pytest.LogCaptureFixture) -> Non
     assert by_clip["b"].severity == "warning" and "drops emotion 'fear'" in by_clip["b"].message
     assert by_clip["e"].severity == "error" and "does not know emotion 'others'" in by_clip["e"].message
     assert by_clip["f"].severity == "error" and "does not cover dataset 'dfme'" in by_clip["f"].message
-    assert sum("leaving out clip" in r.getMessage() for r in caplog.records) == 3
+    assert sum("clip(s) left out" in r.getMessage() for r in caplog.records) == 3  # three (dataset, emotion) pairs
     with pytest.raises(AnnotationError, match=r"2 clip\(s\) cannot be labelled by class map 'megc3'"):
         apply_class_map(clips, "megc3", strict=True)
 
@@ -115,5 +115,5 @@ def test_custom_map_file_and_its_errors(tmp_path: Path) -> None:
     broken.write_text("x: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_class_maps(broken)
-    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+    with pytest.raises(ConfigError, match="missing.yaml: class map file not found"):
         load_class_maps(tmp_path / "missing.yaml")
