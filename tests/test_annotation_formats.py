@@ -78,10 +78,28 @@ def _mmew(tmp: Path) -> Tiny:
     return Tiny(path, {"S01-01-001": folder})
 
 
+def _megc_list(tmp: Path) -> Tiny:
+    """The composite's public label list and its flow images (CASME II filenames repeat across subjects)."""
+    import cv2
+    import numpy as np
+
+    flows = {}
+    for folder, stem in (("sub01", "EP02_01f"), ("sub02", "EP02_01f"), ("", "s1_ne 01")):
+        path = tmp / "flows" / folder / f"{stem}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.full((28, 28, 3), 128, np.uint8))
+        flows[stem if not folder else f"{folder}/{stem}"] = path
+    path = tmp / "combined_3_class_gt.csv"
+    path.write_text("dataset,sub,filename_o,label\ncasme2,sub01,EP02_01f,0\nCASME_2,sub02,EP02_01f,2\n"
+                    "SMIC-HS,s1,s1_ne 01,1\n")
+    return Tiny(path, {"casme2/sub01/EP02_01f": flows["sub01/EP02_01f"],
+                       "casme2/sub02/EP02_01f": flows["sub02/EP02_01f"], "smic/s1/s1_ne 01": flows["s1_ne 01"]})
+
+
 #: One tiny official-layout dataset per registered format: a new Format needs its builder here.
 BUILDERS: dict[str, Callable[[Path], Tiny]] = {
     "microexp": _microexp, "dfme": _dfme, "casme2": _casme2, "samm": _samm, "smic": _smic, "casme3": _casme3,
-    "mmew": _mmew,
+    "mmew": _mmew, "megc_list": _megc_list,
 }
 
 
@@ -99,8 +117,9 @@ def test_each_format_loads_its_tiny_dataset(tmp_path: Path, name: str, given: st
     assert not result.errors, [str(p) for p in result.errors]
     table = result.resolve(strict=True)
     assert table["clip"].tolist() == list(tiny.clips)
-    assert table["path"].tolist() == [str(p) for p in tiny.clips.values()]
-    assert set(table["dataset"]) == {name}
+    # formats of precomputed flows locate flow files; the dataset column is then the rows' own
+    assert table["flow_path" if fmt.flows_only else "path"].tolist() == [str(p) for p in tiny.clips.values()]
+    assert set(table["dataset"]) == ({"casme2", "smic"} if fmt.flows_only else {name})
     if fmt.default_fps is not None:
         assert set(table["fps"]) == {fmt.default_fps}
     if fmt.emotions is not None:
@@ -164,7 +183,7 @@ def test_a_format_record_is_checked_when_it_is_made() -> None:
 def test_file_name_patterns_tell_the_official_files_apart(tmp_path: Path, name: str) -> None:
     official = {"dfme": "DFME_data_coding.xlsx", "casme2": "CASME2-coding-20140508.xlsx",
                 "samm": "SAMM_Micro_FACS_Codes_v2.xlsx", "casme3": "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx",
-                "mmew": "MMEW_Micro_Exp.xlsx"}
+                "mmew": "MMEW_Micro_Exp.xlsx", "megc_list": "combined_3class_gt.csv"}
     matches = [n for n, f in DATASET_FORMATS.items() if f.file_name is not None and f.file_name.search(
         official[name].lower())]
     assert matches == [name]

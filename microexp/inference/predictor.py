@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from microexp.data.apex_flow import apex_flow_pixels
 from microexp.data.pipeline import ClipPipeline, clip_to_input
 from microexp.data.sampling import frames_needed
 from microexp.data.transforms import resize_frames
@@ -423,7 +424,7 @@ class ClipPredictor:
         if save_crops is not None:
             _save_crops(Path(save_crops), name, needed, crops)
         tick = time.perf_counter()
-        video = clip_to_input(self.preprocessing, resize_frames(crops, self.preprocessing.transform.size), times,
+        video = clip_to_input(self.preprocessing, resize_frames(crops, self.preprocessing.frame_size), times,
                               numbers=needed, flow_of=self._timed_flow(timings))
         timings["transform"] += time.perf_counter() - tick - timings["flow"]
         timings["total"] = time.perf_counter() - start
@@ -451,13 +452,13 @@ class ClipPredictor:
 
     def _timed_flow(self, timings: dict[str, float]) -> Callable[[np.ndarray], np.ndarray] | None:
         """The pipeline's own flow computation, timed as the ``flow`` stage (None for RGB models)."""
-        flow = self.preprocessing.flow
-        if flow is None:
+        flow, apex = self.preprocessing.flow, self.preprocessing.apex
+        if flow is None and apex is None:
             return None
 
         def compute(frames: np.ndarray) -> np.ndarray:
             tick = time.perf_counter()
-            flows = flow.compute(frames)
+            flows = flow.compute(frames) if flow is not None else apex_flow_pixels(frames[0], frames[-1], apex.method)
             timings["flow"] += time.perf_counter() - tick
             return flows
 

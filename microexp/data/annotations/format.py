@@ -130,6 +130,10 @@ class Format:
         locator_reports_unfound: ``locate`` reports the clips it cannot find, so an empty path is no new error.
         flow_required: the fields a sheet must have when it has a ``flow_path`` column (precomputed apex
             flows: frames, phases and fps may then be blank); None when the format has no such column.
+        flows_only: every row is a precomputed flow (its locator sets ``flow_path``): no frames, phases or fps.
+        subject_ids: records -> their subject ids, when the sheet's numbers are not unique (a composite of
+            datasets); None keeps the parsed numbers.
+        normalise_dataset: a ``dataset`` cell -> the registry's dataset name.
     """
 
     name: str
@@ -151,6 +155,9 @@ class Format:
     fps_from_sheet_only: bool = False
     locator_reports_unfound: bool = False
     flow_required: tuple[str, ...] | None = None
+    flows_only: bool = False
+    subject_ids: Callable[[Sequence[Record]], list[int]] | None = None
+    normalise_dataset: Callable[[object], str] = lower_case_text
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):

@@ -28,7 +28,7 @@ def _parse_required(ctx: RowContext, row: int, cells: Mapping[str, object], prob
     out["filename"] = cell_text(cells["filename"])
     if not out["filename"]:
         problems.append(ctx.problem(row, "filename", "", "missing clip name"))
-    flow_only = _flow_only(cells)
+    flow_only = _flow_only(ctx, cells)
     for fld in ("onset", "offset"):
         try:
             out[fld] = parse_frame_number(cells.get(fld))
@@ -47,9 +47,9 @@ def _parse_required(ctx: RowContext, row: int, cells: Mapping[str, object], prob
     return out if ok else None
 
 
-def _flow_only(cells: Mapping[str, object]) -> bool:
+def _flow_only(ctx: RowContext, cells: Mapping[str, object]) -> bool:
     """A row with a precomputed flow file and no frames: its phases and fps may be blank."""
-    return not is_blank(cells.get("flow_path")) and is_blank(cells.get("path"))
+    return ctx.format.flows_only or (not is_blank(cells.get("flow_path")) and is_blank(cells.get("path")))
 
 
 def _parse_optional(ctx: RowContext, row: int, cells: Mapping[str, object], problems: list[Problem]
@@ -59,12 +59,12 @@ def _parse_optional(ctx: RowContext, row: int, cells: Mapping[str, object], prob
     ok = True
     try:
         out["apex"] = parse_frame_number(cells.get("apex"))
-        if out["apex"] is None and _flow_only(cells) and is_blank(cells.get("onset")):
+        if out["apex"] is None and _flow_only(ctx, cells) and is_blank(cells.get("onset")):
             out["apex"] = 0  # no frames, no phases: nothing to estimate
     except ValueError as exc:
         problems.append(ctx.problem(row, "apex", cells.get("apex"), str(exc)))
         ok = False
-    if "fps" in cells and not (_flow_only(cells) and is_blank(cells["fps"])):
+    if "fps" in cells and not (_flow_only(ctx, cells) and is_blank(cells["fps"])):
         try:
             out["fps"] = parse_fps(cells["fps"])
         except ValueError as exc:
@@ -85,7 +85,7 @@ def _parse_optional(ctx: RowContext, row: int, cells: Mapping[str, object], prob
             problems.append(ctx.problem(row, "first_frame", cells["first_frame"], str(exc)))
             ok = False
     if not is_blank(cells.get("dataset")):
-        out["dataset"] = cell_text(cells["dataset"]).lower()
+        out["dataset"] = ctx.format.normalise_dataset(cells["dataset"])
         if out["dataset"] not in DATASET_NAMES:
             problems.append(ctx.problem(row, "dataset", cells["dataset"],
                                         f"unknown dataset; expected one of {', '.join(DATASET_NAMES)}"))

@@ -101,7 +101,10 @@ def _sorted_by_row(problems: list[Problem]) -> list[Problem]:
 
 
 def _assign_ids_and_apexes(ctx: RowContext, records: Sequence[Record]) -> list[Problem]:
-    """The format's clip ids, then the estimated apex of clips without one (a warning each)."""
+    """The format's subject and clip ids, then the estimated apex of clips without one (a warning each)."""
+    if ctx.format.subject_ids is not None:
+        for r, subject in zip(records, ctx.format.subject_ids(records), strict=True):
+            r.subject = subject
     for r, clip in zip(records, ctx.format.clip_ids(records), strict=True):
         r.clip = clip
     return [p for p in (estimate_missing_apex(ctx, r) for r in records) if p is not None]

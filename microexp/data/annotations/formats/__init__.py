@@ -13,6 +13,7 @@ from microexp.data.annotations.format import Format
 from microexp.data.annotations.formats.casme2 import CASME2
 from microexp.data.annotations.formats.casme3 import CASME3
 from microexp.data.annotations.formats.dfme import DFME
+from microexp.data.annotations.formats.megc_list import MEGC_LIST
 from microexp.data.annotations.formats.microexp import MICROEXP
 from microexp.data.annotations.formats.mmew import MMEW
 from microexp.data.annotations.formats.samm import SAMM
@@ -22,7 +23,7 @@ __all__ = ["DATASET_FORMATS", "DATASET_NAMES", "DEFAULT_FPS", "FORMATS", "KNOWN_
 
 #: Format name -> its record: every reader, in the order messages list them.
 DATASET_FORMATS: Mapping[str, Format] = MappingProxyType(
-    {f.name: f for f in (MICROEXP, DFME, CASME2, SAMM, SMIC, CASME3, MMEW)})
+    {f.name: f for f in (MICROEXP, DFME, CASME2, SAMM, SMIC, CASME3, MMEW, MEGC_LIST)})
 #: Values of the ``dataset`` column (one per reader).
 DATASET_NAMES = tuple(DATASET_FORMATS)
 #: Accepted ``format=`` values (``'auto'`` detects the format).
