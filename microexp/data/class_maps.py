@@ -298,8 +298,8 @@ def get_class_map(name: str | Path | ClassMap, *, path: str | Path | None = None
         return _map_from_file(file, map_name)
     if map_name == IDENTITY:
         if table is None:
-            raise ConfigError(f"class map {IDENTITY!r} takes its classes from the clip table being labelled: "
-                              f"get_class_map({IDENTITY!r}, table=TABLE)")
+            raise ConfigError(f"class map {IDENTITY!r} takes its classes from the clip table being labelled, "
+                              f"and no table was given (get_class_map({IDENTITY!r}, table=TABLE))")
         return identity_class_map(table)
     maps = load_class_maps()
     if map_name in maps:
