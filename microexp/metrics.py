@@ -17,6 +17,9 @@ Classes absent from a fold (convention, the same as scikit-learn's ``f1_score(av
 
 When every class occurs in ``y_true`` -- the pooled predictions of a full protocol, the number to report
 -- both metrics are over all ``num_classes`` classes and the convention does not matter.
+
+Per dataset (a table mixing source datasets, e.g. the MEGC 2019 composite): each dataset's rows of the same
+pooled predictions, then one metric; a class a dataset lacks follows the convention above.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-__all__ = ["ClassificationMetrics", "compute_metrics", "cross_validation_summary"]
+__all__ = ["ClassificationMetrics", "compute_metrics", "cross_validation_summary", "per_dataset_metrics"]
 
 DEFINITIONS = {
     "pooled": "all folds' predictions concatenated, then one metric",
@@ -37,6 +40,13 @@ DEFINITIONS = {
     "uf1": "mean over classes present in y_true or y_pred of 2TP/(2TP+FP+FN)",
     "uar": "mean over classes present in y_true of TP/N_c",
 }
+
+#: added to ``definitions`` when a summary has ``per_dataset``
+PER_DATASET_DEFINITION = (
+    "pooled per source dataset: that dataset's rows of the pooled predictions (all folds concatenated), then one "
+    "metric over the run's classes; a class the dataset lacks in y_true is left out of its uar, and of its uf1 "
+    "unless predicted (the uf1/uar definitions)"
+)
 
 
 def _nan_to_none(values: Sequence[float]) -> list[float | None]:
@@ -133,6 +143,73 @@ def compute_metrics(y_true: Any, y_pred: Any, *, num_classes: int) -> Classifica
     )
 
 
+def _class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+    names = [str(i) for i in range(int(num_classes))] if class_names is None else [str(c) for c in class_names]
+    if len(names) != num_classes:
+        raise ValueError(f"class_names has {len(names)} names but num_classes is {num_classes}")
+    return names
+
+
+def _per_class(names: Sequence[str], m: ClassificationMetrics) -> dict[str, dict[str, float | None]]:
+    return {name: {"recall": r, "f1": f1}
+            for name, r, f1 in zip(names, _nan_to_none(m.per_class_recall), _nan_to_none(m.per_class_f1))}
+
+
+def _dataset_names(datasets: Any, length: int) -> np.ndarray:
+    names = np.asarray(datasets, dtype=object)
+    if names.ndim != 1 or names.shape[0] != length:
+        raise ValueError(f"datasets must be 1-D of length {length}, got shape {names.shape}")
+    for index, name in enumerate(names):
+        if name is None or (isinstance(name, float) and np.isnan(name)) or not str(name).strip():
+            raise ValueError(f"datasets has no name at index {index}")
+    return np.array([str(n) for n in names], dtype=object)
+
+
+def per_dataset_metrics(
+    y_true: Any,
+    y_pred: Any,
+    datasets: Any,
+    *,
+    subjects: Any,
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Metrics of each source dataset's share of one set of (pooled) predictions.
+
+    Args:
+        y_true: True class indices, shape ``(N,)``.
+        y_pred: Predicted class indices, shape ``(N,)``.
+        datasets: The source dataset name of each prediction, shape ``(N,)``; no empty names.
+        subjects: The subject of each prediction, shape ``(N,)`` (counted per dataset).
+        num_classes: Number of classes of the run (a dataset lacking a class keeps the module's convention).
+        class_names: Names of the classes in index order (default ``'0'``, ``'1'``, ...).
+
+    Returns:
+        ``{name: {clips, subjects, pooled: {acc, uf1, uar}, per_class: {class: {recall, f1}},
+        confusion_matrix}}`` in sorted name order; per-class values are None where undefined.
+    """
+    names = _class_names(class_names, num_classes)
+    yt, yp = np.asarray(y_true), np.asarray(y_pred)
+    if yt.ndim != 1 or yp.shape != yt.shape:
+        raise ValueError(f"y_true and y_pred must be 1-D of equal length, got {yt.shape} and {yp.shape}")
+    groups = _dataset_names(datasets, yt.shape[0])
+    subject_ids = np.asarray(subjects, dtype=object)
+    if subject_ids.shape != yt.shape:
+        raise ValueError(f"subjects must be 1-D of length {yt.shape[0]}, got shape {subject_ids.shape}")
+    result = {}
+    for name in sorted(set(groups)):
+        mask = groups == name
+        m = compute_metrics(yt[mask], yp[mask], num_classes=num_classes)
+        result[name] = {
+            "clips": int(mask.sum()),
+            "subjects": len(set(subject_ids[mask].tolist())),
+            "pooled": {"acc": m.acc, "uf1": m.uf1, "uar": m.uar},
+            "per_class": _per_class(names, m),
+            "confusion_matrix": [list(r) for r in m.confusion],
+        }
+    return result
+
+
 def cross_validation_summary(
     y_true: Any,
     y_pred: Any,
@@ -140,6 +217,8 @@ def cross_validation_summary(
     *,
     num_classes: int,
     class_names: Sequence[str] | None = None,
+    datasets: Any | None = None,
+    subjects: Any | None = None,
 ) -> dict[str, Any]:
     """Pooled and per-fold metrics of a cross-validation run, labelled for reporting.
 
@@ -149,19 +228,18 @@ def cross_validation_summary(
         folds: The fold number each prediction came from, shape ``(N,)``.
         num_classes: Number of classes.
         class_names: Names of the classes in index order (default ``'0'``, ``'1'``, ...).
+        datasets: The source dataset of each prediction, shape ``(N,)``, or None.
+        subjects: The subject of each prediction, shape ``(N,)``; needed with ``datasets``.
 
     Returns:
         A JSON-ready dict with keys ``definitions``, ``classes``, ``num_samples``, ``num_folds``,
         ``pooled`` ({acc, uf1, uar}: all folds' predictions concatenated, then one metric),
         ``fold_mean`` / ``fold_std`` ({acc, uf1, uar}: mean and ddof=0 std of per-fold metrics),
         ``per_fold`` (list of {fold, num_samples, acc, uf1, uar}), ``per_class``
-        ({name: {recall, f1}}, pooled; None where undefined) and ``confusion_matrix`` (pooled, rows = true).
+        ({name: {recall, f1}}, pooled; None where undefined) and ``confusion_matrix`` (pooled, rows = true);
+        plus ``per_dataset`` (see :func:`per_dataset_metrics`) when ``datasets`` names more than one dataset.
     """
-    if class_names is None:
-        class_names = [str(i) for i in range(int(num_classes))]
-    class_names = [str(c) for c in class_names]
-    if len(class_names) != num_classes:
-        raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+    class_names = _class_names(class_names, num_classes)
     fold_ids = np.asarray(folds)
     yt = np.asarray(y_true)
     yp = np.asarray(y_pred)
@@ -177,8 +255,16 @@ def cross_validation_summary(
         m = compute_metrics(yt[mask], yp[mask], num_classes=num_classes)
         per_fold.append({"fold": f.item(), "num_samples": int(mask.sum()), **{k: getattr(m, k) for k in keys}})
     table = np.array([[row[k] for k in keys] for row in per_fold], dtype=float)
-    return {
-        "definitions": dict(DEFINITIONS),
+    by_dataset = None
+    if datasets is not None:
+        if subjects is None:
+            raise ValueError("datasets needs subjects (to count each dataset's subjects)")
+        by_dataset = per_dataset_metrics(yt, yp, datasets, subjects=subjects, num_classes=num_classes,
+                                         class_names=class_names)
+        if len(by_dataset) < 2:  # one dataset: per_dataset would repeat the pooled figures
+            by_dataset = None
+    summary = {
+        "definitions": dict(DEFINITIONS, **({"per_dataset": PER_DATASET_DEFINITION} if by_dataset else {})),
         "classes": list(class_names),
         "num_samples": pooled.num_samples,
         "num_folds": len(per_fold),
@@ -186,11 +272,9 @@ def cross_validation_summary(
         "fold_mean": {k: float(v) for k, v in zip(keys, table.mean(axis=0))},
         "fold_std": {k: float(v) for k, v in zip(keys, table.std(axis=0, ddof=0))},
         "per_fold": per_fold,
-        "per_class": {
-            name: {"recall": r, "f1": f1}
-            for name, r, f1 in zip(
-                class_names, _nan_to_none(pooled.per_class_recall), _nan_to_none(pooled.per_class_f1)
-            )
-        },
+        "per_class": _per_class(class_names, pooled),
         "confusion_matrix": [list(r) for r in pooled.confusion],
     }
+    if by_dataset:
+        summary["per_dataset"] = by_dataset
+    return summary

@@ -13,8 +13,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "evaluate",
         help="recompute metrics.json and plots of a run from its predictions.csv",
-        description="Recompute metrics.json (pooled and fold-mean, labelled) and the plots from RUN_DIR/"
-        "predictions.csv, without retraining. predictions.csv is first checked against RUN_DIR/folds.json (every "
+        description="Recompute metrics.json (pooled and fold-mean, labelled; pooled per source dataset when "
+        "predictions.csv's dataset column names more than one) and the plots from RUN_DIR/predictions.csv, without "
+        "retraining. predictions.csv is first checked against RUN_DIR/folds.json (every "
         "test clip of every fold present exactly once); nothing is written when it does not match.",
     )
     parser.add_argument("run_dir", help="a directory written by microexp train")

@@ -53,16 +53,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_results(metrics: dict) -> str:
-    """The results table: pooled and fold-mean ± std, then per-class recall."""
+    """The results table: pooled (then each source dataset's share, for mixed tables), fold mean ± std, recall."""
+    keys = ("acc", "uf1", "uar")
+    rows = [("pooled (all folds)", metrics["pooled"])]
+    rows += [(f"  {name} (pooled, {values['clips']} clips)", values["pooled"])
+             for name, values in metrics.get("per_dataset", {}).items()]
+    rows += [("fold mean", metrics["fold_mean"]), ("fold std (ddof=0)", metrics["fold_std"])]
+    width = max(22, *(len(label) + 2 for label, _ in rows))
     lines = [f"protocol {metrics['protocol']}, {metrics['num_folds']} folds, {metrics['num_samples']} test clips",
-             f"{'':<22}{'ACC':>8}{'UF1':>8}{'UAR':>8}"]
-    pooled, mean, std = metrics["pooled"], metrics["fold_mean"], metrics["fold_std"]
-    lines.append(f"{'pooled (all folds)':<22}" + "".join(f"{pooled[k]:>8.3f}" for k in ("acc", "uf1", "uar")))
-    lines.append(f"{'fold mean':<22}" + "".join(f"{mean[k]:>8.3f}" for k in ("acc", "uf1", "uar")))
-    lines.append(f"{'fold std (ddof=0)':<22}" + "".join(f"{std[k]:>8.3f}" for k in ("acc", "uf1", "uar")))
+             f"{'':<{width}}{'ACC':>8}{'UF1':>8}{'UAR':>8}"]
+    lines += [f"{label:<{width}}" + "".join(f"{values[k]:>8.3f}" for k in keys) for label, values in rows]
     lines.append("per-class recall (pooled):")
     for name, values in metrics["per_class"].items():
         recall = values["recall"]
         lines.append(f"  {name:<14}{'n/a' if recall is None else format(recall, '.3f'):>8}")
     return "\n".join(lines)
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from microexp.fileio import atomic_open, atomic_path, write_json
 from microexp.metrics import cross_validation_summary
 from microexp.splits import Fold, load_folds
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["read_log", "logged_epochs", "read_run_predictions", "write_csv", "write_log", "write_metrics"]
 
 
@@ -27,10 +30,20 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def write_metrics(out: Path, predictions: pd.DataFrame, class_names: list[str], *, protocol: str) -> dict[str, Any]:
-    """metrics.json (pooled and fold-mean, labelled; strict JSON, atomic) and the plots, from predictions alone."""
+    """metrics.json (pooled and fold-mean, labelled; strict JSON, atomic) and the plots, from predictions alone.
+
+    A ``dataset`` column naming more than one dataset adds ``per_dataset`` (pooled over each dataset's rows).
+    """
+    datasets = subjects = None
+    if "dataset" in predictions.columns:
+        if predictions["dataset"].isna().any():  # fold files of an older version, resumed: no names for some clips
+            logger.warning("some predictions have no dataset (folds written by an older microexp?): metrics.json "
+                           "has no per_dataset")
+        else:
+            datasets, subjects = predictions["dataset"].astype(str).to_numpy(), predictions["subject"].to_numpy()
     summary = cross_validation_summary(predictions["label"].to_numpy(), predictions["pred"].to_numpy(),
                                        predictions["fold"].to_numpy(), num_classes=len(class_names),
-                                       class_names=class_names)
+                                       class_names=class_names, datasets=datasets, subjects=subjects)
     metrics = {"protocol": protocol, **summary}
     write_json(out / "metrics.json", metrics)
     from microexp.engine.plots import plot_run
@@ -44,7 +57,8 @@ def read_run_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
 
     Every fold of ``folds.json`` must be present, every row must belong to a test subject of its fold,
     every test subject of every fold must appear, no clip may appear twice and, where a fold's own
-    ``fold_XX/predictions.csv`` exists, the pooled file must hold exactly its clips.
+    ``fold_XX/predictions.csv`` exists, the pooled file must hold exactly its clips. A ``dataset`` column
+    (text, written for clip tables that have one) is optional but, when present, must name every row's dataset.
 
     Returns:
         The predictions and the class names (from the ``prob_<class>`` columns, in order).
@@ -76,6 +90,12 @@ def read_run_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
             raise ConfigError(f"{path}: {column} {predictions[column][out_of_range].iloc[0]} on line "
                               f"{int(np.flatnonzero(out_of_range.to_numpy())[0]) + 2} is not a class index "
                               f"0..{len(classes) - 1}; nothing was written")
+    if "dataset" in predictions.columns:
+        unnamed = predictions["dataset"].isna() | (predictions["dataset"].astype(str).str.strip() == "")
+        if unnamed.any():
+            raise ConfigError(f"{path}: empty dataset on line {int(np.flatnonzero(unnamed.to_numpy())[0]) + 2} (the "
+                              "dataset column, when present, names every clip's source dataset; drop the column to "
+                              "evaluate without per-dataset metrics); nothing was written")
     folds = load_folds(run / "folds.json")
     problems = _prediction_problems(predictions, folds, run)
     if problems:
@@ -85,7 +105,7 @@ def read_run_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
 
 def _read_predictions_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype={"dataset": str})  # dataset names as written, never parsed as numbers
     except pd.errors.EmptyDataError as exc:
         raise ConfigError(f"{path}: empty file (no header, no rows); nothing was written") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
