@@ -64,6 +64,15 @@ class DataConfig:
     backend: str = "auto"
     cache_dir: str | None = None
     flow_method: str = "farneback"
+    #: the model's input when it is not the model's own modality: ``apex_flow`` feeds any 3-channel model
+    #: with one frame (e.g. frame_tiny) the onset->apex flow; null = the model's modality
+    modality: str | None = None
+    #: apex_flow inputs (microexp.data.apex_flow): the estimator (TV-L1, as the papers), the side of the
+    #: onset and apex frames it runs on, and what the model sees (minmax, pixels, or bgr255 for weights
+    #: trained on OpenCV's raw reading of the 8-bit flow images)
+    apex_flow_method: str = "tvl1"
+    apex_flow_size: int = 128
+    apex_encoding: str = "minmax"
     num_workers: int = 2
     strict: bool = False
 
@@ -324,6 +333,7 @@ def validate(config: ExperimentConfig, *, source: str = "config",
 
 def _validate_choices(config: ExperimentConfig, where: _Where) -> None:
     from microexp.data.annotations import FORMATS
+    from microexp.data.apex_flow import ENCODINGS
     from microexp.data.flow import FLOW_METHODS
     from microexp.data.samplers import SAMPLERS
     from microexp.data.sampling import STRATEGIES
@@ -337,6 +347,8 @@ def _validate_choices(config: ExperimentConfig, where: _Where) -> None:
         "data.backend": (config.data.backend, BACKENDS),
         "data.frame_difference": (config.data.frame_difference, FRAME_DIFFERENCES),
         "data.flow_method": (config.data.flow_method, FLOW_METHODS),
+        "data.apex_flow_method": (config.data.apex_flow_method, FLOW_METHODS),
+        "data.apex_encoding": (config.data.apex_encoding, ENCODINGS),
         "cv.protocol": (config.cv.protocol, PROTOCOLS),
         "train.sampler": (config.train.sampler, SAMPLERS),
         "loss.name": (config.loss.name, LOSSES),
@@ -345,6 +357,8 @@ def _validate_choices(config: ExperimentConfig, where: _Where) -> None:
         "train.model_selection": (config.train.model_selection, MODEL_SELECTION),
         "train.selection_metric": (config.train.selection_metric, METRICS),
     }
+    if config.data.modality is not None:  # null: the model's own modality
+        choices["data.modality"] = (config.data.modality, ("apex_flow",))
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             close = difflib.get_close_matches(str(value), allowed, n=1)
@@ -406,6 +420,8 @@ def _validate_ranges(config: ExperimentConfig, where: _Where) -> None:
     _check_int(where, "data.stride", d.stride, 1)
     _check_int(where, "data.size", d.size, MIN_SIZE, MAX_SIZE,
                f" (optical flow needs {MIN_SIZE} px; larger clips no longer fit a worker's memory)")
+    _check_int(where, "data.apex_flow_size", d.apex_flow_size, MIN_SIZE, MAX_SIZE,
+               " (the side of the onset and apex frames the flow is computed on)")
     _check_int(where, "data.num_workers", d.num_workers, 0, None, " (0 loads in the main process)")
     _check_float(where, "data.reference_fps", d.reference_fps, 0.0, low_open=True, null=True)
     _check_float(where, "data.crop_scale", d.crop_scale, 0.1, 1.0)
@@ -481,10 +497,24 @@ def _validate_model(config: ExperimentConfig, where: _Where) -> None:
             f"{where('model.kwargs' if m.kwargs else 'model.name')}: model {m.name} (data.num_frames={d.num_frames}, "
             f"data.size={d.size}{', ' + given if given else ''}) rejects its arguments: {_first_line(exc)}"
         ) from exc
-    if spec is not None and spec.family == "frame":
+    modality = d.modality or (spec.modality if spec is not None else None)
+    if modality == "apex_flow" and spec is not None:
+        _validate_apex_flow_input(config, spec, where)
+    elif spec is not None and spec.family == "frame":
         _validate_apex_pairing(config, spec.apex_index, arguments.get("apex_index"), where)
     if m.pretrained is not None:
         _validate_pretrained(m.pretrained, where)
+
+
+def _validate_apex_flow_input(config: ExperimentConfig, spec: Any, where: _Where) -> None:
+    """An apex_flow input is one 3-channel flow: the model must read 3 channels of 1 frame."""
+    d = config.data
+    if d.num_frames != 1:
+        raise ConfigError(f"{where('data.num_frames')}: data.num_frames={d.num_frames}: an apex_flow input is one "
+                          "onset->apex flow (T = 1); set data.num_frames=1")
+    if spec.in_channels != 3:
+        raise ConfigError(f"{where('data.modality')}: data.modality=apex_flow: model {config.model.name} reads "
+                          f"{spec.in_channels} channels, but an apex flow has 3 (u, v, strain)")
 
 
 def apex_position(sampling: str, num_frames: int) -> int | None:

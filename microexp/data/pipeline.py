@@ -119,14 +119,16 @@ class ClipPipeline:
         frame_difference: str = "none",
         flow_method: str = DEFAULT_FLOW_METHOD,
         apex_flow: ApexFlowSpec | None = None,
+        modality: str | None = None,
     ) -> "ClipPipeline":
         """The pipeline of a recipe's ``data`` settings for a model with ``spec`` (a ``ModelSpec``).
 
         The model decides the modality, the normalisation of its RGB channels (its ``mean``/``std``;
         ImageNet's for flow-only models, which have none) and whether flow carries a strain channel.
-        ``apex_flow`` (default ``ApexFlowSpec(method=flow_method)``) is used by ``apex_flow`` models only.
+        ``apex_flow`` (default ``ApexFlowSpec(method=flow_method)``) is used by ``apex_flow`` inputs only.
+        ``modality`` overrides the model's (``data.modality``: ``apex_flow`` for a 3-channel one-frame model).
         """
-        modality = spec.modality
+        modality = modality or spec.modality
         rgb = modality in ("rgb", "rgb+flow")
         mean = tuple(float(v) for v in spec.mean[:3]) if rgb else IMAGENET_MEAN
         std = tuple(float(v) for v in spec.std[:3]) if rgb else IMAGENET_STD

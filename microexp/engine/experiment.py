@@ -41,7 +41,8 @@ import torch
 from microexp.config import ExperimentConfig, config_differences, load_config, save_config
 from microexp.data.annotations import load_clip_table
 from microexp.data.class_maps import apply_class_map, get_class_map
-from microexp.data.dataset import EpochIndexSampler, MicroExpressionDataset
+from microexp.data.apex_flow import ApexFlowSpec
+from microexp.data.dataset import EpochIndexSampler, MicroExpressionDataset, check_clip_inputs
 from microexp.data.pipeline import ClipPipeline
 from microexp.data.samplers import build_sampler
 from microexp.checkpoint import load_checkpoint, save_checkpoint
@@ -183,6 +184,7 @@ def run_experiment(
     check_not_a_file(out)
     data = load_experiment_data(config)
     check_num_frames(config, data.table)
+    check_clip_inputs(data.table, build_pipeline(config, model_spec(config)))  # frames, or flow files for apex_flow
     folds = build_folds(config, data.table) if cross_validation else []
     device = select_device(config.device)
     if config.data.cache_dir:
@@ -338,7 +340,7 @@ def _train_model(
     class_counts = np.bincount(train_table["label"].to_numpy(), minlength=num_classes).tolist()
 
     model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
-    spec = get_model_spec(config.model.name, **model_kwargs)
+    spec = model_spec(config)
     model = create_model(config.model.name, num_classes=num_classes, pretrained=config.model.pretrained,
                          **model_kwargs).to(device)
     train_set = build_dataset(config, train_table, spec, train=True)
@@ -494,6 +496,12 @@ def _kept(out: Path, folds: list[Fold]) -> str:
     return ", ".join(parts) + "; free space or fix the folder, then rerun the same command to resume"
 
 
+def model_spec(config: ExperimentConfig) -> Any:
+    """The ``ModelSpec`` of the recipe's model (frames and size from ``data``), without building it."""
+    return get_model_spec(config.model.name, num_frames=config.data.num_frames, input_size=config.data.size,
+                          **config.model.kwargs)
+
+
 def build_pipeline(config: ExperimentConfig, spec: Any) -> ClipPipeline:
     """The preprocessing a recipe's ``data`` section describes, for a model with ``spec`` (its modality,
     mean, std): what the Dataset runs and the checkpoint stores."""
@@ -501,7 +509,8 @@ def build_pipeline(config: ExperimentConfig, spec: Any) -> ClipPipeline:
     return ClipPipeline.for_model(
         spec, num_frames=d.num_frames, sampling=d.sampling, stride=d.stride, reference_fps=d.reference_fps,
         size=d.size, crop_scale=d.crop_scale, flip=d.flip, grayscale=d.grayscale,
-        frame_difference=d.frame_difference, flow_method=d.flow_method,
+        frame_difference=d.frame_difference, flow_method=d.flow_method, modality=d.modality,
+        apex_flow=ApexFlowSpec(method=d.apex_flow_method, compute_size=d.apex_flow_size, encoding=d.apex_encoding),
     )
 
 
