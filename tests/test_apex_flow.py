@@ -193,3 +193,20 @@ def test_flow_cli_needs_a_destination(exported, capsys):
     assert "--apex needs --out" in capsys.readouterr().err
     assert main(["flow", str(frames_table)]) == 2
     assert "--cache-dir is required" in capsys.readouterr().err
+
+
+def test_the_composite_label_list_reads_without_a_header(tmp_path):
+    """``combined_3class_gt.csv`` has no header; HTNet names its images ``{sub}_{filename_o}.png``."""
+    image = flow_to_image(np.random.default_rng(3).normal(size=(28, 28, 3)))[..., ::-1]
+    for name in ("sub11_EP15_04f", "006_006_1_2", "s03_s03_po_11"):
+        (tmp_path / "flows").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "flows" / f"{name}.png"), image)
+    (tmp_path / "combined_3class_gt.csv").write_text("casme2,sub11,EP15_04f,0\nsamm,006,006_1_2,1\nsmic,s03,s03_po_11,2\n")
+    result = load_clip_table(tmp_path / "combined_3class_gt.csv")
+    assert not result.problems, [str(p) for p in result.problems]
+    table = result.resolve(strict=True)
+    assert list(table["subject"]) == [10011, 20006, 30003]  # unique per dataset
+    assert list(table["emotion"]) == ["negative", "positive", "surprise"]
+    assert [p.split("/")[-1] for p in table["flow_path"]] == ["sub11_EP15_04f.png", "006_006_1_2.png", "s03_s03_po_11.png"]
+    table["label"] = 0
+    assert MicroExpressionDataset(table, pipeline=_pipeline())[0]["video"].shape == (3, 1, 28, 28)

@@ -47,6 +47,8 @@ COMMANDS: dict[str, Command] = {
     "train": Command("microexp.cli.train", "train and test a model under a subject-independent protocol"),
     "evaluate": Command("microexp.cli.evaluate",
                         "recompute metrics.json and plots of a run from its predictions.csv"),
+    "audit": Command("microexp.cli.audit",
+                     "leakage audit: the honest estimate beside the oracle one that picks each fold's epoch on test subjects"),
     "predict": Command("microexp.cli.predict", "predict the emotion of clips with a trained checkpoint"),
     "export": Command("microexp.cli.export", "export a checkpoint to TorchScript or ONNX"),
     "sweep": Command("microexp.cli.sweep",

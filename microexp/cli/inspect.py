@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from microexp.data.annotations import FORMATS, Problem, load_clip_table
-from microexp.data.class_maps import ClassMap, apply_class_map, get_class_map, list_class_maps
+from microexp.data.class_maps import IDENTITY, ClassMap, apply_class_map, get_class_map, list_class_maps
 from microexp.data.sampling import STRATEGIES, sample_indices
 from microexp.data.video import BACKENDS
 
@@ -59,9 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--backend", default="auto", choices=[b for b in BACKENDS if b != "folder"],
                         help="video backend of the video check (default: auto, as training)")
-    parser.add_argument("--class-map", default=None, metavar="NAME",
-                        help="count classes through this class map, in its label order, and report the clips "
-                             "it leaves out (default: see below)")
+    parser.add_argument("--class-map", default=None, metavar="NAME|FILE",
+                        help="count classes through this class map (a built-in name, identity, or a YAML file; "
+                             "FILE.yaml#NAME picks one of several), in its label order, and report the clips it "
+                             "leaves out (default: see below)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--sample", type=int, default=0, metavar="K", help="also print sampled indices for K clips")
@@ -72,12 +73,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    class_map = get_class_map(args.class_map) if args.class_map is not None else None
+    # resolved before the slow file checks; identity takes its classes from the table, so after reading it
+    class_map = get_class_map(args.class_map) if args.class_map not in (None, IDENTITY) else None
     result = load_clip_table(
         args.annotations, format=args.format, root=args.root, check_files=not args.annotations_only,
         check_media=not args.no_video_check, backend=args.backend,
         progress=False if args.no_progress else None,
     )
+    if args.class_map == IDENTITY:
+        class_map = get_class_map(IDENTITY, table=result.table)
     summary = summarise(result.table, result.problems, class_map=class_map)
     if args.sample > 0:
         summary["samples"] = sample_rows(result.table, args.sample, args.strategy, args.frames, args.stride)
@@ -105,7 +109,8 @@ def summarise(table: Any, problems: list, *, class_map: ClassMap | None = None) 
             labels every clip orders the classes present (``dfme7`` tried first); when none does, the
             emotion names in alphabetical order.
     """
-    fps_counts = Counter(float(v) for v in table["fps"]) if len(table) else Counter()
+    # rows of precomputed flows have no frame rate (NaN, never equal to itself): counted together as -1
+    fps_counts = Counter(float(v) for v in table["fps"].fillna(-1.0)) if len(table) else Counter()
     problems = list(problems)
     if class_map is not None:
         labelled, left_out = apply_class_map(table, class_map, log=False)
@@ -178,6 +183,8 @@ def format_summary(source: str, summary: dict[str, Any]) -> str:
 
 
 def _fps_key(value: float) -> str:
+    if value < 0:
+        return "none (precomputed flows)"
     return str(int(value)) if float(value).is_integer() else str(value)
 
 

@@ -179,12 +179,12 @@ def true_classes(table: Any, class_map: str | None, class_names: Sequence[str]) 
     mapped as in training (clips the map drops get no true class); without one, an emotion counts when it
     is one of the class names (ignoring case). Empty when the table has no usable labels.
     """
-    from microexp.data.class_maps import apply_class_map, get_class_map
+    from microexp.data.class_maps import IDENTITY, apply_class_map, get_class_map
     from microexp.errors import MicroexpError
 
     if "emotion" not in table or not table["emotion"].astype(str).str.strip().any():
         return {}
-    if class_map:
+    if class_map and class_map != IDENTITY:  # identity classes are emotion names: matched by name below
         try:
             cm = get_class_map(class_map)
         except (MicroexpError, KeyError, ValueError) as exc:

@@ -40,7 +40,7 @@ import torch
 
 from microexp.config import ExperimentConfig, config_differences, load_config, save_config
 from microexp.data.annotations import load_clip_table
-from microexp.data.class_maps import apply_class_map, get_class_map
+from microexp.data.class_maps import apply_class_map, get_class_map, summarise_left_out
 from microexp.data.apex_flow import ApexFlowSpec
 from microexp.data.dataset import EpochIndexSampler, MicroExpressionDataset, check_clip_inputs
 from microexp.data.pipeline import ClipPipeline
@@ -92,10 +92,10 @@ def load_experiment_data(config: ExperimentConfig) -> ExperimentData:
         raise ConfigError("data.annotations is empty: set it in the recipe or with --set data.annotations=PATH")
     result = load_clip_table(config.data.annotations, format=config.data.format, root=config.data.root)
     table = result.resolve(strict=config.data.strict)
-    class_map = get_class_map(config.data.class_map)
-    labelled, problems = apply_class_map(table, class_map, strict=config.data.strict)
-    for problem in problems:
-        logger.warning("%s", problem)
+    class_map = get_class_map(config.data.class_map, table=table)  # identity takes its classes from the table
+    labelled, problems = apply_class_map(table, class_map, strict=config.data.strict, log=False)
+    for group in summarise_left_out(problems):  # one line per (dataset, emotion), with its count
+        logger.warning("%s", group)
     if labelled.empty:
         raise ConfigError(f"{config.data.annotations}: no clip left after validation and class map {class_map.name!r}")
     return ExperimentData(table=labelled.reset_index(drop=True), class_names=list(class_map.classes))
@@ -338,6 +338,10 @@ def _train_model(
     generator = seed_everything(config.seed * 1000 + stream, deterministic=config.deterministic)
     num_classes = len(data.class_names)
     class_counts = np.bincount(train_table["label"].to_numpy(), minlength=num_classes).tolist()
+    absent = [c for c, n in zip(data.class_names, class_counts) if n == 0]
+    if absent and len(train_table):
+        logger.warning("%s: no training clip of class(es) %s (the class list comes from the whole table, e.g. "
+                       "data.class_map=identity): the model cannot learn them", name, ", ".join(absent))
 
     model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
     spec = model_spec(config)

@@ -134,6 +134,8 @@ class Format:
         subject_ids: records -> their subject ids, when the sheet's numbers are not unique (a composite of
             datasets); None keeps the parsed numbers.
         normalise_dataset: a ``dataset`` cell -> the registry's dataset name.
+        headerless_fields: the fields of the columns, in order, of files that have no header row (the
+            composite's public label list); None when a header row is required.
     """
 
     name: str
@@ -158,6 +160,7 @@ class Format:
     flows_only: bool = False
     subject_ids: Callable[[Sequence[Record]], list[int]] | None = None
     normalise_dataset: Callable[[object], str] = lower_case_text
+    headerless_fields: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):

@@ -51,6 +51,9 @@ def _locate_columns(path: Path, sheets: list[Sheet], fmt: Format, *, require_emo
     required = tuple(f for f in fmt.required if require_emotion or f != "emotion")
     for sheet in sheets:
         index = fmt.find_header(sheet.rows, fmt.aliases)
+        if index is None and _fits_without_header(sheet, fmt):
+            fields = fmt.headerless_fields or ()
+            return _Layout(sheet, -1, {f: i for i, f in enumerate(fields)}, {f: fmt.column_names.get(f, f) for f in fields})
         if index is None:
             continue
         positions, headers = match_columns(sheet.rows[index], fmt.aliases)
@@ -67,6 +70,14 @@ def _locate_columns(path: Path, sheets: list[Sheet], fmt: Format, *, require_emo
     raise AnnotationError(f"{path}: missing column(s) {missing} for format {fmt.name!r} (names match ignoring "
                           f"case, spaces and underscores); columns found in sheet {first.name!r}: "
                           f"{found_columns(first.rows, index)}{others}")
+
+
+def _fits_without_header(sheet: Sheet, fmt: Format) -> bool:
+    """A file of a headerless format: its first row has exactly the format's columns."""
+    if fmt.headerless_fields is None or not sheet.rows:
+        return False
+    first = [c for c in sheet.rows[0] if not is_blank(c)]
+    return len(first) == len(fmt.headerless_fields)
 
 
 def _sheet_records(layout: _Layout) -> Iterable[tuple[int, dict[str, object]]]:
