@@ -463,7 +463,9 @@ def _validate_protocol(config: ExperimentConfig, where: _Where) -> None:
 
 
 def _validate_model(config: ExperimentConfig, where: _Where) -> None:
-    from microexp.models._registry import check_model_arguments, check_plain_argument, list_models, model_arguments
+    from microexp.models._registry import (
+        check_model_arguments, check_plain_argument, list_models, model_arguments, model_info,
+    )
 
     m, d = config.model, config.data
     names = list_models()
@@ -489,6 +491,8 @@ def _validate_model(config: ExperimentConfig, where: _Where) -> None:
         except ConfigError as exc:
             raise ConfigError(f"{where(dotted)}: {dotted}={value!r}: expected a plain value (number, string, "
                               "true/false, null or a list of them) so that a checkpoint can rebuild the model") from exc
+    if (d.modality or model_info(m.name).modality) == "apex_flow" and d.num_frames != 1:
+        _validate_apex_flow_input(config, None, where)  # before the model's own, less telling message
     try:  # the family's own argument checks, on the meta device (no weights)
         spec = check_model_arguments(m.name, num_frames=d.num_frames, input_size=d.size, **m.kwargs)
     except (ValueError, TypeError) as exc:
@@ -512,7 +516,7 @@ def _validate_apex_flow_input(config: ExperimentConfig, spec: Any, where: _Where
     if d.num_frames != 1:
         raise ConfigError(f"{where('data.num_frames')}: data.num_frames={d.num_frames}: an apex_flow input is one "
                           "onset->apex flow (T = 1); set data.num_frames=1")
-    if spec.in_channels != 3:
+    if spec is not None and spec.in_channels != 3:
         raise ConfigError(f"{where('data.modality')}: data.modality=apex_flow: model {config.model.name} reads "
                           f"{spec.in_channels} channels, but an apex flow has 3 (u, v, strain)")
 

@@ -25,7 +25,13 @@ CPU_MODELS = list_models(cpu_friendly=True)
 STANDARD_MODELS = list_models(cpu_friendly=False)
 #: small enough for every architecture (/32 downsampling, 16 px patches, MViT pooling) and fast on 2 cores
 TINY = dict(num_frames=4, input_size=64)
+#: apex-flow models read one 28 px flow (T = 1)
+APEX_TINY = dict(num_frames=1, input_size=28)
 NUM_CLASSES = 5
+
+
+def tiny_kwargs(name):
+    return APEX_TINY if model_info(name).modality == "apex_flow" else TINY
 
 
 @pytest.fixture(autouse=True)
@@ -80,13 +86,15 @@ def test_unknown_or_bad_argument_is_a_value_error():
 def test_model_contract(name, tmp_path):
     """Forward (B, num_classes), finite, backward reaches every parameter, exact checkpoint round trip."""
     torch.manual_seed(0)
-    model = create_model(name, num_classes=NUM_CLASSES, **TINY)
+    tiny = tiny_kwargs(name)
+    model = create_model(name, num_classes=NUM_CLASSES, **tiny)
     spec, info = model.spec, model_info(name)
     assert isinstance(model, VideoClassifier)
     assert (spec.name, spec.family, spec.modality) == (name, info.family, info.modality)
-    assert (spec.num_frames, spec.input_size) == (TINY["num_frames"], TINY["input_size"])
+    assert (spec.num_frames, spec.input_size) == (tiny["num_frames"], tiny["input_size"])
     assert spec.kwargs["num_classes"] == model.num_classes == NUM_CLASSES
-    expected_channels = {"rgb": 3, "flow": spec.flow_channels, "rgb+flow": 3 + spec.flow_channels}[spec.modality]
+    expected_channels = {"rgb": 3, "flow": spec.flow_channels, "rgb+flow": 3 + spec.flow_channels,
+                         "apex_flow": spec.flow_channels}[spec.modality]
     assert spec.in_channels == expected_channels == len(spec.mean) == len(spec.std)
 
     x = tiny_input(spec)

@@ -10,6 +10,7 @@ import microexp.engine.experiment as experiment
 from microexp.checkpoint import load_checkpoint
 from microexp.cli import main
 from microexp.config import DataConfig
+from microexp.data.apex_flow import ApexFlowSpec
 from microexp.data.flow import DEFAULT_FLOW_METHOD, FlowSpec
 from microexp.data.pipeline import MODALITIES, PIPELINE_VERSION, ClipPipeline, clip_to_input
 from microexp.data.sampling import SamplingSpec, frames_needed
@@ -26,6 +27,8 @@ CASES = {
                              "data.crop_scale": 0.9, "data.flip": "false"}),
     "flow": ("flow_tiny", {"flow_channels": 3}, {"data.sampling": "onset_apex", "data.flow_method": "dis"}),
     "rgb+flow": ("two_stream_tiny", {}, {"data.sampling": "dense", "data.stride": 2, "data.reference_fps": 200}),
+    "apex_flow": ("ststnet", {}, {"data.num_frames": 1, "data.size": 28, "data.apex_encoding": "bgr255",
+                                  "data.apex_flow_method": "dis", "data.apex_flow_size": 48, "data.flip": "false"}),
 }
 
 
@@ -38,8 +41,8 @@ def tiny_data(tmp_path_factory):
 
 def test_cases_cover_every_modality():
     assert sorted(CASES) == sorted(MODALITIES)
-    assert {get_model_spec(name, num_frames=4, input_size=32, **kwargs).modality
-            for name, kwargs, _ in CASES.values()} == set(MODALITIES)
+    assert {get_model_spec(name, num_frames=data.get("data.num_frames", 4), input_size=data.get("data.size", 32),
+                           **kwargs).modality for name, kwargs, data in CASES.values()} == set(MODALITIES)
 
 
 @pytest.mark.parametrize("modality", sorted(CASES))
@@ -66,11 +69,12 @@ def test_checkpoint_rebuilds_the_training_pipeline(modality, tiny_data, tmp_path
 
     checkpoint = tmp_path / "run" / "final" / "model.pt"
     payload = load_checkpoint(checkpoint)
-    spec = get_model_spec(name, num_frames=4, input_size=32, **kwargs)
+    frames, size = settings["data.num_frames"], settings["data.size"]
+    spec = get_model_spec(name, num_frames=frames, input_size=size, **kwargs)
     assert ClipPipeline.from_checkpoint_data(payload["data"], spec) == trained
     assert ClipPredictor.from_checkpoint(checkpoint, face_crop=False).preprocessing == trained
     exported = export_checkpoint(checkpoint, fmt="torchscript", out=tmp_path / "model.ts")
-    assert exported.input_shape == (1, *trained.input_shape()) == (1, spec.in_channels, 4, 32, 32)
+    assert exported.input_shape == (1, *trained.input_shape()) == (1, spec.in_channels, frames, size, size)
     assert ClipPredictor.from_checkpoint(tmp_path / "model.ts", face_crop=False).preprocessing == trained
 
 
@@ -82,6 +86,8 @@ def _pipelines():
                        frame_difference="previous")
     yield ClipPipeline(modality="flow", flow=FlowSpec(method="tvl1", reference="consecutive", strain=True))
     yield ClipPipeline(modality="rgb+flow", flow=FlowSpec(method="dis"))
+    yield ClipPipeline(modality="apex_flow", transform=TransformSpec(size=28),
+                       apex=ApexFlowSpec(method="farneback", compute_size=64, encoding="bgr255"))
 
 
 @pytest.mark.parametrize("pipeline", list(_pipelines()), ids=lambda p: p.modality)
@@ -174,3 +180,11 @@ def test_a_dataset_takes_a_pipeline_or_its_parts_not_both():
     assert MicroExpressionDataset(table, modality="flow").pipeline == pipeline  # composed from its parts
     with pytest.raises(TypeError, match="not both"):
         MicroExpressionDataset(table, pipeline=pipeline, modality="flow")
+
+
+def test_version_1_pipelines_load_without_an_apex_key():
+    data = ClipPipeline(modality="flow").to_dict()
+    old = {k: v for k, v in data.items() if k != "apex"} | {"version": 1}
+    assert ClipPipeline.from_dict(old) == ClipPipeline(modality="flow")
+    with pytest.raises(ConfigError, match="keys"):
+        ClipPipeline.from_dict({**old, "version": 2})  # version 2 must carry apex

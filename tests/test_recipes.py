@@ -9,7 +9,9 @@ from microexp.config import load_config
 from microexp.models import get_model_spec, list_models
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
-NAME = re.compile(r"^(?P<model>[a-z0-9-]+)_(?P<input>[a-z+]+)-(?P<frames>\d+)f_(?P<dataset>[a-z0-9]+)_(?P<protocol>\d+fold|loso|lodo|split)$")
+# {model}_{input}-{frames}f_{dataset}_{protocol}; one-flow inputs (apex-flow) have no frame count
+NAME = re.compile(r"^(?P<model>[a-z0-9-]+)_(?:(?P<input>[a-z+]+)-(?P<frames>\d+)f|(?P<flow>apex-flow))"
+                  r"_(?P<dataset>[a-z0-9-]+)_(?P<protocol>\d+fold|loso|lodo|split)$")
 
 
 def test_the_four_families_have_cpu_and_dfme_recipes():
@@ -29,9 +31,13 @@ def test_recipe_is_valid_and_named_after_its_content(path):
     match = NAME.match(path.stem)
     assert match, f"{path.name} does not follow {{model}}_{{input}}-{{frames}}f_{{dataset}}_{{protocol}}.yaml"
     assert match["model"].replace("-", "_") == config.model.name
-    assert int(match["frames"]) == config.data.num_frames
-    spec = get_model_spec(config.model.name)
-    assert match["input"] == spec.modality
+    spec = get_model_spec(config.model.name, num_frames=config.data.num_frames, input_size=config.data.size)
+    modality = config.data.modality or spec.modality  # data.modality feeds a model another family's input
+    if match["flow"]:
+        assert modality == "apex_flow" and config.data.num_frames == 1
+    else:
+        assert int(match["frames"]) == config.data.num_frames
+        assert match["input"] == modality
     if match["protocol"].endswith("fold"):
         assert config.cv.protocol == "kfold" and config.cv.folds == int(match["protocol"][:-4])
     else:
@@ -44,7 +50,7 @@ def test_recipe_is_valid_and_named_after_its_content(path):
 # The walkthroughs (docs/walkthroughs.md) train one recipe per real dataset; the dataset part of the name says
 # which source datasets its clip table holds (the `dataset` column the class map is looked up with).
 SOURCES = {"dfme": ("dfme",), "casme2": ("casme2",), "samm": ("samm",), "smic": ("smic",), "casme3": ("casme3",),
-           "mmew": ("mmew",), "megc": ("casme2", "samm", "smic")}
+           "mmew": ("mmew",), "megc": ("casme2", "samm", "smic"), "megc-composite": ("casme2", "samm", "smic")}
 REAL = [p for p in RECIPES if NAME.match(p.stem) and NAME.match(p.stem)["dataset"] in SOURCES]
 # strategies that place frames by the annotated apex (SMIC has none: its apex is the clip's middle, estimated)
 APEX_STRATEGIES = {"onset_apex", "apex_centered", "onset_apex_offset"}
@@ -77,5 +83,6 @@ def test_real_recipe_protocol_matches_its_name_and_never_selects_on_test_subject
         assert config.cv.protocol == "loso"
     if config.train.model_selection == "val":
         assert config.cv.val_fraction > 0  # an inner split of the training subjects, never the test subject
-    if "smic" in SOURCES[match["dataset"]]:
+    if "smic" in SOURCES[match["dataset"]] and not match["flow"]:
+        # an apex flow is onset->apex by definition: for SMIC the field takes the clip's middle as its apex
         assert config.data.sampling not in APEX_STRATEGIES, "SMIC has no apex labels"

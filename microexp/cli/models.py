@@ -28,8 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects instead of a table")
-    parser.add_argument("--family", default=None, help="only this family (3dcnn, two_stream, tsm, transformer, frame)")
-    parser.add_argument("--modality", default=None, help="only this input modality (rgb, flow, rgb+flow)")
+    parser.add_argument("--family", default=None, help="only this family (3dcnn, two_stream, tsm, transformer, frame, apex_flow)")
+    parser.add_argument("--modality", default=None, help="only this input modality (rgb, flow, rgb+flow, apex_flow)")
     parser.add_argument("--cpu", action="store_true", help="only CPU-friendly models")
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'tsm_*'")
     return parser
@@ -149,7 +149,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             r["family"],
             r["modality"],
             f"{r['in_channels']}x{r['num_frames']}x{r['input_size']}x{r['input_size']}",
-            f"{r['params'] / 1e6:.2f}M",
+            f"{r['params'] / 1e6:.2f}M" if r["params"] >= 10_000 else f"{r['params'] / 1e3:.1f}k",
             "yes" if r["cpu_friendly"] else "",
             r["description"],
         )

@@ -182,6 +182,8 @@ def run_experiment(
     out = Path(out_dir)
     # everything that can be checked is checked before the run directory is touched
     check_not_a_file(out)
+    if (out / "audit_run.json").exists():  # engine/audit.py's marker: an audit's test-scored epochs are no train run
+        raise ConfigError(f"{out} is a microexp audit directory, not a train run; use another --out")
     data = load_experiment_data(config)
     check_num_frames(config, data.table)
     check_clip_inputs(data.table, build_pipeline(config, model_spec(config)))  # frames, or flow files for apex_flow

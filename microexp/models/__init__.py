@@ -11,7 +11,8 @@ channel convention of each modality) and exposes ``spec``, ``num_classes``, ``nu
 rebuilds a model whose state dict was saved.
 
 Families, one module each: :mod:`.cnn3d` (R3D, X3D), :mod:`.two_stream` (RGB + optical flow),
-:mod:`.tsm` (temporal shift), :mod:`.transformer` (TimeSformer, MViT), :mod:`.frame` (apex-frame baseline).
+:mod:`.tsm` (temporal shift), :mod:`.transformer` (TimeSformer, MViT), :mod:`.frame` (apex-frame baseline),
+:mod:`.apex_flow` (STSTNet, Off-ApexNet, HTNet on one onset->apex flow).
 """
 
 from ._base import FAMILIES, MODALITIES, ModelSpec, VideoClassifier
@@ -27,7 +28,7 @@ from ._registry import (
 from .pretrained import PretrainedLoadResult, load_pretrained
 
 # importing the family modules registers their models
-from . import cnn3d, frame, transformer, tsm, two_stream  # noqa: E402,F401  isort:skip
+from . import apex_flow, cnn3d, frame, transformer, tsm, two_stream  # noqa: E402,F401  isort:skip
 
 __all__ = [
     "FAMILIES",
