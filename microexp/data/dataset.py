@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["MODALITIES", "REQUIRED_COLUMNS", "EpochIndexSampler", "MicroExpressionDataset", "check_clip_inputs"]
 
+#: the most memory a dataset spends on keeping decoded flow files (per worker)
+_FLOW_FILES_KEPT_BYTES = 256 * 2**20
+
 REQUIRED_COLUMNS = ("subject", "clip", "path", "onset", "apex", "offset", "first_frame", "fps", "aus", "label")
 
 
@@ -141,6 +144,11 @@ class MicroExpressionDataset(Dataset):
                 f"{pipeline.frame_size} px, so cache_size must be {pipeline.frame_size}"
             )
         self._epoch = 0
+        # decoded flow files, kept while they are small (28 px flows: every epoch would re-read hundreds of
+        # tiny images, which costs as much as training STSTNet on them)
+        side = pipeline.transform.size
+        self._keep_flow_files = len(self.table) * side * side * 3 * 4 <= _FLOW_FILES_KEPT_BYTES
+        self._flow_files: dict[str, np.ndarray] = {}
         # taken once per dataset object (so per worker): a frame folder's fingerprint stats every file
         self._fingerprints: dict[str, dict[str, Any]] = {}
 
@@ -187,11 +195,15 @@ class MicroExpressionDataset(Dataset):
         }
 
     def _flow_file_input(self, row: dict[str, Any], rng: np.random.Generator | None) -> torch.Tensor:
-        apex = self.pipeline.apex
-        try:
-            encoded = flow_file_input(row["flow_path"], size=self.pipeline.transform.size, encoding=apex.encoding)
-        except FlowFileError as exc:
-            raise FlowFileError(f"clip {row['clip']}: {exc}") from None
+        path = row["flow_path"]
+        encoded = self._flow_files.get(path)
+        if encoded is None:
+            try:
+                encoded = flow_file_input(path, size=self.pipeline.transform.size, encoding=self.pipeline.apex.encoding)
+            except FlowFileError as exc:
+                raise FlowFileError(f"clip {row['clip']}: {exc}") from None
+            if self._keep_flow_files:
+                self._flow_files[path] = encoded
         return encoded_apex_input(self.pipeline, encoded, rng, encoded=True)
 
     def _flow_of(self, row: dict[str, Any], times: np.ndarray) -> Any:

@@ -360,7 +360,9 @@ def _train_model(
     sampler_generator = torch.Generator()
     sampler = EpochIndexSampler(build_sampler(config.train.sampler, train_set.labels, generator=sampler_generator,
                                               **sampler_kwargs))
-    train_loader = torch.utils.data.DataLoader(train_set, sampler=sampler, drop_last=len(train_set) > config.train.batch_size,
+    # every clip trains each epoch; only a last batch of one is dropped (batch norm cannot train on it)
+    drop_last = len(sampler) > config.train.batch_size and len(sampler) % config.train.batch_size == 1
+    train_loader = torch.utils.data.DataLoader(train_set, sampler=sampler, drop_last=drop_last,
                                                generator=generator,
                                                **{**loader_args, "persistent_workers": config.data.num_workers > 0})
     val_loader = (torch.utils.data.DataLoader(build_dataset(config, val_table, spec, train=False), **loader_args)
