@@ -14,6 +14,7 @@ from microexp.data.dataset import MicroExpressionDataset, check_clip_inputs
 from microexp.data.pipeline import ClipPipeline
 from microexp.data.transforms import TransformSpec
 from microexp.errors import AnnotationError, ConfigError
+from microexp.inference.predictor import ClipInput
 from microexp.synth import generate_dataset
 
 
@@ -210,3 +211,40 @@ def test_the_composite_label_list_reads_without_a_header(tmp_path):
     assert [p.split("/")[-1] for p in table["flow_path"]] == ["sub11_EP15_04f.png", "006_006_1_2.png", "s03_s03_po_11.png"]
     table["label"] = 0
     assert MicroExpressionDataset(table, pipeline=_pipeline())[0]["video"].shape == (3, 1, 28, 28)
+
+
+def _apex_checkpoint(path, pipeline):
+    from microexp.checkpoint import save_checkpoint
+    from microexp.models import create_model
+
+    model = create_model("ststnet", num_classes=7, num_frames=1, input_size=28)
+    save_checkpoint(path, model=model, class_names=["happiness", "anger", "contempt", "disgust", "fear", "sadness",
+                                                    "surprise"],
+                    data={"pipeline": pipeline.to_dict(), "class_map": "dfme7"}, epoch=0, fold=None)
+    return path
+
+
+def test_predict_reads_flow_files_and_matches_the_dataset(exported, tmp_path, capsys):
+    import json
+
+    from microexp.inference.predictor import ClipPredictor
+
+    _, out = exported
+    pipeline = _pipeline()
+    checkpoint = _apex_checkpoint(tmp_path / "apex.pt", pipeline)
+    assert main(["predict", "--checkpoint", str(checkpoint), str(out / "annotations.csv"), "--json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)
+    assert len(predicted) == 6 and predicted[0]["face_box"] is None
+    predictor = ClipPredictor.from_checkpoint(checkpoint, face_crop=False)
+    dataset = _dataset(out / "annotations.csv", pipeline)
+    item = ClipInput("", name="x", flow_path=str(dataset.table["flow_path"][0]))
+    assert bool((predictor.preprocess(item) == dataset[0]["video"]).all())
+
+
+def test_predict_says_a_frame_model_cannot_read_a_flow_file(exported, tmp_path, capsys):
+    from microexp.inference.predictor import ClipPredictor, PredictionError
+
+    predictor = ClipPredictor.from_checkpoint(_apex_checkpoint(tmp_path / "a.pt", _pipeline()), face_crop=False)
+    predictor.preprocessing = ClipPipeline(modality="flow")  # as a flow_tiny checkpoint would have it
+    with pytest.raises(PredictionError, match="only a precomputed flow"):
+        predictor.preprocess(ClipInput("", name="x", flow_path=str(tmp_path / "f.png")))

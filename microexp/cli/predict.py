@@ -159,7 +159,7 @@ def _table_clips(path: Path, *, class_map: str | None = None, class_names: Seque
                       int(row["first_frame"]) if has_first_frame else None,
                       float(row["fps"]) if row["fps"] == row["fps"] else None, str(row["clip"]),
                       apex_estimated=bool(row.get("apex_estimated", False)), true=truth.get(str(row["clip"])),
-                      subject=int(row["subject"]))
+                      subject=int(row["subject"]), flow_path=row.get("flow_path") or None)
             for row in table.to_dict("records")]
 
 

@@ -36,8 +36,8 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from microexp.data.apex_flow import apex_flow_pixels
-from microexp.data.pipeline import ClipPipeline, clip_to_input
+from microexp.data.apex_flow import FlowFileError, apex_flow_pixels, flow_file_input
+from microexp.data.pipeline import ClipPipeline, clip_to_input, encoded_apex_input
 from microexp.data.sampling import frames_needed
 from microexp.data.transforms import resize_frames
 from microexp.data.video import open_video
@@ -79,6 +79,7 @@ class ClipInput(NamedTuple):
     apex_estimated: bool = False
     true: str | None = None
     subject: int | None = None  # from a clip table: lets predict say when a model has seen the subject
+    flow_path: str | None = None  # a precomputed apex flow (a clip table's flow_path): read instead of frames
 
 
 @dataclass
@@ -374,7 +375,27 @@ class ClipPredictor:
         logger.warning("%s: 1 frame: no motion to spot (onset = apex = offset = %d) and the model, trained on clips, "
                        "sees this frame repeated: the prediction rests on one still image", name, numbers[0])
 
+    def _prepare_flow_file(self, item: ClipInput) -> _Prepared:
+        """An apex-flow model's input read from the clip's flow file (no frames, no face crop, no spotting)."""
+        name = item.name or item.flow_path
+        start = time.perf_counter()
+        pre = self.preprocessing
+        try:
+            encoded = flow_file_input(item.flow_path, size=pre.transform.size, encoding=pre.apex.encoding)
+        except FlowFileError as exc:
+            raise PredictionError(str(exc)) from None
+        video = encoded_apex_input(pre, encoded, None, encoded=True)
+        timings = dict.fromkeys(STAGES, 0.0)
+        timings["total"] = time.perf_counter() - start
+        phases = Phases(item.onset or 0, item.apex or 0, item.offset or 0)
+        return _Prepared(name, video, phases, None, timings, item.true)
+
     def _prepare(self, item: ClipInput, *, save_crops: str | Path | None = None) -> _Prepared:
+        if item.flow_path and (self.preprocessing.apex is not None or not item.path):
+            if self.preprocessing.apex is None:
+                raise PredictionError(f"{item.name or item.flow_path}: only a precomputed flow (flow_path), which this "
+                                      f"{self.preprocessing.modality} model cannot read; it needs the clip's frames")
+            return self._prepare_flow_file(item)
         name = item.name or item.path
         timings = dict.fromkeys(STAGES, 0.0)
         start = time.perf_counter()
