@@ -348,3 +348,20 @@ def test_fits_a_tiny_batch(name, lr):
     assert math.isfinite(last) and last < 0.3 * first, (first, last)
     with torch.no_grad():
         assert (model.eval()(x).argmax(1) == labels).all()
+
+
+@pytest.mark.parametrize("name", ["ststnet", "off_apexnet", "htnet"])
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_apex_flow_models_export(name, fmt, tmp_path):
+    """export_checkpoint checks the exported model against the eager one; htnet's region grid must trace."""
+    from microexp.checkpoint import save_checkpoint
+    from microexp.data.pipeline import ClipPipeline
+    from microexp.data.transforms import TransformSpec
+    from microexp.inference.export import export_checkpoint
+
+    model = create_model(name, num_classes=3, num_frames=1, input_size=28)
+    pipeline = ClipPipeline(modality="apex_flow", transform=TransformSpec(size=28))
+    save_checkpoint(tmp_path / "m.pt", model=model, class_names=["negative", "positive", "surprise"],
+                    data={"pipeline": pipeline.to_dict(), "class_map": "megc3"}, epoch=0, fold=None)
+    exported = export_checkpoint(tmp_path / "m.pt", fmt=fmt, out=tmp_path / f"m.{fmt}")
+    assert exported.input_shape == (1, 3, 1, 28, 28)

@@ -20,6 +20,7 @@ is decided by the data pipeline (:mod:`microexp.data.apex_flow`), not here; ``sp
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -424,7 +425,7 @@ class HTNet(_ApexFlowModel):
         """
         r, d = len(HTNET_REGIONS), tokens.shape[-1]
         per_region = tokens.reshape(batch * r, -1, d)
-        g = round(per_region.shape[1] ** 0.5)
+        g = math.isqrt(int(per_region.shape[1]))  # a Python int also while tracing (export): the grid is fixed
         grid = aggregate(per_region.transpose(1, 2).reshape(batch * r, d, g, g))  # (B*R, D, g', g')
         pooled = grid.flatten(2).transpose(1, 2)  # (B*R, g'*g', D)
         return pooled.reshape(batch * groups, -1, d)
