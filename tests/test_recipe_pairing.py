@@ -16,7 +16,9 @@ from microexp.models import get_model_spec, model_info
 from microexp.models.frame import resolve_apex_index
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
-FRAME_RECIPES = [p for p in RECIPES if model_info(load_config(p).model.name).family == "frame"]
+# frame models given the onset->apex flow (data.modality: apex_flow) read no frame of the clip: not paired
+FRAME_RECIPES = [p for p in RECIPES if model_info(load_config(p).model.name).family == "frame"
+                 and load_config(p).data.modality is None]
 
 # (onset, apex, offset): apex early, central, late; long and short rises (every clip >= 16 frames)
 CLIPS = [(0, 30, 40), (10, 25, 40), (100, 140, 300), (1, 40, 60)]

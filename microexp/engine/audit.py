@@ -42,13 +42,11 @@ import torch
 
 from microexp.checkpoint import load_checkpoint
 from microexp.config import ExperimentConfig, config_differences, load_config, save_config
-from microexp.engine.experiment import (
-    SPLITS_PROTOCOL, ExperimentData, build_dataset, build_folds, check_num_frames, load_experiment_data, run_fold,
-)
+from microexp.engine.experiment import SPLITS_PROTOCOL, ExperimentData, build_dataset, prepare_run, run_fold
 from microexp.engine.progress import RunProgress
 from microexp.engine.results import logged_epochs, write_csv
-from microexp.engine.run_dir import LOCK_NAME, check_not_a_file, hold_lock, probe_writable
-from microexp.engine.trainer import evaluate, select_device
+from microexp.engine.run_dir import LOCK_NAME, check_not_a_file, hold_lock
+from microexp.engine.trainer import evaluate
 from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import write_json, write_text
 from microexp.metrics import compute_metrics
@@ -124,13 +122,7 @@ def run_audit(
     out = Path(out_dir)
     check_not_a_file(out)
     check_audit_dir(out)
-    data = load_experiment_data(config)
-    check_num_frames(config, data.table)
-    folds = build_folds(config, data.table)
-    device = select_device(config.device)
-    if config.data.cache_dir:
-        probe_writable(Path(config.data.cache_dir), what="data.cache_dir ")
-    probe_writable(out, what="")
+    data, folds, device = prepare_run(config, out)  # the checks of microexp train, before out is touched
     with hold_lock(out / LOCK_NAME, what=f"audit directory {out}"):
         check_audit_dir(out)  # again, now that nobody else can be writing it
         folds = _start_audit(config, out, folds, data, recipe=recipe)

@@ -180,18 +180,10 @@ def run_experiment(
     if not (cross_validation or final):
         raise ValueError("run_experiment: nothing to do (cross_validation=False and final=False)")
     out = Path(out_dir)
-    # everything that can be checked is checked before the run directory is touched
     check_not_a_file(out)
     if (out / "audit_run.json").exists():  # engine/audit.py's marker: an audit's test-scored epochs are no train run
         raise ConfigError(f"{out} is a microexp audit directory, not a train run; use another --out")
-    data = load_experiment_data(config)
-    check_num_frames(config, data.table)
-    check_clip_inputs(data.table, build_pipeline(config, model_spec(config)))  # frames, or flow files for apex_flow
-    folds = build_folds(config, data.table) if cross_validation else []
-    device = select_device(config.device)
-    if config.data.cache_dir:
-        probe_writable(Path(config.data.cache_dir), what="data.cache_dir ")
-    probe_writable(out, what="")
+    data, folds, device = prepare_run(config, out, cross_validation=cross_validation)
     with hold_lock(out / LOCK_NAME, what=f"run directory {out}"):
         _start_run(config, out, recipe=recipe)
         if cross_validation:
@@ -227,6 +219,25 @@ def run_experiment(
         except OutputError as exc:
             raise OutputError(f"{exc}; run state kept: {_kept(out, folds)}") from exc
     return metrics
+
+
+def prepare_run(config: ExperimentConfig, out: Path, *, cross_validation: bool = True
+                ) -> tuple[ExperimentData, list[Fold], torch.device]:
+    """Everything a run checks before its directory is touched: the clip table and its labels, the clips'
+    lengths and inputs, the folds, the device, and that the cache and ``out`` can be written.
+
+    Returns:
+        The labelled data, the folds (none when ``cross_validation`` is False) and the device.
+    """
+    data = load_experiment_data(config)
+    check_num_frames(config, data.table)
+    check_clip_inputs(data.table, build_pipeline(config, model_spec(config)))  # frames, or flow files for apex_flow
+    folds = build_folds(config, data.table) if cross_validation else []
+    device = select_device(config.device)
+    if config.data.cache_dir:
+        probe_writable(Path(config.data.cache_dir), what="data.cache_dir ")
+    probe_writable(out, what="")
+    return data, folds, device
 
 
 def train_final(
