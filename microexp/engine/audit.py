@@ -42,17 +42,17 @@ import torch
 
 from microexp.checkpoint import load_checkpoint
 from microexp.config import ExperimentConfig, config_differences, load_config, save_config
-from microexp.engine.experiment import SPLITS_PROTOCOL, ExperimentData, build_dataset, prepare_run, run_fold
+from microexp.engine.experiment import ExperimentData, build_dataset, prepare_run, resume_folds, run_fold
 from microexp.engine.progress import RunProgress
 from microexp.engine.results import logged_epochs, write_csv
 from microexp.engine.run_dir import LOCK_NAME, check_not_a_file, hold_lock
 from microexp.engine.trainer import evaluate
-from microexp.errors import ConfigError, MicroexpError
+from microexp.errors import ConfigError
 from microexp.fileio import write_json, write_text
 from microexp.metrics import compute_metrics
 from microexp.models import create_model, get_model_spec
 from microexp.seed import seed_worker
-from microexp.splits import Fold, check_folds, load_folds, save_folds
+from microexp.splits import Fold
 
 __all__ = [
     "AUDIT_MARKER", "EPOCH_PREDICTIONS", "ORACLE_METRICS", "WARNING", "check_audit_dir", "format_audit",
@@ -360,16 +360,7 @@ def _start_audit(config: ExperimentConfig, out: Path, folds: list[Fold], data: E
                               "new --out, or the same config to resume")
     else:
         save_config(config, config_path, recipe=recipe)
-    folds_path = out / "folds.json"
-    if not folds_path.exists():
-        save_folds(folds, folds_path)
-        return folds
-    stored = load_folds(folds_path)
-    try:
-        check_folds(stored, data.table["subject"].to_numpy(), protocol=SPLITS_PROTOCOL[config.cv.protocol])
-    except MicroexpError as exc:
-        raise ConfigError(f"{folds_path}: does not fit the clip table ({exc})") from exc
-    return stored
+    return resume_folds(config, out, folds, data)  # folds.json, as train keeps it
 
 
 def _audit_fold(config: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir: Path, *,

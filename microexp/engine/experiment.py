@@ -187,7 +187,7 @@ def run_experiment(
     with hold_lock(out / LOCK_NAME, what=f"run directory {out}"):
         _start_run(config, out, recipe=recipe)
         if cross_validation:
-            folds = _run_folds(config, out, folds, data)
+            folds = resume_folds(config, out, folds, data)
         logger.info("%d clips, %d subjects, %s, model %s on %s", len(data.table), data.table["subject"].nunique(),
                     f"{len(folds)} folds" if cross_validation else "final model only", config.model.name, device)
         tracker = RunProgress(logger)
@@ -485,7 +485,7 @@ def _anything_trained(out: Path) -> bool:
     return (out / "folds.json").exists() or (out / FINAL_DIR).exists() or any(out.glob("fold_*"))
 
 
-def _run_folds(config: ExperimentConfig, out: Path, folds: list[Fold], data: ExperimentData) -> list[Fold]:
+def resume_folds(config: ExperimentConfig, out: Path, folds: list[Fold], data: ExperimentData) -> list[Fold]:
     """The folds of ``folds.json`` when resuming (checked against the table), else ``folds``, saved."""
     folds_path = out / "folds.json"
     if not folds_path.exists():
