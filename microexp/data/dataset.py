@@ -39,10 +39,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from microexp.data.apex_flow import FlowFileError, apex_flow_pixels, flow_file_input
+from microexp.data.apex_flow import FlowFileError, apex_flow_pixels
 from microexp.data.cache import ClipCache, clip_fingerprint
 from microexp.data.flow import FlowSpec, cached_clip_flow, clip_key_parts, flow_cache_key
-from microexp.data.pipeline import MODALITIES, ClipPipeline, clip_to_input, encoded_apex_input
+from microexp.data.pipeline import MODALITIES, ClipPipeline, clip_to_input, encoded_apex_input, read_flow_file_input
 from microexp.data.sampling import SamplingSpec, frames_needed
 from microexp.data.transforms import TransformSpec, resize_frames
 from microexp.data.video import open_video
@@ -199,7 +199,7 @@ class MicroExpressionDataset(Dataset):
         encoded = self._flow_files.get(path)
         if encoded is None:
             try:
-                encoded = flow_file_input(path, size=self.pipeline.transform.size, encoding=self.pipeline.apex.encoding)
+                encoded = read_flow_file_input(self.pipeline, path)
             except FlowFileError as exc:
                 raise FlowFileError(f"clip {row['clip']}: {exc}") from None
             if self._keep_flow_files:

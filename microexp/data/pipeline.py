@@ -26,7 +26,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from microexp.data.apex_flow import ApexFlowSpec, apex_flow_pixels, encode_flow, flip_encoded, resize_flow
+from microexp.data.apex_flow import (
+    ApexFlowSpec, apex_flow_pixels, encode_flow, flip_encoded, flow_file_input, resize_flow,
+)
 from microexp.data.flow import DEFAULT_FLOW_METHOD, FlowSpec
 from microexp.data.sampling import SamplingSpec, interpolate_frames
 from microexp.data.transforms import (
@@ -41,7 +43,7 @@ from microexp.data.transforms import (
 from microexp.errors import ConfigError
 
 __all__ = ["FLOW_SEQUENCE_MODALITIES", "MODALITIES", "PIPELINE_VERSION", "ClipPipeline", "clip_to_input",
-           "encoded_apex_input"]
+           "encoded_apex_input", "read_flow_file_input"]
 
 #: what a model reads: RGB frames, optical-flow channels, RGB then flow (the two-stream input), or one
 #: onset->apex flow with optical strain ``(3, 1, H, W)`` (STSTNet, Off-ApexNet, HTNet)
@@ -288,6 +290,13 @@ def clip_to_input(
     if pipeline.modality == "flow":
         return flow_tensor.contiguous()
     return torch.cat([_rgb(pipeline, sampled, None, train=False), flow_tensor])
+
+
+def read_flow_file_input(pipeline: ClipPipeline, path: str) -> np.ndarray:
+    """A ``flow_path`` file as this ``apex_flow`` pipeline's model sees it, before any training flip:
+    ``(size, size, 3)`` float32 in ``apex.encoding`` (then :func:`encoded_apex_input` with ``encoded=True``)."""
+    assert pipeline.apex is not None
+    return flow_file_input(path, size=pipeline.transform.size, encoding=pipeline.apex.encoding)
 
 
 def encoded_apex_input(pipeline: ClipPipeline, encoded_or_pixels: np.ndarray, rng: np.random.Generator | None, *,

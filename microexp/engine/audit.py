@@ -42,7 +42,7 @@ import torch
 
 from microexp.checkpoint import load_checkpoint
 from microexp.config import ExperimentConfig, config_differences, load_config, save_config
-from microexp.engine.experiment import ExperimentData, build_dataset, prepare_run, resume_folds, run_fold
+from microexp.engine.experiment import ExperimentData, build_dataset, model_spec, prepare_run, resume_folds, run_fold
 from microexp.engine.progress import RunProgress
 from microexp.engine.results import logged_epochs, write_csv
 from microexp.engine.run_dir import LOCK_NAME, check_not_a_file, hold_lock
@@ -50,7 +50,7 @@ from microexp.engine.trainer import evaluate
 from microexp.errors import ConfigError
 from microexp.fileio import write_json, write_text
 from microexp.metrics import compute_metrics
-from microexp.models import create_model, get_model_spec
+from microexp.models import create_model
 from microexp.seed import seed_worker
 from microexp.splits import Fold
 
@@ -401,7 +401,7 @@ class _EpochScorer:
         self.rows = pd.DataFrame()
         # the same model arguments as experiment._train_model (pretrained weights are replaced by last.pt's)
         model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
-        spec = get_model_spec(config.model.name, **model_kwargs)
+        spec = model_spec(config)
         with _preserved_random_state(device):
             self.model = create_model(config.model.name, num_classes=self.num_classes, **model_kwargs).to(device)
         self.test_table = data.table[data.table["subject"].isin(fold.test_subjects)]

@@ -36,8 +36,8 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from microexp.data.apex_flow import FlowFileError, apex_flow_pixels, flow_file_input
-from microexp.data.pipeline import ClipPipeline, clip_to_input, encoded_apex_input
+from microexp.data.apex_flow import FlowFileError, apex_flow_pixels
+from microexp.data.pipeline import ClipPipeline, clip_to_input, encoded_apex_input, read_flow_file_input
 from microexp.data.sampling import frames_needed
 from microexp.data.transforms import resize_frames
 from microexp.data.video import open_video
@@ -381,7 +381,7 @@ class ClipPredictor:
         start = time.perf_counter()
         pre = self.preprocessing
         try:
-            encoded = flow_file_input(item.flow_path, size=pre.transform.size, encoding=pre.apex.encoding)
+            encoded = read_flow_file_input(pre, item.flow_path)
         except FlowFileError as exc:
             raise PredictionError(str(exc)) from None
         video = encoded_apex_input(pre, encoded, None, encoded=True)
