@@ -1,4 +1,4 @@
-"""Video transformer family: TimeSformer (divided space-time attention) and MViT.
+"""Video transformer family: TimeSformer (divided space-time attention).
 
 TimeSformer (Bertasius, Wang & Torresani, ICML 2021) is implemented here with ``nn.MultiheadAttention``:
 frames are cut into ``patch_size`` patches, a class token and spatial position embeddings are added
@@ -9,11 +9,9 @@ then an MLP. ``timesformer_base`` is the paper's ViT-B/16 configuration (8x224x2
 a 4-block, 128-wide one for CPU. Parameter names follow the official code and timm's ViT (``attn.qkv``
 maps to ``attn.in_proj_weight``), so ImageNet ViT weights load (see :mod:`.pretrained`).
 
-MViT (Fan et al., ICCV 2021) is built by ``pytorchvideo.models.vision_transformers
-.create_multiscale_vision_transformers``: ``mvit_base`` is MViT-B 16x4 (16x224x224), ``mvit_tiny`` a 4-block
-version for CPU.
+MViT and Video Swin come from torchvision (:mod:`.tv_video`), VideoMAE is in :mod:`.videomae`.
 
-Both need ``T == spec.num_frames`` and ``H == W == spec.input_size`` (learnt position embeddings).
+TimeSformer needs ``T == spec.num_frames`` and ``H == W == spec.input_size`` (learnt position embeddings).
 ``forward_features`` returns the normalised tokens ``(B, 1 + N, D)``, class token first.
 """
 
@@ -26,12 +24,12 @@ import torch
 from torch import nn
 
 from . import pretrained as pt
-from ._base import KINETICS_MEAN, KINETICS_STD, ModelSpec, VideoClassifier, import_pytorchvideo
+from ._base import KINETICS_MEAN, KINETICS_STD, ModelSpec, VideoClassifier, channel_stats, check_flow_channels
 from ._registry import register_model
 from .layers import ClassifierHead, DropPath, Mlp
 
-__all__ = ["TimeSformer", "DividedSpaceTimeBlock", "MViT", "timesformer_tiny", "timesformer_base", "mvit_tiny",
-           "mvit_base"]
+__all__ = ["TimeSformer", "DividedSpaceTimeBlock", "PatchEmbed", "STEMS", "timesformer_tiny", "timesformer_flow_tiny",
+           "timesformer_base"]
 
 
 class DividedSpaceTimeBlock(nn.Module):
@@ -72,15 +70,39 @@ class DividedSpaceTimeBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class PatchEmbed(nn.Module):
-    """Per-frame non-overlapping patches: ``(B*T, C, H, W)`` -> ``(B*T, N, D)``."""
+STEMS = ("patch", "conv")
 
-    def __init__(self, *, in_channels: int, dim: int, patch_size: int) -> None:
+
+class PatchEmbed(nn.Module):
+    """Per-frame tokens: ``(B*T, C, H, W)`` -> ``(B*T, N, D)``, ``N = (H/p) * (W/p)``.
+
+    ``stem="patch"``: one ``p x p`` convolution with stride ``p`` (ViT; ``proj`` takes ViT weights).
+    ``stem="conv"``: ``log2(p)`` stride-2 3x3 conv-BN-GELU layers, then a 1x1 ``proj`` (Xiao et al. 2021,
+    "Early convolutions help transformers see better"). The BatchNorm matters for flow input, whose
+    sub-pixel values would otherwise be tiny next to the position embeddings.
+    """
+
+    def __init__(self, *, in_channels: int, dim: int, patch_size: int, stem: str = "patch") -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        if stem not in STEMS:
+            raise ValueError(f"stem: expected one of {STEMS}, got {stem!r}")
+        if stem == "patch":
+            self.stem = nn.Identity()
+            self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+            return
+        if patch_size < 2 or patch_size & (patch_size - 1):
+            raise ValueError(f"patch_size: the conv stem needs a power of two >= 2, got {patch_size}")
+        layers: list[nn.Module] = []
+        channels, width = in_channels, max(dim // 2 ** (patch_size.bit_length() - 1), 16)
+        for _ in range(patch_size.bit_length() - 1):
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.GELU()]
+            channels, width = width, min(width * 2, dim)
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(channels, dim, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return self.proj(self.stem(x)).flatten(2).transpose(1, 2)
 
 
 class TimeSformer(VideoClassifier):
@@ -90,7 +112,12 @@ class TimeSformer(VideoClassifier):
         num_classes: classifier outputs.
         num_frames: ``T`` (fixed: temporal embedding).
         input_size: ``H = W`` (fixed: spatial embedding); a multiple of ``patch_size``.
-        patch_size: square patch side.
+        patch_size: square patch side (the token stride).
+        modality: ``rgb`` (3 channels) or ``flow`` (``flow_channels`` of onset-referenced flow).
+        flow_channels: 2 (dx, dy) or 3 (with strain) for ``flow``; ignored for ``rgb``.
+        stem: ``patch`` (ViT's linear patch embedding) or ``conv`` (see :class:`PatchEmbed`).
+        pool: what the classifier reads: ``token`` (the class token, as the paper) or ``mean`` (the mean of
+            the patch tokens, as VideoMAE fine-tunes).
         embed_dim: token width ``D``.
         depth: blocks.
         num_heads: attention heads (divides ``embed_dim``).
@@ -99,7 +126,10 @@ class TimeSformer(VideoClassifier):
         attn_drop_rate: attention dropout.
         drop_path_rate: stochastic depth, linearly increasing to this value over the blocks.
 
-    Shapes: ``(B, 3, T, H, W)`` -> tokens ``(B, 1 + T*(H/p)*(W/p), D)`` -> ``(B, num_classes)``.
+    Shapes: ``(B, C, T, H, W)`` -> tokens ``(B, 1 + T*(H/p)*(W/p), D)`` -> ``(B, num_classes)``.
+
+    For masked-video pretraining (:mod:`.masked_video`) it also exposes :meth:`token_grid`,
+    :meth:`patch_shape` and :meth:`forward_visible`.
     """
 
     fixed_frames = True
@@ -112,6 +142,10 @@ class TimeSformer(VideoClassifier):
         num_frames: int,
         input_size: int,
         patch_size: int = 16,
+        modality: str = "rgb",
+        flow_channels: int = 0,
+        stem: str = "patch",
+        pool: str = "token",
         embed_dim: int = 768,
         depth: int = 12,
         num_heads: int = 12,
@@ -127,8 +161,18 @@ class TimeSformer(VideoClassifier):
             raise ValueError(f"input_size: {input_size} is not a multiple of patch_size={patch_size}")
         if embed_dim % num_heads:
             raise ValueError(f"num_heads: {num_heads} does not divide embed_dim={embed_dim}")
+        if pool not in ("token", "mean"):
+            raise ValueError(f"pool: expected 'token' or 'mean', got {pool!r}")
+        self.pool = pool
+        if modality not in ("rgb", "flow"):
+            raise ValueError(f"modality: expected 'rgb' or 'flow', got {modality!r}")
+        if modality == "flow":
+            check_flow_channels(flow_channels)
+        in_channels, mean, std = channel_stats(modality, flow_channels=flow_channels if modality == "flow" else 0,
+                                               mean=tuple(mean), std=tuple(std))
         num_patches = (input_size // patch_size) ** 2
-        self.patch_embed = PatchEmbed(in_channels=3, dim=embed_dim, patch_size=patch_size)
+        self.patch_size = patch_size
+        self.patch_embed = PatchEmbed(in_channels=in_channels, dim=embed_dim, patch_size=patch_size, stem=stem)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
         self.time_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
@@ -142,11 +186,12 @@ class TimeSformer(VideoClassifier):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.num_features = embed_dim
         self.num_classes = num_classes
-        self.head = ClassifierHead(in_features=embed_dim, num_classes=num_classes, pool="token", drop_rate=drop_rate)
+        self.head = ClassifierHead(in_features=embed_dim, num_classes=num_classes, pool="token" if pool == "token" else "avg",
+                                   drop_rate=drop_rate)
         self._init_weights()
         self.spec = ModelSpec(
-            family="transformer", modality="rgb", num_frames=num_frames, input_size=input_size,
-            in_channels=3, mean=tuple(mean), std=tuple(std),
+            family="transformer", modality=modality, num_frames=num_frames, input_size=input_size,
+            in_channels=in_channels, mean=mean, std=std, flow_channels=flow_channels if modality == "flow" else 0,
         )
 
     def _init_weights(self) -> None:
@@ -167,23 +212,56 @@ class TimeSformer(VideoClassifier):
                 nn.init.zeros_(block.temporal_fc.weight)
                 nn.init.zeros_(block.temporal_fc.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, T, H, W)`` -> normalised tokens ``(B, 1 + T*N, D)``."""
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T, H, W)`` -> patch tokens with space and time embeddings ``(B, T, N, D)``."""
         self.check_input(x)
         b, c, t, h, w = x.shape
         patches = self.patch_embed(x.transpose(1, 2).reshape(b * t, c, h, w))  # (B*T, N, D)
-        n, d = patches.shape[1], patches.shape[2]
         patches = patches + self.pos_embed[:, 1:]
-        patches = patches.reshape(b, t, n, d) + self.time_embed[:, :, None]
+        return patches.reshape(b, t, patches.shape[1], patches.shape[2]) + self.time_embed[:, :, None]
+
+    def _encode(self, patches: torch.Tensor) -> torch.Tensor:
+        """``(B, T, N, D)`` patch tokens -> normalised tokens ``(B, 1 + T*N, D)``, class token first."""
+        b, t, n, d = patches.shape
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, 1, d)
         x = self.pos_drop(torch.cat([cls, patches.reshape(b, t * n, d)], dim=1))
         for block in self.blocks:
             x = block(x, t)
         return self.norm(x)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T, H, W)`` -> normalised tokens ``(B, 1 + T*N, D)``."""
+        return self._encode(self._embed(x))
+
+    def token_grid(self) -> tuple[int, int, int]:
+        """``(T, H/p, W/p)``: the token grid at the model's input."""
+        side = self.spec.input_size // self.patch_size
+        return self.spec.num_frames, side, side
+
+    def patch_shape(self) -> tuple[int, int, int]:
+        """Pixels per token ``(1, p, p)``: one frame's patch."""
+        return 1, self.patch_size, self.patch_size
+
+    def forward_visible(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Tokens of the kept spatial positions only (tube masking).
+
+        Args:
+            x: ``(B, C, T, H, W)`` clip.
+            keep: ``(B, K)`` indices into the ``(H/p) * (W/p)`` positions kept in every frame.
+
+        Returns:
+            ``(B, T*K, D)`` normalised tokens, time-major (frame 0's K positions first), no class token.
+            Temporal attention still sees all ``T`` frames of a kept position; spatial attention sees the
+            ``K`` kept patches of a frame and the class token.
+        """
+        patches = self._embed(x)  # (B, T, N, D)
+        b, t, _, d = patches.shape
+        index = keep[:, None, :, None].expand(b, t, keep.shape[1], d)
+        return self._encode(torch.gather(patches, 2, index))[:, 1:]
+
     def forward_head(self, x: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
-        """Class token -> dropout -> classifier."""
-        return self.head(x, pre_logits=pre_logits)
+        """Class token (or the patch tokens' mean) -> dropout -> classifier."""
+        return self.head(x if self.pool == "token" else x[:, 1:].mean(1), pre_logits=pre_logits)
 
     def _reset_head(self, num_classes: int) -> None:
         self.head.reset(num_classes)
@@ -216,85 +294,6 @@ class TimeSformer(VideoClassifier):
         return out
 
 
-class MViT(VideoClassifier):
-    """Multiscale Vision Transformer from pytorchvideo (``net``) with a class-token classifier (``head``).
-
-    The pytorchvideo builder's arguments are passed through (lists of lists as in its docs).
-    Shapes: ``(B, 3, T, H, W)`` -> tokens ``(B, 1 + N', D')`` -> ``(B, num_classes)``.
-    """
-
-    fixed_frames = True
-    fixed_size = True
-
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        num_frames: int,
-        input_size: int,
-        depth: int,
-        embed_dim: int,
-        num_heads: int,
-        embed_dim_mul: Sequence[Sequence[float]],
-        atten_head_mul: Sequence[Sequence[float]],
-        pool_q_stride_size: Sequence[Sequence[int]],
-        pool_kv_stride_adaptive: Sequence[int],
-        pool_kvq_kernel: Sequence[int],
-        patch_kernel: Sequence[int] = (3, 7, 7),
-        patch_stride: Sequence[int] = (2, 4, 4),
-        patch_padding: Sequence[int] = (1, 3, 3),
-        drop_rate: float = 0.5,
-        drop_path_rate: float = 0.2,
-        mean: Sequence[float] = KINETICS_MEAN,
-        std: Sequence[float] = KINETICS_STD,
-    ) -> None:
-        super().__init__()
-        builder = import_pytorchvideo("vision_transformers").create_multiscale_vision_transformers
-        self.net = builder(
-            spatial_size=input_size,
-            temporal_size=num_frames,
-            depth=depth,
-            patch_embed_dim=embed_dim,
-            num_heads=num_heads,
-            conv_patch_embed_kernel=tuple(patch_kernel),
-            conv_patch_embed_stride=tuple(patch_stride),
-            conv_patch_embed_padding=tuple(patch_padding),
-            droppath_rate_block=drop_path_rate,
-            embed_dim_mul=[list(v) for v in embed_dim_mul],
-            atten_head_mul=[list(v) for v in atten_head_mul],
-            pool_q_stride_size=[list(v) for v in pool_q_stride_size],
-            pool_kv_stride_adaptive=list(pool_kv_stride_adaptive),
-            pool_kvq_kernel=list(pool_kvq_kernel),
-            head=None,
-        )
-        self.num_features = self.net.norm_embed.normalized_shape[0]
-        self.num_classes = num_classes
-        self.head = ClassifierHead(in_features=self.num_features, num_classes=num_classes, pool="token",
-                                   drop_rate=drop_rate)
-        self.spec = ModelSpec(
-            family="transformer", modality="rgb", num_frames=num_frames, input_size=input_size,
-            in_channels=3, mean=tuple(mean), std=tuple(std),
-        )
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, T, H, W)`` -> normalised tokens ``(B, 1 + N', D')``."""
-        self.check_input(x)
-        return self.net(x)
-
-    def forward_head(self, x: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def _reset_head(self, num_classes: int) -> None:
-        self.head.reset(num_classes)
-
-    def convert_pretrained_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """pytorchvideo MViT keys -> ``net.*``; its ``head.proj`` -> ``head.fc``."""
-        if any(k.startswith("net.") for k in state_dict):
-            return state_dict
-        return {("head.fc." + k[len("head.proj."):] if k.startswith("head.proj.") else "net." + k): v
-                for k, v in state_dict.items()}
-
-
 @register_model(family="transformer", modality="rgb", cpu_friendly=True)
 def timesformer_tiny(
     *,
@@ -302,6 +301,8 @@ def timesformer_tiny(
     num_frames: int = 8,
     input_size: int = 112,
     patch_size: int = 16,
+    stem: str = "patch",
+    pool: str = "token",
     embed_dim: int = 128,
     depth: int = 4,
     num_heads: int = 4,
@@ -310,8 +311,30 @@ def timesformer_tiny(
 ) -> TimeSformer:
     """TimeSformer, divided space-time attention, 4 blocks x 128 wide."""
     return TimeSformer(num_classes=num_classes, num_frames=num_frames, input_size=input_size, patch_size=patch_size,
-                       embed_dim=embed_dim, depth=depth, num_heads=num_heads, drop_rate=drop_rate,
+                       stem=stem, pool=pool, embed_dim=embed_dim, depth=depth, num_heads=num_heads, drop_rate=drop_rate,
                        drop_path_rate=drop_path_rate)
+
+
+@register_model(family="transformer", modality="flow", cpu_friendly=True)
+def timesformer_flow_tiny(
+    *,
+    num_classes: int,
+    num_frames: int = 8,
+    input_size: int = 112,
+    flow_channels: int = 2,
+    patch_size: int = 16,
+    stem: str = "conv",
+    pool: str = "token",
+    embed_dim: int = 128,
+    depth: int = 4,
+    num_heads: int = 4,
+    drop_rate: float = 0.0,
+    drop_path_rate: float = 0.1,
+) -> TimeSformer:
+    """TimeSformer on the onset-referenced flow stack (the input of ``flow_tiny``), conv stem, 4 x 128."""
+    return TimeSformer(num_classes=num_classes, num_frames=num_frames, input_size=input_size, patch_size=patch_size,
+                       modality="flow", flow_channels=flow_channels, stem=stem, pool=pool, embed_dim=embed_dim, depth=depth,
+                       num_heads=num_heads, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 @register_model(family="transformer", modality="rgb")
@@ -327,39 +350,3 @@ def timesformer_base(
     """TimeSformer-Base (Bertasius et al. 2021), ViT-B/16, divided space-time attention, 8x224x224."""
     return TimeSformer(num_classes=num_classes, num_frames=num_frames, input_size=input_size, patch_size=patch_size,
                        embed_dim=768, depth=12, num_heads=12, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-
-
-@register_model(family="transformer", modality="rgb", cpu_friendly=True)
-def mvit_tiny(
-    *,
-    num_classes: int,
-    num_frames: int = 8,
-    input_size: int = 112,
-    drop_rate: float = 0.5,
-    drop_path_rate: float = 0.1,
-) -> MViT:
-    """MViT via pytorchvideo, 4 blocks, width 48-192, two pooling stages."""
-    return MViT(
-        num_classes=num_classes, num_frames=num_frames, input_size=input_size, depth=4, embed_dim=48, num_heads=1,
-        embed_dim_mul=[[1, 2.0], [3, 2.0]], atten_head_mul=[[1, 2.0], [3, 2.0]],
-        pool_q_stride_size=[[1, 1, 2, 2], [3, 1, 2, 2]], pool_kv_stride_adaptive=[1, 4, 4],
-        pool_kvq_kernel=[3, 3, 3], drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-    )
-
-
-@register_model(family="transformer", modality="rgb")
-def mvit_base(
-    *,
-    num_classes: int,
-    num_frames: int = 16,
-    input_size: int = 224,
-    drop_rate: float = 0.5,
-    drop_path_rate: float = 0.2,
-) -> MViT:
-    """MViT-B 16x4 (Fan et al. 2021) via pytorchvideo, 16x224x224."""
-    return MViT(
-        num_classes=num_classes, num_frames=num_frames, input_size=input_size, depth=16, embed_dim=96, num_heads=1,
-        embed_dim_mul=[[1, 2.0], [3, 2.0], [14, 2.0]], atten_head_mul=[[1, 2.0], [3, 2.0], [14, 2.0]],
-        pool_q_stride_size=[[1, 1, 2, 2], [3, 1, 2, 2], [14, 1, 2, 2]], pool_kv_stride_adaptive=[1, 8, 8],
-        pool_kvq_kernel=[3, 3, 3], drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-    )
