@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from microexp.errors import ConfigError
 from microexp.synth import generate_dataset
 from microexp.synth.options import DEFAULT_CLIPS, DEFAULT_IMBALANCE_RATIO, DEFAULT_SUBJECTS, FORMATS, PRESETS
+from microexp.synth.plan import POOL_SUBJECT_OFFSET
 
 
 def _frame_size(text: str) -> tuple[int, int]:
@@ -23,7 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Generate a synthetic micro-expression dataset: procedurally drawn subjects, clips with one "
             "micro-expression (FACS action units as small smooth displacement fields) and realistic nuisances, "
             "DFME's 7 emotions with a long-tailed class distribution and DFME's frame rates. Writes "
-            "OUT_DIR/annotations.csv, OUT_DIR/clips/, OUT_DIR/ground_truth.csv and OUT_DIR/synth.json."
+            "OUT_DIR/annotations.csv, OUT_DIR/clips/, OUT_DIR/ground_truth.csv and OUT_DIR/synth.json. "
+            "With --unlabeled N: a pool of N clips of new subjects for self-supervised pretraining, whose "
+            "annotations.csv has no labels (see --unlabeled)."
         ),
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
@@ -31,8 +35,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help=f"difficulty: {', '.join(PRESETS)} (default: medium)")
     parser.add_argument("--subjects", type=int, default=DEFAULT_SUBJECTS,
                         help=f"number of subjects (default: {DEFAULT_SUBJECTS})")
-    parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS,
+    parser.add_argument("--clips", type=int, default=None,
                         help=f"total number of clips (default: {DEFAULT_CLIPS})")
+    parser.add_argument("--unlabeled", type=int, default=None, metavar="N",
+                        help=f"write an unlabeled pool of N clips instead (takes the place of --clips), for "
+                             f"self-supervised pretraining: new subjects numbered from {POOL_SUBJECT_OFFSET + 1} "
+                             "(sub1001...) whose faces are drawn apart from every labelled dataset's, and an "
+                             "annotations.csv with blank emotion, aus, onset, apex and offset (the true ones in "
+                             "ground_truth.csv); not with --label-noise or --dfme-sheet")
     parser.add_argument("--size", type=int, default=128,
                         help="frame side in pixels, even (default: 128)")
     parser.add_argument("--format", dest="fmt", default="mp4", metavar="{mp4,frames}",
@@ -57,11 +67,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    unlabeled = args.unlabeled is not None
+    if unlabeled and args.clips is not None:
+        raise ConfigError(f"--clips {args.clips} and --unlabeled {args.unlabeled}: both give the number of clips; "
+                          "pass --unlabeled N alone for an unlabeled pool")
+    clips = args.unlabeled if unlabeled else (DEFAULT_CLIPS if args.clips is None else args.clips)
     summary = generate_dataset(
         args.out_dir,
         preset=args.preset,
         subjects=args.subjects,
-        clips=args.clips,
+        clips=clips,
+        unlabeled=unlabeled,
         size=args.size,
         fmt=args.fmt,
         seed=args.seed,

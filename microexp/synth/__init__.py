@@ -41,6 +41,13 @@ at a fixed position per subject in larger ``W x H`` frames of its border colour,
 as the 2024 DFME release; ``ground_truth.csv`` gains the true box (``face_x``, ``face_y``, ``face_size``).
 ``microexp pack --face-crop`` cuts such clips back to faces.
 
+Unlabeled pool (``unlabeled=True``, ``microexp synth OUT --unlabeled N``): N clips of new subjects for
+self-supervised pretraining, numbered from ``POOL_SUBJECT_OFFSET + 1`` (``sub1001``...) and drawn from the
+pool's own random streams (:attr:`~microexp.synth.streams.Stream.POOL`), so neither their ids (for labelled
+datasets of up to 1000 subjects) nor their faces are a labelled dataset's. Its ``annotations.csv`` has blank
+``emotion``, ``aus``, ``onset``, ``apex`` and ``offset`` (``load_clip_table(..., labels_required=False)``
+fills the phases from each clip's frames); ``ground_truth.csv`` keeps the true ones.
+
 Sides: 'R' is the subject's right, which is the image's *left* in these frontal views.
 
 The parts, one concern per module (lowest first; none imports the engine, sweeps, inference, studies,

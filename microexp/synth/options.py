@@ -100,13 +100,26 @@ def _int_option(option: str, value: object, minimum: int, what: str) -> int:
 
 def check_options(
     *, subjects: object, clips: object, size: object, fmt: object, seed: object, imbalance_ratio: object,
-    label_noise: object, workers: object, uncropped: object = None,
+    label_noise: object, workers: object, uncropped: object = None, unlabeled: bool = False,
+    dfme_sheet: object = False,
 ) -> None:
-    """Raise :class:`ConfigError` for the first bad option (``workers``/``uncropped`` None: not checked)."""
-    n_clips = _int_option("--clips", clips, 1, "a positive integer (total number of clips)")
+    """Raise :class:`ConfigError` for the first bad option (``workers``/``uncropped`` None: not checked).
+
+    ``unlabeled``: the options of an unlabeled pool (``--unlabeled N``): ``clips`` is named ``--unlabeled``,
+    and the options that only shape labels (``--label-noise``, ``--dfme-sheet``) are refused.
+    """
+    clips_option = "--unlabeled" if unlabeled else "--clips"
+    what = "a positive integer (number of unlabeled clips)" if unlabeled else "a positive integer (total number of clips)"
+    n_clips = _int_option(clips_option, clips, 1, what)
     n_subjects = _int_option("--subjects", subjects, 1, "a positive integer")
     if n_subjects > n_clips:
-        raise ConfigError(f"--subjects ({n_subjects}) must not exceed --clips ({n_clips}): every subject needs a clip")
+        raise ConfigError(f"--subjects ({n_subjects}) must not exceed {clips_option} ({n_clips}): every subject "
+                          "needs a clip")
+    if unlabeled and not (isinstance(label_noise, (int, float, np.number)) and not isinstance(label_noise, bool)
+                          and label_noise == 0):
+        raise ConfigError(f"--label-noise flips annotated labels; an --unlabeled pool has none, got {label_noise!r}")
+    if unlabeled and dfme_sheet:
+        raise ConfigError("--dfme-sheet writes a labelled DFME coding sheet; an --unlabeled pool has no labels")
     _int_option("--size", size, MIN_SIZE, f"an even integer in {MIN_SIZE}..{MAX_SIZE}")
     if int(size) > MAX_SIZE or int(size) % 2:  # type: ignore[arg-type]
         raise ConfigError(f"--size must be an even integer in {MIN_SIZE}..{MAX_SIZE}, got {size!r}")

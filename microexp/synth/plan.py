@@ -30,12 +30,17 @@ __all__ = [
     "EMOTION_AUS",
     "FPS_PARTS",
     "FREQUENCY_ORDER",
+    "POOL_SUBJECT_OFFSET",
     "ActionUnit",
     "ClipSpec",
     "class_counts",
     "face_position",
     "plan_dataset",
 ]
+
+#: the unlabeled pool's subjects are numbered from ``POOL_SUBJECT_OFFSET + 1`` (``sub1001``...), apart from
+#: the subjects 1..N of a labelled dataset (N <= 1000); their faces come from the pool's own random streams
+POOL_SUBJECT_OFFSET = 1000
 
 
 #: the DFME emotions, in the order of the ``dfme7`` class map
@@ -75,7 +80,8 @@ class ClipSpec:
     """Everything that decides a clip (the rest is drawn from ``(seed, index)`` when rendering).
 
     Frame numbers start at 1; the expression starts after ``onset`` and ends at ``offset``, where it is 0,
-    and peaks (1) at ``apex``.
+    and peaks (1) at ``apex``. A clip of the unlabeled pool (``pool``) draws from the pool's random streams
+    and has no annotated label (``label`` ``''``); its ``emotion``, AUs and phases are still the truth.
     """
 
     index: int
@@ -91,6 +97,7 @@ class ClipSpec:
     apex: int
     offset: int
     preset: Preset = dataclasses.field(repr=False)
+    pool: bool = False
 
     @property
     def aus(self) -> str:
@@ -103,7 +110,7 @@ class ClipSpec:
 
     @property
     def label_flipped(self) -> bool:
-        return self.label != self.emotion
+        return bool(self.label) and self.label != self.emotion
 
 
 def _largest_remainder(total: int, weights: Sequence[float]) -> list[int]:
@@ -183,6 +190,7 @@ def plan_dataset(
     seed: int = 0,
     imbalance_ratio: float | None = None,
     label_noise: float = 0.0,
+    unlabeled: bool = False,
 ) -> list[ClipSpec]:
     """Decide every clip of a dataset without rendering anything.
 
@@ -193,18 +201,23 @@ def plan_dataset(
         seed: seed of everything.
         imbalance_ratio: largest / smallest class count (default 8; 1 = balanced).
         label_noise: fraction of clips whose *annotated* label is flipped to another emotion.
+        unlabeled: plan an unlabeled pool instead: subjects ``POOL_SUBJECT_OFFSET + 1..``, every random
+            stream the pool's (:attr:`Stream.POOL`), ``label`` ``''``; ``label_noise`` must be 0. The emotions
+            are still drawn (as ``imbalance_ratio`` says): a clip needs a motion.
 
     Returns:
         The clips, ordered by subject, named ``sub{SSSS}_{NNN}``.
     """
     preset = get_preset(preset)
     check_options(subjects=subjects, clips=clips, size=MIN_SIZE, fmt=FORMATS[0], seed=seed,
-                   imbalance_ratio=imbalance_ratio, label_noise=label_noise, workers=None)
-    rng = random_stream(seed, Stream.PLAN)
+                   imbalance_ratio=imbalance_ratio, label_noise=label_noise, workers=None, unlabeled=unlabeled)
+    pool = bool(unlabeled)
+    first_subject = 1 + (POOL_SUBJECT_OFFSET if pool else 0)
+    rng = random_stream(seed, Stream.PLAN, pool=pool)
     counts = class_counts(clips, imbalance_ratio)
     labels = [name for name in EMOTIONS for _ in range(counts[name])]
     labels = [labels[i] for i in rng.permutation(clips)]
-    subject_of = [1 + (i * subjects) // clips for i in range(clips)]
+    subject_of = [first_subject + (i * subjects) // clips for i in range(clips)]
     # one DFME part (frame rate) per subject, in proportion to the parts' clip shares
     parts = _largest_remainder(subjects, [share for _, share in FPS_PARTS])
     fps_of_subject = [fps for (fps, _), n in zip(FPS_PARTS, parts) for _ in range(n)]
@@ -218,21 +231,22 @@ def plan_dataset(
     specs = []
     number_in_subject: Counter[int] = Counter()
     for i in range(clips):
-        crng = random_stream(seed, Stream.CLIP_PLAN, i)
+        crng = random_stream(seed, Stream.CLIP_PLAN, i, pool=pool)
         subject = subject_of[i]
         number_in_subject[subject] += 1
-        fps = fps_of_subject[subject - 1]
+        fps = fps_of_subject[subject - first_subject]
         units = _draw_action_units(labels[i], crng, preset)
         num_frames, onset, apex, offset = _timeline(crng, preset, fps)
         specs.append(ClipSpec(
             index=i, seed=int(seed), subject=subject, clip=f"sub{subject:04d}_{number_in_subject[subject]:03d}",
-            emotion=labels[i], label=annotated[i], action_units=units, fps=fps, num_frames=num_frames,
-            onset=onset, apex=apex, offset=offset, preset=preset,
+            emotion=labels[i], label="" if pool else annotated[i], action_units=units, fps=fps,
+            num_frames=num_frames, onset=onset, apex=apex, offset=offset, preset=preset, pool=pool,
         ))
     return specs
 
 
-def face_position(seed: int, subject: int, size: int, uncropped: tuple[int, int]) -> tuple[int, int]:
+def face_position(seed: int, subject: int, size: int, uncropped: tuple[int, int], *,
+                  pool: bool = False) -> tuple[int, int]:
     """Where a subject's face sits in uncropped frames: the same place in every clip of that subject.
 
     Args:
@@ -240,10 +254,11 @@ def face_position(seed: int, subject: int, size: int, uncropped: tuple[int, int]
         subject: subject number.
         size: face side in pixels.
         uncropped: ``(width, height)`` of the frames (width first, as in ``--uncropped WxH``).
+        pool: a subject of the unlabeled pool (its own random stream).
 
     Returns:
         ``(x, y)`` of the face's top-left corner.
     """
     width, height = uncropped
-    rng = random_stream(seed, Stream.PLACEMENT, subject)
+    rng = random_stream(seed, Stream.PLACEMENT, subject, pool=pool)
     return int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))

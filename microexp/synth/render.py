@@ -37,15 +37,15 @@ class RenderedClip(NamedTuple):
     field: np.ndarray
 
 
-def subject_face(seed: int, subject: int) -> tuple[FaceGeometry, FaceLook]:
-    """A subject's face (the same in every clip of that subject)."""
-    return random_face(random_stream(seed, Stream.SUBJECT, subject))
+def subject_face(seed: int, subject: int, *, pool: bool = False) -> tuple[FaceGeometry, FaceLook]:
+    """A subject's face (the same in every clip of that subject); ``pool``: a subject of the unlabeled pool."""
+    return random_face(random_stream(seed, Stream.SUBJECT, subject, pool=pool))
 
 
 def clip_geometry(spec: ClipSpec, rng: np.random.Generator) -> tuple[FaceGeometry, FaceLook]:
     """The clip's neutral face: the subject's, its features moved by up to ``preset.jitter_px``; the first
     draws of the clip's render stream ``rng``."""
-    geometry, look = subject_face(spec.seed, spec.subject)
+    geometry, look = subject_face(spec.seed, spec.subject, pool=spec.pool)
     return jitter_geometry(geometry, rng, spec.preset.jitter_px / 128.0), look
 
 
@@ -54,7 +54,7 @@ def au_displacement_field(spec: ClipSpec, *, size: int = 128) -> np.ndarray:
 
     Its largest magnitude is at most ``preset.amplitude_px[1] * size / 128``.
     """
-    rng = random_stream(spec.seed, Stream.CLIP_RENDER, spec.index)
+    rng = random_stream(spec.seed, Stream.CLIP_RENDER, spec.index, pool=spec.pool)
     geometry, _ = clip_geometry(spec, rng)
     return field_from_units(spec.action_units, geometry, size, spec.preset.amplitude_px[1] * size / 128.0)
 
@@ -88,7 +88,7 @@ def render_clip(
     if numbers.size and (numbers.min() < 1 or numbers.max() > spec.num_frames):
         raise ValueError(f"{spec.clip}: frame numbers must be in 1..{spec.num_frames}")
     preset = spec.preset
-    rng = random_stream(spec.seed, Stream.CLIP_RENDER, spec.index)
+    rng = random_stream(spec.seed, Stream.CLIP_RENDER, spec.index, pool=spec.pool)
     geometry, look = clip_geometry(spec, rng)
     nuisance = draw_nuisance(rng, preset, spec, size, nuisances)
     field = field_from_units(spec.action_units, geometry, size, preset.amplitude_px[1] * size / 128.0)
@@ -121,7 +121,7 @@ def render_clip(
                           borderMode=cv2.BORDER_REFLECT)
         if nuisances:
             frame *= (1.0 + gain + grad_x * xn + grad_y * yn)[..., None]
-            frng = random_stream(spec.seed, Stream.FRAME, spec.index, int(number))
+            frng = random_stream(spec.seed, Stream.FRAME, spec.index, int(number), pool=spec.pool)
             frame += frng.standard_normal(frame.shape, dtype=np.float32) * np.float32(preset.noise_sigma)
         frame += 0.5
         np.clip(frame, 0, 255, out=frame)

@@ -1,5 +1,9 @@
 """The annotation tables of a generated dataset: our clip CSV, the ground truth and the DFME-style sheet.
 
+An unlabeled pool's ``annotations.csv`` (``microexp synth --unlabeled N``) has the same columns with blank
+``onset``, ``apex``, ``offset``, ``emotion`` and ``aus``, as a real pool of unannotated clips would; its
+``ground_truth.csv`` keeps the true ones (``annotated_emotion`` blank).
+
 The rows are pure functions of the plan (plus the clip paths written), so the CSV tables are byte-identical
 for a seed; so are the sheet's cells (openpyxl stamps its save time into the workbook's properties whatever
 ``modified`` is set to, so the .xlsx file's bytes differ between runs).
@@ -41,11 +45,14 @@ def csv_text(rows: list[dict[str, object]], columns: Sequence[str]) -> str:
 
 
 def annotation_rows(specs: Sequence[ClipSpec], paths: dict[int, str]) -> list[dict[str, object]]:
-    """The rows of ``annotations.csv`` (:data:`CSV_COLUMNS`); ``paths``: clip index -> path under OUT."""
+    """The rows of ``annotations.csv`` (:data:`CSV_COLUMNS`); ``paths``: clip index -> path under OUT.
+
+    Clips of the unlabeled pool (``spec.pool``) get blank phases, emotion and AUs.
+    """
     return [
-        {"subject": s.subject, "clip": s.clip, "path": paths[s.index], "onset": s.onset, "apex": s.apex,
-         "offset": s.offset, "fps": s.fps, "emotion": s.label, "aus": s.aus, "first_frame": 1,
-         "dataset": "microexp"}
+        {"subject": s.subject, "clip": s.clip, "path": paths[s.index], "onset": "" if s.pool else s.onset,
+         "apex": "" if s.pool else s.apex, "offset": "" if s.pool else s.offset, "fps": s.fps, "emotion": s.label,
+         "aus": "" if s.pool else s.aus, "first_frame": 1, "dataset": "microexp"}
         for s in specs
     ]
 
@@ -61,7 +68,7 @@ def ground_truth_rows(specs: Sequence[ClipSpec], size: int, uncropped: tuple[int
     ]
     if uncropped is not None:
         for row, s in zip(rows, specs):
-            row["face_x"], row["face_y"] = face_position(s.seed, s.subject, size, uncropped)
+            row["face_x"], row["face_y"] = face_position(s.seed, s.subject, size, uncropped, pool=s.pool)
             row["face_size"] = size
     return rows
 

@@ -1,5 +1,6 @@
 """Writing a dataset: clip files (H.264 mp4 or PNG folders, DFME-style folders, uncropped footage), the
-tables and ``synth.json``; clips are rendered in a pool of ``spawn`` worker processes.
+tables and ``synth.json``; clips are rendered in a pool of ``spawn`` worker processes. The same writer
+makes the unlabeled pool (``unlabeled=True``; ``microexp synth --unlabeled N``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from microexp.synth.options import (
     check_options,
     get_preset,
 )
-from microexp.synth.plan import EMOTION_AUS, EMOTIONS, ClipSpec, face_position, plan_dataset
+from microexp.synth.plan import EMOTION_AUS, EMOTIONS, POOL_SUBJECT_OFFSET, ClipSpec, face_position, plan_dataset
 from microexp.synth.render import render_clip
 from microexp.synth.streams import GENERATOR_VERSION
 from microexp.synth.tables import (
@@ -64,18 +65,25 @@ class SynthSummary:
     label_flips: int
     seconds: float
     uncropped: tuple[int, int] | None = None  # (W, H) of the frames the faces were placed in
+    unlabeled: bool = False  # an unlabeled pool: no annotated emotions, AUs or phases; class_counts all 0
 
     def format(self) -> str:
         """A short human-readable summary."""
         counts = [c for c in self.class_counts.values() if c > 0]
         ratio = max(counts) / min(counts) if counts else 0.0
+        what = "unlabeled clips" if self.unlabeled else "clips"
+        first = POOL_SUBJECT_OFFSET + 1 if self.unlabeled else 1
+        who = (f"{self.subjects} new subjects (sub{first:04d}..sub{first + self.subjects - 1:04d})"
+               if self.unlabeled else f"{self.subjects} subjects")
         lines = [
-            f"wrote {self.clips} clips ({self.frames} frames, {self.fmt}, {self.size} px"
+            f"wrote {self.clips} {what} ({self.frames} frames, {self.fmt}, {self.size} px"
             + (f" faces in {self.uncropped[0]}x{self.uncropped[1]} frames" if self.uncropped else "")
             + f", preset {self.preset}, "
-            f"seed {self.seed}) from {self.subjects} subjects to {self.out_dir} in {self.seconds:.1f} s",
-            f"classes (imbalance ratio {ratio:.1f}): "
-            + ", ".join(f"{name} {count}" for name, count in self.class_counts.items()),
+            f"seed {self.seed}) from {who} to {self.out_dir} in {self.seconds:.1f} s",
+            ("labels: none (blank emotion, AUs, onset, apex and offset in annotations.csv; the true ones in "
+             "ground_truth.csv)" if self.unlabeled else
+             f"classes (imbalance ratio {ratio:.1f}): "
+             + ", ".join(f"{name} {count}" for name, count in self.class_counts.items())),
             "fps: " + ", ".join(f"{fps} fps {count}" for fps, count in sorted(self.fps_counts.items())),
         ]
         if self.label_flips:
@@ -134,7 +142,7 @@ def _uncropped_frames(frames: np.ndarray, spec: ClipSpec, uncropped: tuple[int, 
     """The face frames placed at the subject's position in larger frames of their border colour, one at a
     time (a whole clip of large frames would not fit in memory)."""
     size = frames.shape[1]
-    x, y = face_position(spec.seed, spec.subject, size, uncropped)
+    x, y = face_position(spec.seed, spec.subject, size, uncropped, pool=spec.pool)
     border = np.concatenate([frames[0, :4].reshape(-1, 3), frames[0, -4:].reshape(-1, 3),
                              frames[0, :, :4].reshape(-1, 3), frames[0, :, -4:].reshape(-1, 3)])
     background = np.median(border, axis=0).astype(np.uint8)
@@ -221,6 +229,7 @@ def generate_dataset(
     workers: int | None = None,
     progress: bool | None = None,
     overwrite: bool = False,
+    unlabeled: bool = False,
 ) -> SynthSummary:
     """Generate the synthetic benchmark into ``out_dir`` (layout in :mod:`microexp.synth`'s docstring).
 
@@ -241,6 +250,11 @@ def generate_dataset(
         workers: processes rendering clips (default ``min(2, cpu count)``); results do not depend on it.
         progress: tqdm progress bar; None = only when stderr is a terminal.
         overwrite: replace a dataset already in ``out_dir``.
+        unlabeled: write an unlabeled pool of ``clips`` clips for self-supervised pretraining instead: new
+            subjects (ids from ``POOL_SUBJECT_OFFSET + 1``, faces from the pool's own random streams, so
+            never a labelled dataset's), and ``annotations.csv`` with blank ``emotion``, ``aus``, ``onset``,
+            ``apex`` and ``offset`` (load it with ``load_clip_table(..., labels_required=False)``); the
+            true ones stay in ``ground_truth.csv``. ``label_noise`` must be 0 and ``dfme_sheet`` False.
 
     Returns:
         :class:`SynthSummary`.
@@ -253,12 +267,13 @@ def generate_dataset(
     start = time.perf_counter()
     preset_obj = get_preset(preset)
     check_options(subjects=subjects, clips=clips, size=size, fmt=fmt, seed=seed, imbalance_ratio=imbalance_ratio,
-                   label_noise=label_noise, workers=workers, uncropped=uncropped)
+                   label_noise=label_noise, workers=workers, uncropped=uncropped, unlabeled=unlabeled,
+                   dfme_sheet=dfme_sheet)
     uncropped = None if uncropped is None else (int(uncropped[0]), int(uncropped[1]))
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
     specs = plan_dataset(preset=preset_obj, subjects=subjects, clips=clips, seed=seed,
-                         imbalance_ratio=imbalance_ratio, label_noise=label_noise)
+                         imbalance_ratio=imbalance_ratio, label_noise=label_noise, unlabeled=unlabeled)
     jobs = [_Job(spec, str(out), size, fmt, dfme_sheet, uncropped) for spec in specs]
     n_workers = min(workers or min(2, os.cpu_count() or 1), len(jobs))
     written: dict[int, _Written] = {}
@@ -310,11 +325,14 @@ def generate_dataset(
         "fps_counts": {str(k): v for k, v in fps_counts.items()},
         "emotion_aus": {name: _recipe_json(recipe) for name, recipe in EMOTION_AUS.items()},
     }
+    if unlabeled:  # labelled datasets' synth.json stays as it was
+        meta["unlabeled"] = True
+        meta["subject_ids"] = [specs[0].subject, specs[-1].subject]
     write_text(out / "synth.json", json.dumps(meta, indent=2, default=list) + "\n")
     summary = SynthSummary(
         out_dir=out, annotations=out / "annotations.csv", preset=preset_obj.name, seed=seed, size=size, fmt=fmt,
         clips=clips, subjects=subjects, frames=total_frames, class_counts=summary_counts, fps_counts=fps_counts,
-        label_flips=flips, seconds=time.perf_counter() - start, uncropped=uncropped,
+        label_flips=flips, seconds=time.perf_counter() - start, uncropped=uncropped, unlabeled=bool(unlabeled),
     )
     logger.debug("synthetic dataset: %d clips, %d frames in %.1f s", clips, total_frames, summary.seconds)
     return summary

@@ -47,10 +47,15 @@ with ``apex_estimated=True`` and a ``'warning'``. FACS action descriptors and mo
 not in ``aus``; a missing column is named as the format's files spell it (``onset`` in our CSV, ``Onset``
 in CAS(ME)^3, ``OnsetFrame`` in DFME), with the columns that were found.
 
+Unlabelled tables (``labels_required=False``; a pretraining pool such as ``microexp synth --unlabeled N``
+writes): the emotion, AU and phase columns may be blank or absent; a blank emotion is ``''``, and blank
+phases are the whole clip, counted from its frames (``phases``; needs ``check_files=True``).
+
 Modules: ``cells`` (pure cell parsers), ``columns`` (aliases, header row), ``sheets`` (xlsx/csv -> rows),
 ``records`` (a parsed clip), ``format`` (the :class:`Format` record and shared rules), ``formats/`` (one
-record per dataset, the registry), ``rows`` (rows -> records), ``validate`` (checks), ``results``
-(:class:`Problem`, :class:`ClipTableResult`), ``table`` (``load_clip_table``, ``detect_format``).
+record per dataset, the registry), ``rows`` (rows -> records), ``phases`` (an unlabelled clip's phases from
+its frames), ``validate`` (checks), ``results`` (:class:`Problem`, :class:`ClipTableResult`), ``table``
+(``load_clip_table``, ``detect_format``).
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ class Record:
     """One parsed clip before it becomes a table row.
 
     Filled in stages: parsing gives the cells (``apex`` None when missing), then the format's rules give
-    ``clip`` and ``path``, then the missing apex is estimated.
+    ``clip`` and ``path``, then the missing apex is estimated. An unlabelled clip's blank onset/offset
+    (``load_clip_table(labels_required=False)``) are named in ``blank_phases`` (their value 0 is a
+    placeholder) until they are filled from the clip's frames (:mod:`~microexp.data.annotations.phases`).
     """
 
     row: int | None
@@ -44,6 +46,8 @@ class Record:
     clip: str = ""
     #: a precomputed onset->apex flow file (``apex_flow`` models); '' when the clip has none
     flow_path: str = ""
+    #: the phase fields ('onset', 'offset') left blank in an unlabelled table, still to fill from the frames
+    blank_phases: tuple[str, ...] = ()
 
     def as_row(self) -> dict[str, object]:
         return {c: getattr(self, c) for c in COLUMNS}
@@ -59,6 +63,8 @@ class RowContext:
         headers: field -> the header text the file uses (so problems name columns as the file does).
         default_fps: the frame rate of rows without an fps cell.
         require_emotion: a clip without an emotion is an error.
+        require_labels: a clip without onset or offset is an error; False (an unlabelled table): blank
+            phases are filled from the clip's frames, and the label columns may be absent.
     """
 
     file: str
@@ -66,6 +72,7 @@ class RowContext:
     headers: Mapping[str, str]
     default_fps: float | None
     require_emotion: bool = True
+    require_labels: bool = True
 
     def problem(self, row: int | None, fld: str, value: object, message: str, severity: str = "error",
                 clip: str | None = None) -> Problem:

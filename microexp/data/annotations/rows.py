@@ -29,11 +29,15 @@ def _parse_required(ctx: RowContext, row: int, cells: Mapping[str, object], prob
     if not out["filename"]:
         problems.append(ctx.problem(row, "filename", "", "missing clip name"))
     flow_only = _flow_only(ctx, cells)
+    blank: list[str] = []
     for fld in ("onset", "offset"):
         try:
             out[fld] = parse_frame_number(cells.get(fld))
             if out[fld] is None and flow_only:
                 out[fld] = 0  # a precomputed flow needs no frames: the phases are not used
+            elif out[fld] is None and not ctx.require_labels:
+                out[fld] = 0  # a placeholder: an unlabelled clip's phases come from its frames (phases.py)
+                blank.append(fld)
             elif out[fld] is None:
                 problems.append(ctx.problem(row, fld, cells.get(fld), f"missing {fld} frame number"))
             elif fld == "offset" and out[fld] == 0 and ctx.format.zero_offset_is_missing:
@@ -44,6 +48,8 @@ def _parse_required(ctx: RowContext, row: int, cells: Mapping[str, object], prob
             out[fld] = None
             problems.append(ctx.problem(row, fld, cells.get(fld), str(exc)))
     ok = "subject" in out and out["filename"] and out["onset"] is not None and out["offset"] is not None
+    if blank:
+        out["blank_phases"] = tuple(blank)
     return out if ok else None
 
 
@@ -118,8 +124,12 @@ def parse_row(ctx: RowContext, row: int, cells: Mapping[str, object]) -> tuple[R
 
 
 def estimate_missing_apex(ctx: RowContext, record: Record) -> Problem | None:
-    """Set a missing apex to the middle of onset..offset (``apex_estimated``); the warning, else None."""
-    if record.apex is not None:
+    """Set a missing apex to the middle of onset..offset (``apex_estimated``); the warning, else None.
+
+    A clip whose onset or offset is still blank (``record.blank_phases``) is left alone: its apex is set
+    when its phases are filled from its frames.
+    """
+    if record.apex is not None or record.blank_phases:
         return None
     record.apex = estimate_apex(record.onset, record.offset)
     record.apex_estimated = True

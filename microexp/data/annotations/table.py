@@ -19,6 +19,7 @@ from microexp.data.annotations.cells import is_blank, normalise_column_name
 from microexp.data.annotations.columns import COLUMN_ALIASES, find_header_row, found_columns, match_columns
 from microexp.data.annotations.format import Format
 from microexp.data.annotations.formats import DATASET_FORMATS, DATASET_NAMES, FORMATS
+from microexp.data.annotations.phases import fill_blank_phases
 from microexp.data.annotations.records import COLUMNS, Record, RowContext
 from microexp.data.annotations.results import ClipTableResult, Problem
 from microexp.data.annotations.rows import estimate_missing_apex, parse_row
@@ -30,6 +31,9 @@ __all__ = ["detect_format", "load_clip_table"]
 
 # the package's name, as users and tests configure it (the code lives in submodules)
 logger = logging.getLogger("microexp.data.annotations")
+
+#: the columns an unlabelled table (``labels_required=False``) may lack: the annotators' work
+LABEL_FIELDS = frozenset({"emotion", "aus", "onset", "apex", "offset"})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -46,9 +50,11 @@ class _Layout:
     headers: dict[str, str]
 
 
-def _locate_columns(path: Path, sheets: list[Sheet], fmt: Format, *, require_emotion: bool = True) -> _Layout:
+def _locate_columns(path: Path, sheets: list[Sheet], fmt: Format, *, require_emotion: bool = True,
+                    labels_required: bool = True) -> _Layout:
     """Find the first sheet whose header has the format's required columns; else a one-line error."""
-    required = tuple(f for f in fmt.required if require_emotion or f != "emotion")
+    waived = (set() if require_emotion else {"emotion"}) | (set() if labels_required else LABEL_FIELDS)
+    required = tuple(f for f in fmt.required if f not in waived)
     for sheet in sheets:
         index = fmt.find_header(sheet.rows, fmt.aliases)
         if index is None and _fits_without_header(sheet, fmt):
@@ -59,7 +65,7 @@ def _locate_columns(path: Path, sheets: list[Sheet], fmt: Format, *, require_emo
         positions, headers = match_columns(sheet.rows[index], fmt.aliases)
         needed = required
         if fmt.flow_required is not None and "flow_path" in positions:
-            needed = tuple(f for f in fmt.flow_required if require_emotion or f != "emotion")
+            needed = tuple(f for f in fmt.flow_required if f not in waived)
         if all(f in positions for f in needed):
             return _Layout(sheet, index, positions, headers)
     first = sheets[0] if sheets else Sheet("", [])
@@ -127,15 +133,17 @@ def _assign_ids_and_apexes(ctx: RowContext, records: Sequence[Record]) -> list[P
 
 def _read_sheet_format(path: Path, fmt: Format, sheets: list[Sheet], root: Path, *, check_files: bool,
                        root_given: bool, fps: float | None, media: MediaCheck | None = None,
-                       require_emotion: bool = True) -> ClipTableResult:
-    """The shared pipeline of every sheet format: locate columns, parse rows, ids, paths, validate."""
+                       require_emotion: bool = True, labels_required: bool = True) -> ClipTableResult:
+    """The shared pipeline of every sheet format: locate columns, parse rows, ids, paths, (unlabelled
+    tables: fill blank phases from the frames), validate."""
     assert fmt.locate is not None  # a sheet format (checked by Format)
-    layout = _locate_columns(path, sheets, fmt, require_emotion=require_emotion)
+    require_emotion = require_emotion and labels_required
+    layout = _locate_columns(path, sheets, fmt, require_emotion=require_emotion, labels_required=labels_required)
     if fmt.fps_from_sheet_only and fps is not None:
         logger.warning("fps=%s ignored for %s: the frame rate comes from the sheet's fps column", fps, fmt.title)
         fps = None
     ctx = RowContext(str(path), fmt, layout.headers, fps if fps is not None else fmt.default_fps,
-                     require_emotion=require_emotion)
+                     require_emotion=require_emotion, require_labels=labels_required)
     records, problems = [], []
     for row, cells in _sheet_records(layout):
         record, row_problems = parse_row(ctx, row, cells)
@@ -149,6 +157,9 @@ def _read_sheet_format(path: Path, fmt: Format, sheets: list[Sheet], root: Path,
     for r, clip_path in zip(records, located.paths, strict=True):
         r.path = clip_path
     problems += located.problems
+    if not labels_required:
+        records, filled = fill_blank_phases(ctx, records, check_files=check_files)
+        problems += filled
     problems += validate_records(ctx, records, check_files, media)
     return ClipTableResult(_build_table(records), _sorted_by_row(problems))
 
@@ -224,7 +235,7 @@ def detect_format(path: str | Path) -> str:
 def load_clip_table(path: str | Path, format: str = "auto", root: str | Path | None = None,
                     check_files: bool = True, *, fps: float | None = None, check_media: bool = False,
                     backend: str = "auto", progress: bool | None = None,
-                    require_emotion: bool = True) -> ClipTableResult:
+                    require_emotion: bool = True, labels_required: bool = True) -> ClipTableResult:
     """Read an annotation file into a normalised, validated clip table.
 
     Args:
@@ -243,6 +254,15 @@ def load_clip_table(path: str | Path, format: str = "auto", root: str | Path | N
         progress: progress bar of the media check (tqdm on stderr); ``None`` shows it only on a terminal.
         require_emotion: ``False`` accepts clips without an emotion (a blank cell, or no emotion column):
             for prediction on unlabelled clips; their ``emotion`` is ``''``.
+        labels_required: ``False`` reads an unlabelled table (a pretraining pool such as
+            ``microexp synth --unlabeled N`` writes): implies ``require_emotion=False``; the ``emotion``,
+            ``aus``, ``onset``, ``apex`` and ``offset`` columns may be blank or absent; a blank emotion is
+            ``''``, blank AUs ``''``; a blank onset/offset is the clip's first/last frame number (from its
+            frame folder's file names, or its video's frame count numbered from ``first_frame``: our CSV's
+            ``first_frame=1`` gives ``1..frames``) and a blank apex the middle, ``(onset + offset) // 2``
+            (``apex_estimated``), without a problem. Counting frames needs ``check_files=True``: without it a
+            blank onset/offset is an error naming the column (see :mod:`~microexp.data.annotations.phases`).
+            ``True`` (the default): nothing changes. Folder formats (SMIC) ignore it.
 
     Returns:
         :class:`ClipTableResult` with the table (columns :data:`COLUMNS`) and the problems.
@@ -265,4 +285,5 @@ def load_clip_table(path: str | Path, format: str = "auto", root: str | Path | N
         raise AnnotationError(f"{path} is a folder; format {fmt.name!r} reads an annotation file (xlsx or csv)")
     clip_root = Path(root) if root is not None else path.parent
     return _read_sheet_format(path, fmt, sheets, clip_root, check_files=check_files, root_given=root is not None,
-                              fps=fps, media=media, require_emotion=require_emotion)
+                              fps=fps, media=media, require_emotion=require_emotion,
+                              labels_required=labels_required)
