@@ -11,8 +11,10 @@ channel convention of each modality) and exposes ``spec``, ``num_classes``, ``nu
 rebuilds a model whose state dict was saved.
 
 Families, one module each: :mod:`.cnn3d` (R3D, X3D), :mod:`.two_stream` (RGB + optical flow),
-:mod:`.tsm` (temporal shift), :mod:`.transformer` (TimeSformer, MViT), :mod:`.frame` (apex-frame baseline),
-:mod:`.apex_flow` (STSTNet, Off-ApexNet, HTNet on one onset->apex flow).
+:mod:`.tsm` (temporal shift), :mod:`.transformer` (TimeSformer, on RGB or flow), :mod:`.videomae` (VideoMAE,
+joint space-time attention), :mod:`.tv_video` (torchvision's MViT and Video Swin), :mod:`.frame` (apex-frame
+baseline), :mod:`.apex_flow` (STSTNet, Off-ApexNet, HTNet on one onset->apex flow). :mod:`.masked_video` is
+the masked-video pretraining autoencoder around a transformer.
 """
 
 from ._base import FAMILIES, MODALITIES, ModelSpec, VideoClassifier
@@ -28,7 +30,7 @@ from ._registry import (
 from .pretrained import PretrainedLoadResult, load_pretrained
 
 # importing the family modules registers their models
-from . import apex_flow, cnn3d, frame, transformer, tsm, two_stream  # noqa: E402,F401  isort:skip
+from . import apex_flow, cnn3d, frame, transformer, tsm, two_stream, videomae  # noqa: E402,F401  isort:skip
 
 __all__ = [
     "FAMILIES",

@@ -25,7 +25,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["MaskedVideoAutoencoder", "MaskedOutput", "TARGETS", "tube_mask", "patchify", "sinusoid_table",
+from .videomae import get_sinusoid_encoding_table
+
+__all__ = ["MaskedVideoAutoencoder", "MaskedOutput", "TARGETS", "tube_mask", "patchify",
            "check_masked_encoder"]
 
 TARGETS = ("pixels", "difference")
@@ -77,15 +79,6 @@ def patchify(x: torch.Tensor, patch: tuple[int, int, int]) -> torch.Tensor:
     return x.reshape(b, t // pt, (h // ph) * (w // pw), pt * ph * pw * c)
 
 
-def sinusoid_table(length: int, dim: int) -> torch.Tensor:
-    """``(1, length, dim)`` fixed sine-cosine position table (Vaswani et al. 2017; VideoMAE's decoder)."""
-    position = torch.arange(length, dtype=torch.float64)[:, None]
-    rates = torch.pow(10000.0, -2.0 * (torch.arange(dim, dtype=torch.float64) // 2) / dim)[None]
-    angles = position * rates
-    table = torch.where(torch.arange(dim) % 2 == 0, torch.sin(angles), torch.cos(angles))
-    return table.float()[None]
-
-
 def _normalise_patches(target: torch.Tensor) -> torch.Tensor:
     mean = target.mean(dim=-1, keepdim=True)
     var = target.var(dim=-1, keepdim=True, unbiased=True)
@@ -125,8 +118,8 @@ class MaskedVideoAutoencoder(nn.Module):
         channels = encoder.spec.in_channels
         self.encoder_to_decoder = nn.Linear(encoder.num_features, decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, decoder_dim))
-        self.register_buffer("decoder_pos_embed", sinusoid_table(grid[0] * grid[1] * grid[2], decoder_dim),
-                             persistent=False)
+        positions = grid[0] * grid[1] * grid[2]
+        self.register_buffer("decoder_pos_embed", get_sinusoid_encoding_table(positions, decoder_dim), persistent=False)
         layer = nn.TransformerEncoderLayer(decoder_dim, decoder_heads, dim_feedforward=4 * decoder_dim, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.decoder = nn.TransformerEncoder(layer, decoder_depth, enable_nested_tensor=False)
