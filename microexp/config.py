@@ -132,6 +132,31 @@ class CVConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Masked-video pretraining (``microexp pretrain``), and what ``train`` accepts from its checkpoints.
+
+    ``annotations`` is a clip table whose labels are ignored (blank emotions allowed); null pretrains on
+    ``data.annotations``. ``allow_test_subjects`` lets ``train`` fine-tune a fold from an encoder that was
+    pretrained on clips of that fold's test subjects (refused by default; recorded in the run).
+    """
+
+    annotations: str | None = None
+    format: str = "auto"
+    root: str | None = None
+    mask_ratio: float = 0.9
+    target: str = "pixels"
+    decoder_dim: int = 64
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 3
+    allow_test_subjects: bool = False
+
+
+@dataclass
 class ExperimentConfig:
     """A whole recipe."""
 
@@ -140,6 +165,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     cv: CVConfig = field(default_factory=CVConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
@@ -280,6 +306,8 @@ def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 #: onset to offset even at DFME's 500 fps, and every sampled frame is decoded, cached and held per worker
 #: (256 RGB frames at 224 px are 154 MB per clip as float32, times batch size and workers)
 MAX_NUM_FRAMES = 256
+#: the record a `microexp pretrain` folder holds (engine.pretrain_record.RECORD_NAME; config imports no engine)
+PRETRAIN_RECORD = "pretrain.json"
 #: data.size bounds: optical flow needs a 16 px side (microexp.data.flow.MIN_SIDE); above 1024 px a clip
 #: no longer fits a worker's memory at any useful num_frames
 MIN_SIZE, MAX_SIZE = 16, 1024
@@ -340,9 +368,12 @@ def _validate_choices(config: ExperimentConfig, where: _Where) -> None:
     from microexp.data.transforms import FRAME_DIFFERENCES
     from microexp.data.video import BACKENDS
     from microexp.losses import LOSSES
+    from microexp.models.masked_video import TARGETS
 
     choices = {
         "data.format": (config.data.format, FORMATS),
+        "pretrain.format": (config.pretrain.format, FORMATS),
+        "pretrain.target": (config.pretrain.target, TARGETS),
         "data.sampling": (config.data.sampling, STRATEGIES),
         "data.backend": (config.data.backend, BACKENDS),
         "data.frame_difference": (config.data.frame_difference, FRAME_DIFFERENCES),
@@ -443,6 +474,16 @@ def _validate_ranges(config: ExperimentConfig, where: _Where) -> None:
                    f" or null (the re-weighting must start within train.epochs={t.epochs})")
     _check_float(where, "cv.val_fraction", cv.val_fraction, 0.0, 0.5, high_open=True)
     _check_int(where, "seed", config.seed, 0, 2**32 - 1)
+    p = config.pretrain
+    _check_float(where, "pretrain.mask_ratio", p.mask_ratio, 0.0, 1.0, low_open=True, high_open=True)
+    for key in ("decoder_dim", "decoder_depth", "decoder_heads", "epochs", "batch_size"):
+        _check_int(where, f"pretrain.{key}", getattr(p, key), 1)
+    if p.decoder_dim % p.decoder_heads:
+        raise ConfigError(f"{where('pretrain.decoder_heads')}: pretrain.decoder_heads={p.decoder_heads}: expected a "
+                          f"divisor of pretrain.decoder_dim={p.decoder_dim}")
+    _check_float(where, "pretrain.lr", p.lr, 0.0, low_open=True)
+    _check_float(where, "pretrain.weight_decay", p.weight_decay, 0.0)
+    _check_int(where, "pretrain.warmup_epochs", p.warmup_epochs, 0, p.epochs, " (at most pretrain.epochs)")
 
 
 def _validate_protocol(config: ExperimentConfig, where: _Where) -> None:
@@ -559,8 +600,11 @@ def _validate_pretrained(path: str, where: _Where) -> None:
     prefix = f"{where('model.pretrained')}: model.pretrained={path!r}"
     if not p.exists():
         raise ConfigError(f"{prefix}: no such file (expected a local weights file; nothing is downloaded)")
+    if p.is_dir() and (p / PRETRAIN_RECORD).is_file():  # a `microexp pretrain` folder: the engine picks each fold's encoder
+        return
     if not p.is_file():
-        raise ConfigError(f"{prefix}: not a file (expected a weights file such as resnet18.pth)")
+        raise ConfigError(f"{prefix}: not a file (expected a weights file such as resnet18.pth, or the --out folder "
+                          "of `microexp pretrain`)")
     try:
         check_pretrained_file(p)
     except PretrainedError as exc:

@@ -44,6 +44,8 @@ COMMANDS: dict[str, Command] = {
     "flow": Command("microexp.cli.flow", "precompute the optical-flow cache of a dataset"),
     "cache": Command("microexp.cli.cache",
                      "show (info) or free (prune) a preprocessed-clip cache folder (data.cache_dir)"),
+    "pretrain": Command("microexp.cli.pretrain",
+                        "masked-video pretraining of a transformer on unlabeled clips (VideoMAE-style tube masking)"),
     "train": Command("microexp.cli.train", "train and test a model under a subject-independent protocol"),
     "evaluate": Command("microexp.cli.evaluate",
                         "recompute metrics.json and plots of a run from its predictions.csv"),

@@ -122,7 +122,7 @@ def run_audit(
     out = Path(out_dir)
     check_not_a_file(out)
     check_audit_dir(out)
-    data, folds, device = prepare_run(config, out)  # the checks of microexp train, before out is touched
+    data, folds, device, _ = prepare_run(config, out)  # the checks of microexp train, before out is touched
     with hold_lock(out / LOCK_NAME, what=f"audit directory {out}"):
         check_audit_dir(out)  # again, now that nobody else can be writing it
         folds = _start_audit(config, out, folds, data, recipe=recipe)

@@ -46,6 +46,7 @@ from microexp.data.dataset import EpochIndexSampler, MicroExpressionDataset, che
 from microexp.data.pipeline import ClipPipeline
 from microexp.data.samplers import build_sampler
 from microexp.checkpoint import load_checkpoint, save_checkpoint
+from microexp.engine.pretrain_record import OVERLAP_NAME, check_pretrained_subjects, encoder_for_fold
 from microexp.engine.progress import RunProgress, UnitProgress, format_seconds  # noqa: F401 - re-exported
 from microexp.engine.results import (  # noqa: F401 - read_run_predictions re-exported for callers of this module
     logged_epochs, read_log, read_run_predictions, write_csv, write_log, write_metrics,
@@ -55,7 +56,7 @@ from microexp.engine.run_dir import (  # noqa: F401 - RunLockedError re-exported
 )
 from microexp.engine.trainer import build_optimizer, build_scheduler, evaluate, select_device, train_one_epoch
 from microexp.errors import ConfigError, MicroexpError
-from microexp.fileio import OutputError
+from microexp.fileio import OutputError, write_json
 from microexp.losses import build_loss, loss_options
 from microexp.metrics import compute_metrics
 from microexp.models import create_model, get_model_spec
@@ -183,9 +184,13 @@ def run_experiment(
     check_not_a_file(out)
     if (out / "audit_run.json").exists():  # engine/audit.py's marker: an audit's test-scored epochs are no train run
         raise ConfigError(f"{out} is a microexp audit directory, not a train run; use another --out")
-    data, folds, device = prepare_run(config, out, cross_validation=cross_validation)
+    data, folds, device, overlaps = prepare_run(config, out, cross_validation=cross_validation, final=final)
     with hold_lock(out / LOCK_NAME, what=f"run directory {out}"):
         _start_run(config, out, recipe=recipe)
+        if overlaps:
+            write_json(out / OVERLAP_NAME, {"model.pretrained": config.model.pretrained,
+                                            "pretrain.allow_test_subjects": True,
+                                            "test_subjects_seen_in_pretraining": {str(k): v for k, v in overlaps.items()}})
         if cross_validation:
             folds = resume_folds(config, out, folds, data)
         logger.info("%d clips, %d subjects, %s, model %s on %s", len(data.table), data.table["subject"].nunique(),
@@ -221,23 +226,29 @@ def run_experiment(
     return metrics
 
 
-def prepare_run(config: ExperimentConfig, out: Path, *, cross_validation: bool = True
-                ) -> tuple[ExperimentData, list[Fold], torch.device]:
+def prepare_run(config: ExperimentConfig, out: Path, *, cross_validation: bool = True, final: bool = False
+                ) -> tuple[ExperimentData, list[Fold], torch.device, dict[int, list[int]]]:
     """Everything a run checks before its directory is touched: the clip table and its labels, the clips'
-    lengths and inputs, the folds, the device, and that the cache and ``out`` can be written.
+    lengths and inputs, the folds, the encoder each fold (and the final model) loads from a pretraining
+    folder, the device, and that the cache and ``out`` can be written.
 
     Returns:
-        The labelled data, the folds (none when ``cross_validation`` is False) and the device.
+        The labelled data, the folds (none when ``cross_validation`` is False), the device, and the test
+        subjects each fold's encoder was pretrained on (only with ``pretrain.allow_test_subjects``; without it
+        an overlap is a ``ConfigError`` here).
     """
     data = load_experiment_data(config)
     check_num_frames(config, data.table)
     check_clip_inputs(data.table, build_pipeline(config, model_spec(config)))  # frames, or flow files for apex_flow
     folds = build_folds(config, data.table) if cross_validation else []
+    for fold in [f.fold for f in folds] + ([None] if final else []):
+        encoder_for_fold(config.model.pretrained, fold)  # a pretraining folder lacking an encoder fails now
+    overlaps = check_pretrained_subjects(config, data.table, folds)  # refused unless pretrain.allow_test_subjects
     device = select_device(config.device)
     if config.data.cache_dir:
         probe_writable(Path(config.data.cache_dir), what="data.cache_dir ")
     probe_writable(out, what="")
-    return data, folds, device
+    return data, folds, device, overlaps
 
 
 def train_final(
@@ -307,7 +318,8 @@ def run_fold(
         model_extra={"selection": config.train.model_selection,
                      # who the weights have seen: predict warns when "results" come from these subjects
                      "train_subjects": sorted(int(s) for s in fold.train_subjects),
-                     "val_subjects": sorted(int(s) for s in fold.val_subjects)})
+                     "val_subjects": sorted(int(s) for s in fold.val_subjects),
+                     "pretrained": encoder_for_fold(config.model.pretrained, fold.fold)})
 
     # the test subjects are touched here, once, after training and model selection are over
     test_table = table[table["subject"].isin(fold.test_subjects)]
@@ -358,8 +370,8 @@ def _train_model(
 
     model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
     spec = model_spec(config)
-    model = create_model(config.model.name, num_classes=num_classes, pretrained=config.model.pretrained,
-                         **model_kwargs).to(device)
+    pretrained = encoder_for_fold(config.model.pretrained, fold)  # a pretraining folder: this fold's encoder
+    model = create_model(config.model.name, num_classes=num_classes, pretrained=pretrained, **model_kwargs).to(device)
     train_set = build_dataset(config, train_table, spec, train=True)
     # validation and test loaders are iterated once per epoch or once per fold: persistent workers there
     # would only triple the live workers (and their memory) while the train loader's are alive too

@@ -175,6 +175,54 @@ def train_one_epoch(
     )
 
 
+def pretrain_one_epoch(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    *,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    grad_clip: float | None = 1.0,
+    amp: bool = False,
+    generator: torch.Generator | None = None,
+    progress: bool | None = None,
+    description: str = "pretrain",
+) -> float:
+    """One self-supervised pass: ``model(videos, generator=)`` returns an output with a ``loss`` (e.g.
+    :class:`~microexp.models.masked_video.MaskedVideoAutoencoder`); labels are never read.
+
+    Returns:
+        The mean loss per clip.
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite.
+    """
+    model.train()
+    use_amp = amp and device.type == "cuda"
+    total = torch.zeros((), device=device)  # summed on the device: no host sync per step
+    samples = 0
+    bar = tqdm(_batches(loader), total=_length(loader), desc=description, leave=False, disable=_no_progress(progress))
+    for step, batch in enumerate(bar):
+        videos = batch["video"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = model(videos, generator=generator).loss.float()
+        if step % 20 == 0 and not torch.isfinite(loss):
+            raise FloatingPointError(f"{description}: reconstruction loss is {loss.item()} after {samples} clips; "
+                                     "lower pretrain.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        _clip(model, grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.detach() * videos.shape[0]
+        samples += videos.shape[0]
+    mean = float(total) / max(samples, 1)
+    if samples and not math.isfinite(mean):
+        raise FloatingPointError(f"{description}: reconstruction loss is {mean}; lower pretrain.lr")
+    return mean
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
