@@ -19,8 +19,11 @@ model                          state dicts
                                averaging of ``conv1``, Wang et al. TSN 2016)
 ``timesformer_*``              timm ViT (``patch_embed``, ``blocks.i.attn.qkv``...; temporal attention
                                initialised from the spatial one), official TimeSformer (``model.*``)
-``mvit_*``                     pytorchvideo MViT
-every model                    its own checkpoints (``state_dict`` as saved by microexp)
+``videomae_*``                 official VideoMAE / VideoMAE V2 (pretraining ``encoder.*`` or fine-tuned keys;
+                               decoder dropped, ``norm`` -> ``fc_norm``, ``pos_embed`` resized), timm ViT (inflated)
+``mvit_*``, ``swin3d_*``       torchvision's video weight files (``mvit_v2_s``, ``mvit_v1_b``, ``swin3d_t`` ...)
+every model                    its own checkpoints (``state_dict`` as saved by microexp), including the
+                               ``encoder.pt`` of ``microexp pretrain`` (masked-video pretraining)
 =============================  ==============================================================================
 """
 

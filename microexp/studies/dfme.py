@@ -60,6 +60,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("3dcnn", "3D CNN", "r3d-tiny_rgb-8f_synth_5fold.yaml", "r3d_tiny"),
     Family("tsm", "TSM", "tsm-tiny_rgb-8f_synth_5fold.yaml", "tsm_tiny"),
     Family("transformer", "video transformer", "timesformer-tiny_rgb-8f_synth_5fold.yaml", "timesformer_tiny"),
+    Family("transformer_flow", "video transformer (flow)", "timesformer-flow-tiny_flow-8f_synth_5fold.yaml",
+           "timesformer_flow_tiny"),
     Family("frame", "single-frame baseline", "frame-tiny_rgb-8f_synth_5fold.yaml", "frame_tiny"),
 )
 #: The recipe a family without its own recipe file is derived from (``model.name`` replaced).
