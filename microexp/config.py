@@ -145,6 +145,7 @@ class PretrainConfig:
     root: str | None = None
     mask_ratio: float = 0.9
     target: str = "pixels"
+    target_pool: int = 1
     decoder_dim: int = 64
     decoder_depth: int = 2
     decoder_heads: int = 4
@@ -476,7 +477,7 @@ def _validate_ranges(config: ExperimentConfig, where: _Where) -> None:
     _check_int(where, "seed", config.seed, 0, 2**32 - 1)
     p = config.pretrain
     _check_float(where, "pretrain.mask_ratio", p.mask_ratio, 0.0, 1.0, low_open=True, high_open=True)
-    for key in ("decoder_dim", "decoder_depth", "decoder_heads", "epochs", "batch_size"):
+    for key in ("target_pool", "decoder_dim", "decoder_depth", "decoder_heads", "epochs", "batch_size"):
         _check_int(where, f"pretrain.{key}", getattr(p, key), 1)
     if p.decoder_dim % p.decoder_heads:
         raise ConfigError(f"{where('pretrain.decoder_heads')}: pretrain.decoder_heads={p.decoder_heads}: expected a "

@@ -88,3 +88,18 @@ def test_a_few_steps_on_one_batch_lower_the_reconstruction_loss():
 def test_models_without_the_interface_are_refused_with_their_name():
     with pytest.raises(TypeError, match="tsm_tiny.*lacks token_grid"):
         check_masked_encoder(create_model("tsm_tiny", num_classes=0))
+
+
+def test_pooled_targets_average_pixel_blocks_and_shrink_the_decoder_output():
+    x = torch.randn(1, 3, 4, 32, 32)
+    model = MaskedVideoAutoencoder(_encoder(), target_pool=4, decoder_dim=16, decoder_depth=1, decoder_heads=2)
+    values = model.targets(x)
+    assert values.shape == (1, 4, 16, 3 * 2 * 2)
+    block = x[0, :, 0, 0:4, 0:4].mean(dim=(1, 2))  # frame 0, the first 4x4 block of patch 0, per channel
+    first = model.targets(x)[0, 0, 0]
+    raw = x[0, :, 0, :8, :8].reshape(3, 2, 4, 2, 4).mean(dim=(2, 4)).permute(1, 2, 0).reshape(-1)
+    assert torch.allclose((raw - raw.mean()) / raw.std(), first, atol=1e-4)
+    assert torch.allclose(raw[:3], block, atol=1e-6)
+    assert model(x).prediction.shape == (1, 4, 16, 12)
+    with pytest.raises(ValueError, match="target_pool"):
+        MaskedVideoAutoencoder(_encoder(), target_pool=3)

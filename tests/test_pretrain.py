@@ -151,3 +151,7 @@ def test_a_model_without_masked_pretraining_is_a_one_line_error(labelled, tmp_pa
     assert not (tmp_path / "pre").exists()
     assert main(_args("pretrain", tmp_path / "pre", labelled, **{"pretrain.mask_ratio": 1.0})) == 2
     assert "pretrain.mask_ratio=1.0" in capsys.readouterr().err
+    assert main(_args("pretrain", tmp_path / "pre", labelled, **{"pretrain.target_pool": 3})) == 2
+    error = capsys.readouterr().err.strip()
+    assert "pretrain.target_pool: expected a divisor of the patch side 8, got 3" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "pre").exists()

@@ -127,6 +127,12 @@ def run_pretrain(config: ExperimentConfig, out_dir: str | Path, *, per_fold: boo
         check_masked_encoder(probe)
     except TypeError as exc:
         raise ConfigError(f"model.name={config.model.name!r}: {exc}") from exc
+    p = config.pretrain
+    try:  # the decoder's own checks (pretrain.target_pool against the patch side), before anything is written
+        MaskedVideoAutoencoder(probe, mask_ratio=p.mask_ratio, decoder_dim=p.decoder_dim, decoder_depth=1,
+                               decoder_heads=p.decoder_heads, target=p.target, target_pool=p.target_pool)
+    except ValueError as exc:
+        raise ConfigError(f"pretrain.{exc} (model {config.model.name}, model.kwargs {dict(config.model.kwargs)})") from exc
     del probe
     pool = pretraining_table(config)
     check_clip_inputs(pool, build_pipeline(config, spec))
@@ -197,7 +203,7 @@ def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path,
                            input_size=config.data.size, pretrained=config.model.pretrained, **config.model.kwargs)
     model = MaskedVideoAutoencoder(encoder, mask_ratio=p.mask_ratio, decoder_dim=p.decoder_dim,
                                    decoder_depth=p.decoder_depth, decoder_heads=p.decoder_heads,
-                                   target=p.target).to(device)
+                                   target=p.target, target_pool=p.target_pool).to(device)
     spec = model_spec(config)
     dataset = build_dataset(config, unit.table, spec, train=True)
     sampler_generator = torch.Generator()
@@ -244,6 +250,7 @@ def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path,
                         "scheduler": scheduler.state_dict(), "epoch": epoch}, tmp)
         tracker.epoch_done(epoch, p.epochs, seconds, f"reconstruction loss {loss:.4f}")
     extra = {"pretrain": {"method": "masked video (tube masking)", "mask_ratio": p.mask_ratio, "target": p.target,
+                          "target_pool": p.target_pool,
                           "epochs": p.epochs, "unit": unit.name, "fold": unit.fold, **subjects,
                           "final_loss": rows[-1]["loss"] if rows else None}}
     save_checkpoint(target, model=model.encoder, class_names=[], data=_data_config(config, spec), epoch=p.epochs - 1,

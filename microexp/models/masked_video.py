@@ -14,6 +14,10 @@ Targets (``target``):
 - ``difference``: the change of each frame from the previous one (frame 0 against itself: zero), also
   normalised per patch: micro-expressions are motion, and a model that must reconstruct it learns motion.
 
+``target_pool`` > 1 averages each frame's target over ``k x k`` pixel blocks before the patches are cut (a
+patch then holds ``(p/k)^2`` values): where the expression moves less than the sensor noise per pixel (sub-pixel
+motion, as in micro-expressions), per-pixel targets are mostly noise, which no encoder can predict.
+
 The loss is the mean squared error over the hidden patches only.
 """
 
@@ -23,6 +27,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .videomae import get_sinusoid_encoding_table
@@ -96,12 +101,14 @@ class MaskedVideoAutoencoder(nn.Module):
         decoder_depth: decoder blocks (joint space-time attention over all tokens).
         decoder_heads: decoder attention heads (divides ``decoder_dim``).
         target: one of :data:`TARGETS`.
+        target_pool: side of the pixel blocks each target frame is averaged over (1: every pixel); divides
+            the patch side.
 
     Shapes: ``forward((B, C, T, H, W))`` -> :class:`MaskedOutput`.
     """
 
     def __init__(self, encoder: nn.Module, *, mask_ratio: float = 0.9, decoder_dim: int = 64, decoder_depth: int = 2,
-                 decoder_heads: int = 4, target: str = "pixels") -> None:
+                 decoder_heads: int = 4, target: str = "pixels", target_pool: int = 1) -> None:
         super().__init__()
         check_masked_encoder(encoder)
         if target not in TARGETS:
@@ -114,7 +121,11 @@ class MaskedVideoAutoencoder(nn.Module):
         self.target = target
         grid = tuple(encoder.token_grid())
         patch = tuple(encoder.patch_shape())
-        self.grid, self.patch = grid, patch
+        if target_pool < 1 or patch[1] % target_pool or patch[2] % target_pool:
+            raise ValueError(f"target_pool: expected a divisor of the patch side {patch[1]}, got {target_pool}")
+        self.grid, self.patch, self.target_pool = grid, patch, target_pool
+        target_patch = (patch[0], patch[1] // target_pool, patch[2] // target_pool)
+        self.target_patch = target_patch
         channels = encoder.spec.in_channels
         self.encoder_to_decoder = nn.Linear(encoder.num_features, decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, decoder_dim))
@@ -124,14 +135,17 @@ class MaskedVideoAutoencoder(nn.Module):
                                            activation="gelu", batch_first=True, norm_first=True)
         self.decoder = nn.TransformerEncoder(layer, decoder_depth, enable_nested_tensor=False)
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
-        self.decoder_head = nn.Linear(decoder_dim, math.prod(patch) * channels)
+        self.decoder_head = nn.Linear(decoder_dim, math.prod(target_patch) * channels)
         nn.init.normal_(self.mask_token, std=0.02)
 
     def targets(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T, H, W)`` -> per-patch-normalised targets ``(B, T', S, P)``."""
         if self.target == "difference":
             x = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2)
-        return _normalise_patches(patchify(x, self.patch))
+        if self.target_pool > 1:
+            k = self.target_pool
+            x = F.avg_pool3d(x, kernel_size=(1, k, k))
+        return _normalise_patches(patchify(x, self.target_patch))
 
     def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> MaskedOutput:
         b = x.shape[0]
