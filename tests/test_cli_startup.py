@@ -153,9 +153,10 @@ def test_interrupt_exits_130(capsys, monkeypatch):
     assert capsys.readouterr().err == "microexp models: interrupted\n"
 
 
-@pytest.mark.parametrize("name", ["tsm_tiny", "r3d_tiny", "mvit_tiny"])
+@pytest.mark.parametrize("name", ["tsm_tiny", "r3d_tiny", "mvit_tiny", "swin3d_tiny"])
 def test_models_counts_parameters_on_meta_like_a_real_build(name):
-    """``microexp models`` counts on the meta device; mvit's builder reads values back and still allocates ~nothing."""
+    """``microexp models`` counts on the meta device: the same counts as a real build, nothing allocated."""
+    import microexp.models.tv_video  # noqa: F401  registers mvit_tiny, swin3d_tiny
     from microexp.cli.models import build_on_meta
     from microexp.models import count_params, create_model
 
@@ -163,11 +164,7 @@ def test_models_counts_parameters_on_meta_like_a_real_build(name):
     real = create_model(name, num_classes=7)
     assert count_params(meta) == count_params(real) > 0
     assert count_params(meta, trainable=False) == count_params(real, trainable=False)
-    tensors = [*meta.parameters(), *meta.buffers()]
-    allocated = sum(t.numel() for t in tensors if t.device.type != "meta")
-    assert allocated <= 0.05 * sum(t.numel() for t in tensors)
-    if name != "mvit_tiny":  # builds entirely inside `with torch.device("meta")`
-        assert {p.device.type for p in meta.parameters()} == {"meta"}
+    assert {t.device.type for t in [*meta.parameters(), *meta.buffers()]} == {"meta"}
 
 
 def test_models_json_reports_meta_counts(capsys):

@@ -1,4 +1,4 @@
-"""Loading local weights: torchvision 2D/3D ResNets, pytorchvideo X3D/MViT, ViT-style transformers and
+"""Loading local weights: torchvision 2D/3D ResNets and MViT, pytorchvideo X3D, ViT-style transformers and
 our own checkpoints; missing/unexpected keys reported, classifier replaced. Nothing is downloaded: the
 source state dicts are made here by the libraries' own constructors (weights=None)."""
 
@@ -132,15 +132,23 @@ def test_pytorchvideo_x3d(tmp_path):
         torch.testing.assert_close(net.blocks[5].proj(ours), net(x), rtol=1e-4, atol=1e-5)
 
 
-def test_pytorchvideo_mvit(tmp_path):
+def test_torchvision_mvit(tmp_path):
+    """A torchvision MViTv2 weight file (a plain state dict, as torchvision's ``mvit_v2_s-*.pth``) with
+    mvit_tiny's blocks loads into mvit_tiny and reproduces torchvision's logits."""
+    from torchvision.models.video import MViT
+    from torchvision.models.video.mvit import MSBlockConfig
+
+    import microexp.models.tv_video  # noqa: F401  registers mvit_tiny
+
     torch.manual_seed(0)
-    net = _pytorchvideo("vision_transformers").create_multiscale_vision_transformers(
-        spatial_size=64, temporal_size=4, depth=4, patch_embed_dim=48, num_heads=1,
-        embed_dim_mul=[[1, 2.0], [3, 2.0]], atten_head_mul=[[1, 2.0], [3, 2.0]],
-        pool_q_stride_size=[[1, 1, 2, 2], [3, 1, 2, 2]], pool_kv_stride_adaptive=[1, 4, 4],
-        pool_kvq_kernel=[3, 3, 3], head_num_classes=400,
-    ).eval()
-    path = _save({"model_state": net.state_dict()}, tmp_path)
+    k3 = [3, 3, 3]
+    blocks = [MSBlockConfig(num_heads=h, input_channels=i, output_channels=o, kernel_q=k3, kernel_kv=k3, stride_q=sq,
+                            stride_kv=skv)
+              for h, i, o, sq, skv in [(1, 48, 48, [1, 1, 1], [1, 4, 4]), (2, 48, 96, [1, 2, 2], [1, 2, 2]),
+                                       (2, 96, 96, [1, 1, 1], [1, 2, 2]), (4, 96, 192, [1, 2, 2], [1, 1, 1])]]
+    net = MViT(spatial_size=(64, 64), temporal_size=4, block_setting=blocks, residual_pool=True,
+               residual_with_cls_embed=False, rel_pos_embed=True, proj_after_attn=True, num_classes=400).eval()
+    path = _save(net.state_dict(), tmp_path, "mvit_v2_tiny.pth")
     model = create_model("mvit_tiny", num_classes=7, num_frames=4, input_size=64).eval()
     result = load_pretrained(model, path)
     assert result.missing == [] and result.unexpected == [] and result.mismatched == []
@@ -148,7 +156,7 @@ def test_pytorchvideo_mvit(tmp_path):
     x = torch.randn(1, 3, 4, 64, 64)
     with torch.no_grad():
         ours = model.forward_head(model.forward_features(x), pre_logits=True)
-        torch.testing.assert_close(net.head.proj(ours), net(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(net.head(ours), net(x), rtol=1e-4, atol=1e-5)
 
 
 def _vit_state(dim: int, depth: int, grid: int, patch: int = 16, classes: int = 1000) -> dict[str, torch.Tensor]:

@@ -79,65 +79,11 @@ def describe_models(
     return rows
 
 
-#: the factories ``nn.Module`` constructors allocate parameters and buffers with (then initialised in place)
-_WEIGHT_FACTORIES = ("empty", "empty_strided", "zeros", "ones", "full", "rand", "randn")
-
-#: tensors with fewer elements stay on the CPU when a builder needs values back (see :func:`build_on_meta`)
-SMALL_TENSOR = 4096
-
-
 def build_on_meta(name: str, **kwargs: Any) -> torch.nn.Module:
-    """``create_model(name, **kwargs)`` with its weights on the ``meta`` device: shapes, no memory.
+    """``create_model(name, **kwargs)`` with its weights on the ``meta`` device: shapes, no memory."""
+    from microexp.models._registry import build_on_meta as build
 
-    The model is built inside ``with torch.device("meta"):``. A builder that reads a value back while
-    building (pytorchvideo's MViT calls ``.item()`` on ``torch.linspace`` and ``torch.ones`` results) cannot
-    run there; it is built again with only tensors of at least :data:`SMALL_TENSOR` elements on ``meta``
-    and smaller ones on the CPU (a few kB in all), so no registered model allocates its weights.
-    """
-    import torch
-
-    from microexp.models import create_model
-
-    if kwargs.get("pretrained") is not None:
-        raise ValueError("build_on_meta: pretrained weights cannot be loaded on the meta device")
-    try:
-        with torch.device("meta"):
-            return create_model(name, **kwargs)
-    except (RuntimeError, NotImplementedError) as exc:
-        if "meta" not in str(exc).lower():
-            raise
-    with _large_tensors_on_meta():
-        return create_model(name, **kwargs)
-
-
-def _requested_numel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
-    """Elements a factory call such as ``torch.zeros(2, 3)`` or ``torch.full((2, 3), 1.0)`` asks for."""
-    size = kwargs.get("size", args[0] if args else None)
-    if isinstance(size, int):  # torch.empty(2, 3): the size is the leading ints
-        size = [a for a in args if isinstance(a, int)] if "size" not in kwargs else [size]
-    if not isinstance(size, (tuple, list)) or not all(isinstance(n, int) for n in size):
-        return None
-    numel = 1
-    for n in size:
-        numel *= n
-    return numel
-
-
-def _large_tensors_on_meta() -> Any:
-    """A torch function mode in which factories asked for at least :data:`SMALL_TENSOR` elements use ``meta``."""
-    import torch
-    from torch.overrides import TorchFunctionMode
-
-    factories = {getattr(torch, f) for f in _WEIGHT_FACTORIES}
-
-    class LargeTensorsOnMeta(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-            kwargs = dict(kwargs or {})
-            if func in factories and (_requested_numel(args, kwargs) or 0) >= SMALL_TENSOR:
-                kwargs["device"] = torch.device("meta")
-            return func(*args, **kwargs)
-
-    return LargeTensorsOnMeta()
+    return build(name, **kwargs)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -249,34 +249,22 @@ def get_model_spec(name: str, **kwargs: Any) -> ModelSpec:
 
 
 def build_on_meta(name: str, **kwargs: Any) -> VideoClassifier:
-    """``create_model`` on the ``meta`` device (shapes, no memory) when the model's code allows it, else on CPU."""
+    """``create_model`` on the ``meta`` device: shapes, no memory (every registered model builds there)."""
     if kwargs.get("pretrained") is not None:
         raise ValueError("build_on_meta: pretrained weights cannot be loaded on the meta device")
-    try:
-        with torch.device("meta"):
-            return create_model(name, **kwargs)
-    except (RuntimeError, NotImplementedError):  # builders that call .item() while building (pytorchvideo MViT)
+    with torch.device("meta"):
         return create_model(name, **kwargs)
 
 
-def check_model_arguments(name: str, **kwargs: Any) -> ModelSpec | None:
+def check_model_arguments(name: str, **kwargs: Any) -> ModelSpec:
     """Run the family's own argument checks cheaply: build on the ``meta`` device and return the spec.
-
-    Unlike :func:`get_model_spec` this never falls back to a real build: for the few builders that cannot
-    run on ``meta`` (pytorchvideo MViT) only the signature is checked and ``None`` is returned.
 
     Raises:
         ConfigError: unknown name or argument, non-plain value.
         ValueError: a value the family's constructor rejects.
     """
     kwargs.setdefault("num_classes", 7)
-    try:
-        with torch.device("meta"):
-            return create_model(name, **kwargs).spec
-    except (RuntimeError, NotImplementedError):
-        _check_name(name)
-        _bind(name, inspect.signature(_ENTRYPOINTS[name]), kwargs)
-        return None
+    return build_on_meta(name, **kwargs).spec
 
 
 def count_params(model: torch.nn.Module, *, trainable: bool = True) -> int:
