@@ -30,7 +30,7 @@ from ._registry import (
 from .pretrained import PretrainedLoadResult, load_pretrained
 
 # importing the family modules registers their models
-from . import apex_flow, cnn3d, frame, transformer, tsm, two_stream, videomae  # noqa: E402,F401  isort:skip
+from . import apex_flow, cnn3d, frame, transformer, tsm, tv_video, two_stream, videomae  # noqa: E402,F401  isort:skip
 
 __all__ = [
     "FAMILIES",

@@ -43,7 +43,7 @@ _ENTRYPOINTS: dict[str, Callable[..., VideoClassifier]] = {}
 _INFO: dict[str, ModelInfo] = {}
 
 #: the modules whose import registers the built-in models (one per family)
-_FAMILY_MODULES = ("apex_flow", "cnn3d", "frame", "transformer", "tsm", "two_stream", "videomae")
+_FAMILY_MODULES = ("apex_flow", "cnn3d", "frame", "transformer", "tsm", "tv_video", "two_stream", "videomae")
 
 
 def _register_builtins() -> None:

@@ -21,7 +21,11 @@ model                          state dicts
                                initialised from the spatial one), official TimeSformer (``model.*``)
 ``videomae_*``                 official VideoMAE / VideoMAE V2 (pretraining ``encoder.*`` or fine-tuned keys;
                                decoder dropped, ``norm`` -> ``fc_norm``, ``pos_embed`` resized), timm ViT (inflated)
-``mvit_*``, ``swin3d_*``       torchvision's video weight files (``mvit_v2_s``, ``mvit_v1_b``, ``swin3d_t`` ...)
+``mvit_*``                     torchvision MViT weight files (``mvit_v2_s``, ``mvit_v1_b``: plain state dicts) ->
+                               ``net.*``, ``head.1`` -> ``head.fc`` (dropped); relative (v2) and absolute (v1)
+                               position tables resized to the model's frames and size
+``swin3d_*``                   torchvision Video Swin weight files (``swin3d_t``) -> ``net.*``, ``head`` -> ``head.fc``
+                               (dropped); loads at any input size
 every model                    its own checkpoints (``state_dict`` as saved by microexp), including the
                                ``encoder.pt`` of ``microexp pretrain`` (masked-video pretraining)
 =============================  ==============================================================================
