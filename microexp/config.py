@@ -601,8 +601,8 @@ def _validate_pretrained(path: str, where: _Where) -> None:
     prefix = f"{where('model.pretrained')}: model.pretrained={path!r}"
     if not p.exists():
         raise ConfigError(f"{prefix}: no such file (expected a local weights file; nothing is downloaded)")
-    if p.is_dir() and (p / PRETRAIN_RECORD).is_file():  # a `microexp pretrain` folder: the engine picks each fold's encoder
-        return
+    if p.is_dir() and (p / PRETRAIN_RECORD).is_file():  # a `microexp pretrain` folder: the engine picks
+        return  # each fold's encoder from it
     if not p.is_file():
         raise ConfigError(f"{prefix}: not a file (expected a weights file such as resnet18.pth, or the --out folder "
                           "of `microexp pretrain`)")

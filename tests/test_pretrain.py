@@ -17,7 +17,8 @@ from microexp.synth import generate_dataset
 TINY = {"model.name": "timesformer_tiny", "model.kwargs": "{patch_size: 8, depth: 1, embed_dim: 32, num_heads: 2}",
         "data.size": 32, "data.num_frames": 4, "data.sampling": "uniform", "data.num_workers": 0,
         "cv.folds": 2, "train.epochs": 1, "train.batch_size": 4, "seed": 3,
-        "pretrain.epochs": 2, "pretrain.warmup_epochs": 1, "pretrain.batch_size": 4, "pretrain.decoder_dim": 16, "pretrain.decoder_depth": 1,
+        "pretrain.epochs": 2, "pretrain.warmup_epochs": 1, "pretrain.batch_size": 4, "pretrain.decoder_dim": 16,
+        "pretrain.decoder_depth": 1,
         "pretrain.decoder_heads": 2, "pretrain.mask_ratio": 0.75}
 
 
@@ -153,5 +154,6 @@ def test_a_model_without_masked_pretraining_is_a_one_line_error(labelled, tmp_pa
     assert "pretrain.mask_ratio=1.0" in capsys.readouterr().err
     assert main(_args("pretrain", tmp_path / "pre", labelled, **{"pretrain.target_pool": 3})) == 2
     error = capsys.readouterr().err.strip()
-    assert "pretrain.target_pool: expected a divisor of the patch side 8, got 3" in error and len(error.splitlines()) == 1
+    assert "pretrain.target_pool: expected a divisor of the patch side 8, got 3" in error
+    assert len(error.splitlines()) == 1
     assert not (tmp_path / "pre").exists()

@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "OUT/encoder.pt (or OUT/fold_XX/encoder.pt with --per-fold), which `microexp train` fine-tunes with "
         "--set model.pretrained=OUT. Re-running the same command resumes after the last completed epoch.",
         epilog="pretrain keys: pretrain.annotations, pretrain.format, pretrain.root, pretrain.mask_ratio, "
-        "pretrain.target (pixels|difference), pretrain.target_pool, pretrain.decoder_dim, pretrain.decoder_depth, pretrain.decoder_heads, "
+        "pretrain.target (pixels|difference), pretrain.target_pool, pretrain.decoder_dim, pretrain.decoder_depth, "
+        "pretrain.decoder_heads, "
         "pretrain.epochs, pretrain.batch_size, pretrain.lr, pretrain.weight_decay, pretrain.warmup_epochs, "
         "pretrain.allow_test_subjects (read by train)",
     )

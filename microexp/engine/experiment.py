@@ -188,9 +188,10 @@ def run_experiment(
     with hold_lock(out / LOCK_NAME, what=f"run directory {out}"):
         _start_run(config, out, recipe=recipe)
         if overlaps:
+            seen = {str(fold): subjects for fold, subjects in overlaps.items()}
             write_json(out / OVERLAP_NAME, {"model.pretrained": config.model.pretrained,
                                             "pretrain.allow_test_subjects": True,
-                                            "test_subjects_seen_in_pretraining": {str(k): v for k, v in overlaps.items()}})
+                                            "test_subjects_seen_in_pretraining": seen})
         if cross_validation:
             folds = resume_folds(config, out, folds, data)
         logger.info("%d clips, %d subjects, %s, model %s on %s", len(data.table), data.table["subject"].nunique(),

@@ -132,7 +132,8 @@ def run_pretrain(config: ExperimentConfig, out_dir: str | Path, *, per_fold: boo
         MaskedVideoAutoencoder(probe, mask_ratio=p.mask_ratio, decoder_dim=p.decoder_dim, decoder_depth=1,
                                decoder_heads=p.decoder_heads, target=p.target, target_pool=p.target_pool)
     except ValueError as exc:
-        raise ConfigError(f"pretrain.{exc} (model {config.model.name}, model.kwargs {dict(config.model.kwargs)})") from exc
+        raise ConfigError(f"pretrain.{exc} (model {config.model.name}, model.kwargs "
+                          f"{dict(config.model.kwargs)})") from exc
     del probe
     pool = pretraining_table(config)
     check_clip_inputs(pool, build_pipeline(config, spec))

@@ -36,7 +36,8 @@ def is_pretrain_dir(path: str | Path) -> bool:
 
 
 def subject_keys(table: pd.DataFrame, subjects: Iterable[int] | None = None) -> set[tuple[str, int]]:
-    """``(dataset, subject)`` of the clips of ``table`` (of ``subjects`` only, when given); "" when there is no dataset column."""
+    """``(dataset, subject)`` of the clips of ``table`` (of ``subjects`` only, when given); dataset "" when the
+    table has no dataset column."""
     rows = table if subjects is None else table[table["subject"].isin(list(subjects))]
     datasets = rows["dataset"].fillna("").astype(str) if "dataset" in rows.columns else pd.Series([""] * len(rows))
     return set(zip(datasets.tolist(), rows["subject"].astype(int).tolist()))

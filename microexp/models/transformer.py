@@ -186,8 +186,8 @@ class TimeSformer(VideoClassifier):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.num_features = embed_dim
         self.num_classes = num_classes
-        self.head = ClassifierHead(in_features=embed_dim, num_classes=num_classes, pool="token" if pool == "token" else "avg",
-                                   drop_rate=drop_rate)
+        self.head = ClassifierHead(in_features=embed_dim, num_classes=num_classes,
+                                   pool="token" if pool == "token" else "avg", drop_rate=drop_rate)
         self._init_weights()
         self.spec = ModelSpec(
             family="transformer", modality=modality, num_frames=num_frames, input_size=input_size,
@@ -311,8 +311,8 @@ def timesformer_tiny(
 ) -> TimeSformer:
     """TimeSformer, divided space-time attention, 4 blocks x 128 wide."""
     return TimeSformer(num_classes=num_classes, num_frames=num_frames, input_size=input_size, patch_size=patch_size,
-                       stem=stem, pool=pool, embed_dim=embed_dim, depth=depth, num_heads=num_heads, drop_rate=drop_rate,
-                       drop_path_rate=drop_path_rate)
+                       stem=stem, pool=pool, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                       drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 @register_model(family="transformer", modality="flow", cpu_friendly=True)
@@ -333,8 +333,8 @@ def timesformer_flow_tiny(
 ) -> TimeSformer:
     """TimeSformer on the onset-referenced flow stack (the input of ``flow_tiny``), conv stem, 4 x 128."""
     return TimeSformer(num_classes=num_classes, num_frames=num_frames, input_size=input_size, patch_size=patch_size,
-                       modality="flow", flow_channels=flow_channels, stem=stem, pool=pool, embed_dim=embed_dim, depth=depth,
-                       num_heads=num_heads, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+                       modality="flow", flow_channels=flow_channels, stem=stem, pool=pool, embed_dim=embed_dim,
+                       depth=depth, num_heads=num_heads, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 @register_model(family="transformer", modality="rgb")
