@@ -77,6 +77,17 @@ def test_pretraining_writes_an_encoder_that_train_fine_tunes(labelled, pool, tmp
     assert not (run / "pretrain_overlap.json").exists()  # new subjects: nothing to record
 
 
+def test_foreign_weights_carry_no_record_and_train_as_before(labelled, tmp_path):
+    """A torchvision/timm-style state dict (no microexp format, no pretraining record) passes the check."""
+    foreign = tmp_path / "vit_like.pth"
+    model = create_model("timesformer_tiny", num_classes=7, num_frames=4, input_size=32, patch_size=8, depth=1,
+                         embed_dim=32, num_heads=2)
+    torch.save({k: v for k, v in model.state_dict().items() if not k.startswith("head.")}, foreign)
+    run = tmp_path / "run"
+    assert main(_args("train", run, labelled, **{"model.pretrained": str(foreign)})) == 0
+    assert load_checkpoint(run / "fold_00" / "model.pt")["extra"]["pretrained"] == str(foreign)
+
+
 def test_killed_pretraining_resumes_to_the_same_encoder(labelled, tmp_path, monkeypatch):
     extra = {"pretrain.epochs": 3}
     assert main(_args("pretrain", tmp_path / "straight", labelled, **extra)) == 0

@@ -7,12 +7,14 @@ pretraining engine (which builds on the experiment's data helpers).
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+import torch
 
-from microexp.checkpoint import load_checkpoint
+from microexp.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from microexp.config import ExperimentConfig
 from microexp.errors import ConfigError
 from microexp.splits import Fold
@@ -59,7 +61,18 @@ def encoder_for_fold(pretrained: str | None, fold: int | None) -> str | None:
 
 
 def _pretrained_subjects(path: str) -> set[tuple[str, int]] | None:
-    payload = load_checkpoint(path)
+    """The ``(dataset, subject)`` pairs a ``microexp pretrain`` encoder saw; None for any other weights file
+    (torchvision, timm, official VideoMAE, a microexp train checkpoint), which carries no such record.
+
+    Only the record is read: the file is memory-mapped, its weights neither copied nor verified (``train``
+    loads and checks them when it builds each fold's model).
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, pickle.UnpicklingError, ValueError, EOFError):  # e.g. a legacy (non-zip) .pth, which
+        return None  # mmap cannot read; microexp writes zip files only, so it holds no pretraining record
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        return None
     record = (payload.get("extra") or {}).get("pretrain")
     if not record:
         return None
