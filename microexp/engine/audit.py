@@ -41,11 +41,11 @@ import pandas as pd
 import torch
 
 from microexp.checkpoint import load_checkpoint
-from microexp.config import ExperimentConfig, config_differences, load_config, save_config
+from microexp.config import ExperimentConfig
 from microexp.engine.experiment import ExperimentData, build_dataset, model_spec, prepare_run, resume_folds, run_fold
 from microexp.engine.progress import RunProgress
 from microexp.engine.results import logged_epochs, write_csv
-from microexp.engine.run_dir import LOCK_NAME, check_not_a_file, hold_lock
+from microexp.engine.run_dir import LOCK_NAME, check_not_a_file, hold_lock, keep_config
 from microexp.engine.trainer import evaluate
 from microexp.errors import ConfigError
 from microexp.fileio import write_json, write_text
@@ -352,14 +352,7 @@ def _start_audit(config: ExperimentConfig, out: Path, folds: list[Fold], data: E
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         write_json(marker, {"kind": "microexp audit", "note": "an audit directory, not a microexp train run; "
                             "see audit.md", "started": started})
-    config_path = out / "config.yaml"
-    if config_path.exists():
-        differences = config_differences(load_config(config_path), config)
-        if differences:
-            raise ConfigError(f"{out} holds an audit with a different config.yaml ({'; '.join(differences)}); use a "
-                              "new --out, or the same config to resume")
-    else:
-        save_config(config, config_path, recipe=recipe)
+    keep_config(config, out, what="an audit", recipe=recipe)
     return resume_folds(config, out, folds, data)  # folds.json, as train keeps it
 
 

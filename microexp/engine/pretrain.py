@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from microexp.checkpoint import save_checkpoint
-from microexp.config import ExperimentConfig, config_differences, load_config, save_config
+from microexp.config import ExperimentConfig
 from microexp.data.annotations import load_clip_table
 from microexp.data.dataset import check_clip_inputs
 from microexp.engine.experiment import _data_config, build_dataset, build_folds, build_pipeline, load_experiment_data, \
@@ -44,7 +44,7 @@ from microexp.engine.experiment import _data_config, build_dataset, build_folds,
 from microexp.engine.pretrain_record import ENCODER_NAME, RECORD_NAME, subject_keys
 from microexp.engine.progress import RunProgress, UnitProgress
 from microexp.engine.results import logged_epochs, read_log, write_log
-from microexp.engine.run_dir import LOCK_NAME, check_not_a_file, hold_lock, probe_writable
+from microexp.engine.run_dir import LOCK_NAME, check_not_a_file, hold_lock, keep_config, probe_writable
 from microexp.engine.trainer import build_optimizer, build_scheduler, pretrain_one_epoch, select_device
 from microexp.errors import ConfigError
 from microexp.fileio import atomic_path, write_json
@@ -87,7 +87,7 @@ def pretraining_table(config: ExperimentConfig) -> pd.DataFrame:
     return table
 
 
-def _units(config: ExperimentConfig, pool: pd.DataFrame, folds: list[Fold] | None,
+def _units(pool: pd.DataFrame, folds: list[Fold] | None,
            labelled: pd.DataFrame | None) -> list[PretrainUnit]:
     if folds is None:
         return [PretrainUnit("pool", None, pool, ())]
@@ -142,13 +142,13 @@ def run_pretrain(config: ExperimentConfig, out_dir: str | Path, *, per_fold: boo
         data = load_experiment_data(config)
         labelled = data.table
         folds = build_folds(config, labelled)
-    units = _units(config, pool, folds, labelled)
+    units = _units(pool, folds, labelled)
     device = select_device(config.device)
     if config.data.cache_dir:
         probe_writable(Path(config.data.cache_dir), what="data.cache_dir ")
     probe_writable(out, what="")
     with hold_lock(out / LOCK_NAME, what=f"pretraining folder {out}"):
-        _start(config, out, recipe=recipe)
+        keep_config(config, out, what="a pretraining run", recipe=recipe)
         record = {"format": "microexp-pretrain", "model": config.model.name, "per_fold": per_fold,
                   "table": str(config.pretrain.annotations or config.data.annotations),
                   "mask_ratio": config.pretrain.mask_ratio, "target": config.pretrain.target,
@@ -180,17 +180,6 @@ def run_pretrain(config: ExperimentConfig, out_dir: str | Path, *, per_fold: boo
     return paths
 
 
-def _start(config: ExperimentConfig, out: Path, *, recipe: str | Path | None) -> None:
-    path = out / "config.yaml"
-    if path.exists():
-        differences = config_differences(load_config(path), config)
-        if differences:
-            raise ConfigError(f"{out} holds a pretraining run with a different config.yaml ({'; '.join(differences)});"
-                              " use a new --out, or the same config to resume")
-        return
-    save_config(config, path, recipe=recipe)
-
-
 def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path, *, device: torch.device,
                    progress: bool | None, tracker: UnitProgress, subjects: dict[str, Any]) -> Path:
     target = work_dir / ENCODER_NAME
@@ -208,7 +197,8 @@ def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path,
     spec = model_spec(config)
     dataset = build_dataset(config, unit.table, spec, train=True)
     sampler_generator = torch.Generator()
-    sampler = _EpochRandomSampler(len(dataset), sampler_generator)
+    # the generator is reseeded per epoch from (seed, stream, epoch): a resumed run draws the same batches
+    sampler = torch.utils.data.RandomSampler(dataset, generator=sampler_generator)
     drop_last = len(dataset) > p.batch_size and len(dataset) % p.batch_size == 1  # batch norm in conv stems
     loader = torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=p.batch_size, drop_last=drop_last,
                                          num_workers=config.data.num_workers, worker_init_fn=seed_worker,
@@ -238,7 +228,6 @@ def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path,
         torch.manual_seed(epoch_seed)
         mask_generator = torch.Generator().manual_seed(epoch_seed)
         dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch)
         loss = pretrain_one_epoch(model, loader, optimizer=optimizer, scheduler=scheduler, device=device,
                                   amp=config.train.amp, generator=mask_generator, progress=progress,
                                   description=f"{unit.name} epoch {epoch + 1}/{p.epochs}")
@@ -258,19 +247,3 @@ def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path,
                     fold=unit.fold, extra=extra)
     logger.info("%s: encoder written: %s", unit.name, target)
     return target
-
-
-class _EpochRandomSampler(torch.utils.data.Sampler):
-    """A permutation per epoch from a generator the caller seeds per epoch (resumable draws)."""
-
-    def __init__(self, size: int, generator: torch.Generator) -> None:
-        self.size, self.generator = size, generator
-
-    def set_epoch(self, epoch: int) -> None:  # the generator is reseeded by the caller; kept for symmetry
-        self.epoch = epoch
-
-    def __iter__(self):
-        return iter(torch.randperm(self.size, generator=self.generator).tolist())
-
-    def __len__(self) -> int:
-        return self.size

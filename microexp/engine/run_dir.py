@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from microexp.errors import MicroexpError
+from microexp.config import ExperimentConfig, config_differences, load_config, save_config
+from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import OutputError, check_writable, output_error, write_json
 
-__all__ = ["LOCK_NAME", "RunLockedError", "check_not_a_file", "hold_lock", "probe_writable"]
+__all__ = ["LOCK_NAME", "RunLockedError", "check_not_a_file", "hold_lock", "keep_config", "probe_writable"]
 
 #: the run directory's lock file (its holder is described in ``LOCK_NAME + ".json"`` beside it)
 LOCK_NAME = "train.lock"
@@ -40,6 +41,22 @@ def check_not_a_file(out: Path) -> None:
 def probe_writable(folder: Path, *, what: str) -> None:
     """Create ``folder`` and a temporary file in it, so a read-only or full place fails before training."""
     check_writable(folder, name=f"{what}{folder}", kept="nothing was written; training did not start")
+
+
+def keep_config(config: ExperimentConfig, out: Path, *, what: str, recipe: str | Path | None = None) -> None:
+    """Write ``out/config.yaml``, or refuse to resume into ``out`` when it holds another result-relevant config.
+
+    Args:
+        what: the kind of run ``out`` holds, for the message (``an audit``, ``a pretraining run``).
+    """
+    path = out / "config.yaml"
+    if not path.exists():
+        save_config(config, path, recipe=recipe)
+        return
+    differences = config_differences(load_config(path), config)
+    if differences:
+        raise ConfigError(f"{out} holds {what} with a different config.yaml ({'; '.join(differences)}); use a new "
+                          "--out, or the same config to resume")
 
 
 @contextlib.contextmanager
