@@ -40,6 +40,8 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
 MODEL_SELECTION = ("last", "val")
 METRICS = ("uf1", "uar", "acc")
+AMP_DTYPES = ("auto", "bfloat16", "float16")
+IN_MEMORY = ("auto", "on", "off")
 
 
 @dataclass
@@ -74,6 +76,10 @@ class DataConfig:
     apex_flow_size: int = 128
     apex_encoding: str = "minmax"
     num_workers: int = 2
+    #: hold the training clips as preprocessed uint8 tensors in memory and augment whole batches
+    #: (microexp.data.in_memory): auto = when they fit in data.in_memory_limit_mb; on; off
+    in_memory: str = "auto"
+    in_memory_limit_mb: int = 1024
     strict: bool = False
 
 
@@ -104,7 +110,14 @@ class TrainConfig:
     model_selection: str = "last"
     selection_metric: str = "uf1"
     amp: bool = True
+    #: the autocast type on CUDA: auto = bfloat16 where the GPU supports it, else float16 with a GradScaler
+    amp_dtype: str = "auto"
+    #: the model family's channels-last memory format on CUDA (channels_last_3d for Conv3d families)
     channels_last: bool = True
+    #: torch.compile the model (CUDA; a speed option that cannot change results beyond float rounding)
+    compile: bool = False
+    #: under torchrun (DDP), convert BatchNorm layers to SyncBatchNorm
+    sync_batchnorm: bool = False
 
 
 @dataclass
@@ -158,6 +171,24 @@ class PretrainConfig:
 
 
 @dataclass
+class SlurmConfig:
+    """Where ``--launcher submitit`` sends a run's folds (one Slurm job-array task per fold or study cell).
+
+    None of these can change results (they are result-neutral keys): they say where and for how long.
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 120
+    gpus_per_task: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int | None = None
+    #: at most this many array tasks run at once
+    array_parallelism: int = 64
+
+
+@dataclass
 class ExperimentConfig:
     """A whole recipe."""
 
@@ -167,6 +198,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     cv: CVConfig = field(default_factory=CVConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
@@ -281,7 +313,9 @@ def save_config(config: ExperimentConfig, path: str | Path, *, recipe: str | Pat
 
 
 #: keys that cannot change a run's results, so a resume may change them (where and how fast it runs)
-RESULT_NEUTRAL_KEYS = ("data.num_workers", "data.cache_dir", "device")
+RESULT_NEUTRAL_KEYS = ("data.num_workers", "data.cache_dir", "device", "train.compile", "slurm.partition",
+                       "slurm.account", "slurm.qos", "slurm.time_min", "slurm.gpus_per_task", "slurm.cpus_per_task",
+                       "slurm.mem_gb", "slurm.array_parallelism")
 
 
 def config_differences(old: ExperimentConfig, new: ExperimentConfig, *,
@@ -388,6 +422,8 @@ def _validate_choices(config: ExperimentConfig, where: _Where) -> None:
         "train.schedule": (config.train.schedule, SCHEDULES),
         "train.model_selection": (config.train.model_selection, MODEL_SELECTION),
         "train.selection_metric": (config.train.selection_metric, METRICS),
+        "train.amp_dtype": (config.train.amp_dtype, AMP_DTYPES),
+        "data.in_memory": (config.data.in_memory, IN_MEMORY),
     }
     if config.data.modality is not None:  # null: the model's own modality
         choices["data.modality"] = (config.data.modality, ("apex_flow",))
@@ -455,6 +491,14 @@ def _validate_ranges(config: ExperimentConfig, where: _Where) -> None:
     _check_int(where, "data.apex_flow_size", d.apex_flow_size, MIN_SIZE, MAX_SIZE,
                " (the side of the onset and apex frames the flow is computed on)")
     _check_int(where, "data.num_workers", d.num_workers, 0, None, " (0 loads in the main process)")
+    _check_int(where, "data.in_memory_limit_mb", d.in_memory_limit_mb, 0, None, " (0 never holds clips in memory)")
+    slurm = config.slurm
+    _check_int(where, "slurm.time_min", slurm.time_min, 1)
+    _check_int(where, "slurm.gpus_per_task", slurm.gpus_per_task, 0)
+    _check_int(where, "slurm.cpus_per_task", slurm.cpus_per_task, 1)
+    if slurm.mem_gb is not None:
+        _check_int(where, "slurm.mem_gb", slurm.mem_gb, 1)
+    _check_int(where, "slurm.array_parallelism", slurm.array_parallelism, 1)
     _check_float(where, "data.reference_fps", d.reference_fps, 0.0, low_open=True, null=True)
     _check_float(where, "data.crop_scale", d.crop_scale, 0.1, 1.0)
     _check_int(where, "train.epochs", t.epochs, 1)
