@@ -36,8 +36,10 @@ __all__ = [
     "LeakageError",
     "check_folds",
     "fixed_split",
+    "format_fold_selection",
     "kfold_subject_splits",
     "leave_one_dataset_out",
+    "parse_fold_selection",
     "load_folds",
     "loso_splits",
     "save_folds",
@@ -525,3 +527,39 @@ def load_folds(path: str | Path) -> list[Fold]:
     except LeakageError as exc:
         raise LeakageError(f"{path}: {exc}") from exc
     return folds
+
+
+def parse_fold_selection(text: str) -> list[int]:
+    """``"0,3-5"`` -> ``[0, 3, 4, 5]``: the folds a shard runs (sorted, each once).
+
+    Raises:
+        ConfigError: a part that is neither ``N`` nor ``A-B`` with ``A <= B``.
+    """
+    folds: set[int] = set()
+    for part in str(text).split(","):
+        part = part.strip()
+        first, dash, last = part.partition("-")
+        try:
+            low = int(first)
+            high = int(last) if dash else low
+        except ValueError:
+            low = high = -1
+        if low < 0 or high < low:
+            raise ConfigError(f"--folds {text}: {part!r} is not a fold number or a range A-B (expected e.g. 0,3-5)")
+        folds.update(range(low, high + 1))
+    return sorted(folds)
+
+
+def format_fold_selection(folds: Iterable[int]) -> str:
+    """``[0, 3, 4, 5]`` -> ``"0,3-5"`` (the inverse of :func:`parse_fold_selection`)."""
+    numbers = sorted(set(int(f) for f in folds))
+    parts: list[str] = []
+    start = previous = None
+    for number in numbers + [None]:
+        if number is not None and previous is not None and number == previous + 1:
+            previous = number
+            continue
+        if start is not None:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = number
+    return ",".join(parts)

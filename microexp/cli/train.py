@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from microexp.cli.launching import add_shard_arguments, check_shard_arguments, fold_units, launch, slurm_overrides
 from microexp.config import load_config, valid_keys
+from microexp.errors import ConfigError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,21 +36,49 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     final.add_argument("--final-only", action="store_true",
                        help="train only the final all-subjects model, no cross-validation (for a recipe whose "
                        "protocol results you already have); RUN/final/model.pt")
+    add_shard_arguments(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from microexp.engine.experiment import FINAL_DIR, run_experiment
+    from microexp.engine.experiment import FINAL_DIR, prepare_shards, run_experiment
+    from microexp.splits import format_fold_selection, parse_fold_selection
 
-    config = load_config(args.config, args.overrides)
-    metrics = run_experiment(config, args.out, progress=False if args.no_progress else None,
-                             final=args.final or args.final_only, cross_validation=not args.final_only,
-                             recipe=args.config)
+    check_shard_arguments(args)
+    only = parse_fold_selection(args.folds) if args.folds is not None else None
+    if only is not None and args.final_only:
+        raise ConfigError("--folds and --final-only exclude each other (--final-only trains no fold)")
+    config = load_config(args.config, [*args.overrides, *slurm_overrides(args)])
+    out = Path(args.out)
+    final, cross_validation = args.final or args.final_only, not args.final_only
+    if args.launcher is None:
+        metrics = run_experiment(config, out, progress=False if args.no_progress else None, final=final,
+                                 cross_validation=cross_validation, recipe=args.config, only_folds=only)
+    else:
+        from microexp.engine.experiment import merge_run
+
+        pending, final_pending = prepare_shards(config, out, final=final, cross_validation=cross_validation,
+                                                recipe=args.config, only_folds=only)
+        units = fold_units(out, pending, final=final_pending, gpus=bool(args.gpus))
+        results = launch(units, args, slurm=config.slurm, folder=out / "submitit", name=f"microexp-{out.name}")
+        if args.no_wait and results:
+            print(f"submitted {len(results)} task(s): {', '.join(r.unit.name for r in results)} "
+                  f"({results[0].last_line}); their logs go to {out / 'logs'}; when they are done run: "
+                  f"microexp evaluate {out}")
+            return 0
+        metrics = merge_run(out) if cross_validation else None
     if metrics is not None:
         print(format_results(metrics))
-    if args.final or args.final_only:
-        print(f"final model (all subjects): {Path(args.out) / FINAL_DIR / 'model.pt'}")
-    print(f"outputs: {Path(args.out)}")
+    elif cross_validation:
+        from microexp.engine.experiment import fold_status
+
+        folds, missing = fold_status(out)
+        print(f"folds {format_fold_selection(sorted({f.fold for f in folds} - set(missing)))} of {len(folds)} are "
+              f"complete; waiting for fold(s) {format_fold_selection(missing)} (other shards): metrics.json is "
+              f"written when the last one finishes, and microexp evaluate {out} merges what is complete now")
+    if final:
+        print(f"final model (all subjects): {out / FINAL_DIR / 'model.pt'}")
+    print(f"outputs: {out}")
     return 0
 
 

@@ -27,12 +27,13 @@ log.csv files), :mod:`.progress` (fold k/K and the ETA).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,7 +63,8 @@ from microexp.metrics import compute_metrics
 from microexp.models import create_model, get_model_spec
 from microexp.seed import seed_everything, seed_worker
 from microexp.splits import (
-    Fold, check_folds, fixed_split, kfold_subject_splits, leave_one_dataset_out, load_folds, loso_splits, save_folds,
+    Fold, check_folds, fixed_split, format_fold_selection, kfold_subject_splits, leave_one_dataset_out, load_folds,
+    loso_splits, save_folds,
 )
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,10 @@ LOSS_FIELDS = {"gamma": "gamma", "beta": "beta", "label_smoothing": "label_smoot
 
 #: the folder of the final all-subjects model inside a run directory
 FINAL_DIR = "final"
+#: the folder of the per-unit locks (``fold_XX.lock``, ``final.lock``) of the processes sharing a run directory
+LOCKS_DIR = "locks"
+#: the short-held lock around a run's shared files (config.yaml, folds.json, the pooled outputs)
+SHARED_FILES_LOCK = "shared.lock"
 #: the random stream of the final model (fold ``f`` uses stream ``f``; no protocol has this many folds)
 FINAL_STREAM = 999
 
@@ -159,6 +165,7 @@ def run_experiment(
     final: bool = False,
     cross_validation: bool = True,
     recipe: str | Path | None = None,
+    only_folds: Sequence[int] | None = None,
 ) -> dict[str, Any] | None:
     """Train and test every fold (resuming where a previous run stopped) and write all outputs.
 
@@ -169,36 +176,43 @@ def run_experiment(
         final: after the folds, also train one model on every subject (:func:`train_final`).
         cross_validation: False skips the folds (with ``final=True``: only the final model).
         recipe: the recipe file the config came from, recorded in ``config.yaml`` (for plot titles).
+        only_folds: run only these folds (a shard); other processes may run the others into the same
+            ``out_dir`` at the same time. None runs every fold.
 
     Returns:
-        The metrics dict written to ``metrics.json`` (None when ``cross_validation`` is False).
+        The metrics dict written to ``metrics.json``: None when ``cross_validation`` is False, or while a
+        fold of another shard is not complete yet (the last shard to finish writes it).
 
     Raises:
-        RunLockedError: another process is training into ``out_dir``.
+        RunLockedError: another process is training one of this shard's folds (or the final model) into
+            ``out_dir``, or holds it for an audit.
         OutputError: the run directory or the cache cannot be written (one line naming the path, the
             cause and what was kept).
     """
     if not (cross_validation or final):
         raise ValueError("run_experiment: nothing to do (cross_validation=False and final=False)")
     out = Path(out_dir)
-    check_not_a_file(out)
-    if (out / "audit_run.json").exists():  # engine/audit.py's marker: an audit's test-scored epochs are no train run
-        raise ConfigError(f"{out} is a microexp audit directory, not a train run; use another --out")
-    data, folds, device, overlaps = prepare_run(config, out, cross_validation=cross_validation, final=final)
-    with hold_lock(out / LOCK_NAME, what=f"run directory {out}"):
-        _start_run(config, out, recipe=recipe)
-        if overlaps:
-            seen = {str(fold): subjects for fold, subjects in overlaps.items()}
-            write_json(out / OVERLAP_NAME, {"model.pretrained": config.model.pretrained,
-                                            "pretrain.allow_test_subjects": True,
-                                            "test_subjects_seen_in_pretraining": seen})
-        if cross_validation:
-            folds = resume_folds(config, out, folds, data)
-        logger.info("%d clips, %d subjects, %s, model %s on %s", len(data.table), data.table["subject"].nunique(),
-                    f"{len(folds)} folds" if cross_validation else "final model only", config.model.name, device)
+    data, folds, device, wanted, overlaps = _check_run(config, out, cross_validation=cross_validation, final=final,
+                                                       only_folds=only_folds)
+    # shards of one run share its directory: the run lock is shared (an audit or a pretraining run holding
+    # it exclusively still refuses them), each fold and the final model have their own exclusive lock, and
+    # the shared files are written under a short-held lock
+    with hold_lock(out / LOCK_NAME, what=f"run directory {out}", shared=True), contextlib.ExitStack() as held:
+        folds = _start_shared_files(config, out, data, folds, overlaps, cross_validation=cross_validation,
+                                    recipe=recipe)
+        mine = [f for f in folds if f.fold in wanted]
+        for fold in mine:
+            if not (out / _unit(fold.fold) / "predictions.csv").exists():
+                held.enter_context(hold_unit(out, _unit(fold.fold)))
+        if final and not (out / FINAL_DIR / "model.pt").exists():
+            held.enter_context(hold_unit(out, FINAL_DIR))
+        shard = f" (folds {format_fold_selection(wanted)} of {len(folds)} in this process)" if len(mine) < len(folds) else ""
+        logger.info("%d clips, %d subjects, %s%s, model %s on %s", len(data.table), data.table["subject"].nunique(),
+                    f"{len(folds)} folds" if cross_validation else "final model only", shard, config.model.name,
+                    device)
         tracker = RunProgress(logger)
-        for fold in folds:
-            fold_dir = out / f"fold_{fold.fold:02d}"
+        for fold in mine:
+            fold_dir = out / _unit(fold.fold)
             if not (fold_dir / "predictions.csv").exists():
                 tracker.plan(_unit(fold.fold), config.train.epochs - logged_epochs(fold_dir / "log.csv"))
         if final and not (out / FINAL_DIR / "model.pt").exists():
@@ -206,25 +220,141 @@ def run_experiment(
         try:
             metrics = None
             if cross_validation:
-                for index, fold in enumerate(folds):
-                    fold_dir = out / f"fold_{fold.fold:02d}"
+                for index, fold in enumerate(mine):
+                    fold_dir = out / _unit(fold.fold)
                     if (fold_dir / "predictions.csv").exists():
-                        logger.info("fold %d/%d (%s) already complete: kept", index + 1, len(folds), fold_dir.name)
+                        logger.info("fold %d/%d (%s) already complete: kept", index + 1, len(mine), fold_dir.name)
                         continue
                     logger.info("fold %d/%d (%s): %d training, %d validation, %d test subjects", index + 1,
-                                len(folds), fold_dir.name, len(fold.train_subjects), len(fold.val_subjects),
+                                len(mine), fold_dir.name, len(fold.train_subjects), len(fold.val_subjects),
                                 len(fold.test_subjects))
                     run_fold(config, data, fold, fold_dir, device=device, progress=progress,
-                             tracker=tracker.unit(_unit(fold.fold), f"fold {index + 1}/{len(folds)}"))
-                predictions = pd.concat([pd.read_csv(out / f"fold_{f.fold:02d}" / "predictions.csv") for f in folds],
-                                        ignore_index=True)
-                write_csv(predictions, out / "predictions.csv")
-                metrics = write_metrics(out, predictions, data.class_names, protocol=config.cv.protocol)
+                             tracker=tracker.unit(_unit(fold.fold), f"fold {index + 1}/{len(mine)}"))
+                metrics = merge_folds(out, folds, data.class_names, protocol=config.cv.protocol)
             if final:
                 train_final(config, data, out, device=device, progress=progress, tracker=tracker.unit("final", "final"))
         except OutputError as exc:
             raise OutputError(f"{exc}; run state kept: {_kept(out, folds)}") from exc
     return metrics
+
+
+def prepare_shards(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    final: bool = False,
+    cross_validation: bool = True,
+    recipe: str | Path | None = None,
+    only_folds: Sequence[int] | None = None,
+) -> tuple[list[int], bool]:
+    """Every check of :func:`run_experiment`, then ``config.yaml`` and ``folds.json``: for a launcher that
+    runs the folds in other processes (each ``run_experiment(..., only_folds=[f])`` into ``out_dir``).
+
+    Returns:
+        The fold numbers still to train (of ``only_folds``), and whether the final model is still to train.
+    """
+    out = Path(out_dir)
+    data, folds, _, wanted, overlaps = _check_run(config, out, cross_validation=cross_validation, final=final,
+                                                  only_folds=only_folds)
+    with hold_lock(out / LOCK_NAME, what=f"run directory {out}", shared=True):
+        folds = _start_shared_files(config, out, data, folds, overlaps, cross_validation=cross_validation,
+                                    recipe=recipe)
+    pending = [f.fold for f in folds if f.fold in wanted and not (out / _unit(f.fold) / "predictions.csv").exists()]
+    return pending, final and not (out / FINAL_DIR / "model.pt").exists()
+
+
+def _check_run(config: ExperimentConfig, out: Path, *, cross_validation: bool, final: bool,
+               only_folds: Sequence[int] | None
+               ) -> tuple[ExperimentData, list[Fold], torch.device, list[int], dict[int, list[int]]]:
+    check_not_a_file(out)
+    if (out / "audit_run.json").exists():  # engine/audit.py's marker: an audit's test-scored epochs are no train run
+        raise ConfigError(f"{out} is a microexp audit directory, not a train run; use another --out")
+    data, folds, device, overlaps = prepare_run(config, out, cross_validation=cross_validation, final=final)
+    wanted = select_folds(folds, only_folds) if cross_validation else []
+    return data, folds, device, wanted, overlaps
+
+
+def _start_shared_files(config: ExperimentConfig, out: Path, data: ExperimentData, folds: list[Fold],
+                        overlaps: dict[int, list[int]], *, cross_validation: bool,
+                        recipe: str | Path | None) -> list[Fold]:
+    """config.yaml (written or checked), the pretraining overlap record and folds.json, under the shared-files
+    lock; returns the run's folds (those of an existing folds.json when resuming)."""
+    with shared_files(out):
+        _start_run(config, out, recipe=recipe)
+        if overlaps:
+            seen = {str(fold): subjects for fold, subjects in overlaps.items()}
+            write_json(out / OVERLAP_NAME, {"model.pretrained": config.model.pretrained,
+                                            "pretrain.allow_test_subjects": True,
+                                            "test_subjects_seen_in_pretraining": seen})
+        return resume_folds(config, out, folds, data) if cross_validation else folds
+
+
+def select_folds(folds: list[Fold], only: Sequence[int] | None) -> list[int]:
+    """The fold numbers a shard runs: ``only`` (checked against ``folds``), or every fold when None.
+
+    Raises:
+        ConfigError: ``only`` names a fold the protocol does not have.
+    """
+    numbers = [f.fold for f in folds]
+    if only is None:
+        return numbers
+    unknown = sorted(set(only) - set(numbers))
+    if unknown:
+        raise ConfigError(f"--folds {format_fold_selection(only)}: fold(s) {', '.join(map(str, unknown))} do not "
+                          f"exist; this run's protocol has folds {format_fold_selection(numbers)}")
+    return sorted(set(only))
+
+
+def merge_folds(out: Path, folds: list[Fold], class_names: list[str], *, protocol: str) -> dict[str, Any] | None:
+    """The pooled ``predictions.csv`` and ``metrics.json`` once every fold of ``folds`` is complete.
+
+    Written under the run's shared-files lock, so shards finishing at once merge one after the other (to
+    the same files). Returns the metrics, or None (logging the missing folds) while some fold is not done.
+    """
+    with shared_files(out):
+        missing = [f.fold for f in folds if not (out / _unit(f.fold) / "predictions.csv").exists()]
+        if missing:
+            logger.info("%d of %d folds complete; missing %s: metrics.json is written when the last one finishes "
+                        "(microexp evaluate %s merges what is complete)", len(folds) - len(missing), len(folds),
+                        format_fold_selection(missing), out)
+            return None
+        predictions = pd.concat([pd.read_csv(out / _unit(f.fold) / "predictions.csv", dtype={"dataset": str})
+                                 for f in folds], ignore_index=True)
+        write_csv(predictions, out / "predictions.csv")
+        return write_metrics(out, predictions, class_names, protocol=protocol)
+
+
+def fold_status(out: str | Path) -> tuple[list[Fold], list[int]]:
+    """A run directory's folds (``folds.json``) and the numbers of those not complete yet."""
+    run = Path(out)
+    folds = load_folds(run / "folds.json")
+    return folds, [f.fold for f in folds if not (run / _unit(f.fold) / "predictions.csv").exists()]
+
+
+def merge_run(out: str | Path) -> dict[str, Any] | None:
+    """:func:`merge_folds` for a run directory alone (its ``folds.json``, ``config.yaml`` and fold files):
+    what a launcher does once its shards have finished. None while a fold is missing."""
+    run = Path(out)
+    folds, missing = fold_status(run)
+    if missing:
+        return merge_folds(run, folds, [], protocol="")  # logs what is missing
+    protocol = load_config(run / "config.yaml").cv.protocol
+    first = pd.read_csv(run / _unit(folds[0].fold) / "predictions.csv", nrows=0)
+    classes = [c[len("prob_"):] for c in first.columns if c.startswith("prob_")]
+    return merge_folds(run, folds, classes, protocol=protocol)
+
+
+@contextlib.contextmanager
+def shared_files(out: Path) -> Iterator[None]:
+    """Hold the run directory's lock for its shared files (config.yaml, folds.json, pooled outputs): waits."""
+    with hold_lock(out / SHARED_FILES_LOCK, what=f"the shared files of {out}", wait=True):
+        yield
+
+
+def hold_unit(out: Path, unit: str) -> Any:
+    """The exclusive lock of one fold (``fold_XX``) or of the final model: one process trains it at a time."""
+    (out / LOCKS_DIR).mkdir(parents=True, exist_ok=True)
+    return hold_lock(out / LOCKS_DIR / f"{unit}.lock", what=f"{unit} of run directory {out}")
 
 
 def prepare_run(config: ExperimentConfig, out: Path, *, cross_validation: bool = True, final: bool = False
@@ -475,6 +605,8 @@ def _start_run(config: ExperimentConfig, out: Path, *, recipe: str | Path | None
     record of the run, and rewriting it on every resume would churn it).
     """
     path = out / "config.yaml"
+    if recipe is not None and path.exists() and Path(recipe).resolve() == path.resolve():
+        recipe = _recorded_recipe(path)  # a shard started from the run's own config.yaml keeps its header
     if path.exists() and not _anything_trained(out):
         # left by a start that failed before training (or by an older microexp that wrote it first)
         logger.info("%s: replacing the config.yaml of a run that never started training", out)
@@ -492,6 +624,13 @@ def _start_run(config: ExperimentConfig, out: Path, *, recipe: str | Path | None
                         "; ".join(neutral), path)
         return
     save_config(config, path, recipe=recipe)
+
+
+def _recorded_recipe(path: Path) -> str | None:
+    """The ``# recipe: PATH`` header of a saved config.yaml (see :func:`microexp.config.save_config`)."""
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    return first[len("# recipe: "):].strip() or None if first.startswith("# recipe: ") else None
 
 
 def _anything_trained(out: Path) -> bool:

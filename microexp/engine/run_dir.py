@@ -60,15 +60,22 @@ def keep_config(config: ExperimentConfig, out: Path, *, what: str, recipe: str |
 
 
 @contextlib.contextmanager
-def hold_lock(path: Path, *, what: str) -> Iterator[None]:
-    """Hold an exclusive OS-level lock on ``path`` for the block; refuse at once when another holds it.
+def hold_lock(path: Path, *, what: str, shared: bool = False, wait: bool = False) -> Iterator[None]:
+    """Hold an OS-level lock on ``path`` for the block; refuse at once when another process holds it.
 
     The lock is the operating system's (``flock`` / ``msvcrt.locking``), so it dies with its process: a
-    killed run never blocks the next one. Who holds it (pid, host, start time, command) is written beside
-    it in ``path + ".json"`` and named in the refusal. Per-fold locks can use the same function.
+    killed run never blocks the next one. An exclusive holder's pid, host, start time and command are
+    written beside it in ``path + ".json"`` and named in the refusal.
+
+    Args:
+        shared: a shared lock: any number of shared holders at once, none while an exclusive one holds it
+            (fold shards share their run directory this way; audits and pretraining hold it exclusively).
+            Shared holders write no holder note.
+        wait: block until the lock is free instead of refusing (for short critical sections: writing a
+            run's shared files).
 
     Raises:
-        RunLockedError: another process holds the lock.
+        RunLockedError: another process holds the lock (only without ``wait``).
         OutputError: the lock file cannot be created.
     """
     info_path = path.with_name(path.name + ".json")
@@ -77,36 +84,39 @@ def hold_lock(path: Path, *, what: str) -> Iterator[None]:
     except OSError as exc:
         raise output_error(path, exc, kept="nothing was written; training did not start") from exc
     try:
-        if not _try_lock(handle):
+        if not _try_lock(handle, shared=shared, wait=wait):
             raise RunLockedError(f"{what} is in use by {_describe_holder(info_path)}; wait for it to finish "
                                  f"or use another --out (the lock dies with its process: {path})")
         try:
-            write_json(info_path, {"pid": os.getpid(), "host": socket.gethostname(),
-                                   "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                                   "command": " ".join(sys.argv)})
+            if not shared and not wait:
+                write_json(info_path, {"pid": os.getpid(), "host": socket.gethostname(),
+                                       "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                                       "command": " ".join(sys.argv)})
             yield
         finally:
-            with contextlib.suppress(OSError):
-                info_path.unlink()
+            if not shared and not wait:
+                with contextlib.suppress(OSError):
+                    info_path.unlink()
             _unlock(handle)
     finally:
         handle.close()
 
 
-def _try_lock(handle: Any) -> bool:
-    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+def _try_lock(handle: Any, *, shared: bool = False, wait: bool = False) -> bool:
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only; msvcrt has no shared locks
         import msvcrt
 
         handle.seek(0)
         try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
         except OSError:
             return False
         return True
     import fcntl
 
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle.fileno(), mode if wait else mode | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     return True
