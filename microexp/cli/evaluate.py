@@ -16,7 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Recompute metrics.json (pooled and fold-mean, labelled; pooled per source dataset when "
         "predictions.csv's dataset column names more than one) and the plots from RUN_DIR/predictions.csv, without "
         "retraining. predictions.csv is first checked against RUN_DIR/folds.json (every "
-        "test clip of every fold present exactly once); nothing is written when it does not match.",
+        "test clip of every fold present exactly once); nothing is written when it does not match. While fold "
+        "shards are still running, it merges the complete folds into metrics_partial.json (labelled partial, "
+        "naming the missing folds) and leaves metrics.json alone.",
     )
     parser.add_argument("run_dir", help="a directory written by microexp train")
     parser.add_argument("--json", action="store_true", help="print metrics.json instead of the table")
@@ -24,12 +26,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from microexp.engine.experiment import read_run_predictions, write_metrics
+    from microexp.engine.experiment import fold_status, merge_run, read_run_predictions, write_metrics
+    from microexp.engine.results import PARTIAL_METRICS, write_partial_metrics
     from microexp.fileio import dumps_json
+    from microexp.splits import format_fold_selection
 
     run_dir = Path(args.run_dir)
-    predictions, classes = read_run_predictions(run_dir)
     config = load_config(run_dir / "config.yaml")
+    if (run_dir / "folds.json").is_file() and any(run_dir.glob("fold_*/predictions.csv")):
+        folds, missing = fold_status(run_dir)
+        if missing:  # shards still running (or failed): the complete folds only, never as metrics.json
+            metrics = write_partial_metrics(run_dir, folds, missing, protocol=config.cv.protocol)
+            print(dumps_json(metrics) if args.json else
+                  f"PARTIAL: folds {format_fold_selection(metrics['folds_complete'])} of {len(folds)} are complete; "
+                  f"missing {format_fold_selection(missing)} (not counted below; metrics.json is written when every "
+                  f"fold is done)\n" + format_results(metrics))
+            print(f"partial metrics: {run_dir / PARTIAL_METRICS}")
+            return 0
+        if not (run_dir / "predictions.csv").is_file():  # every shard done, none merged (e.g. a --no-wait launch)
+            merge_run(run_dir)
+    predictions, classes = read_run_predictions(run_dir)
     metrics = write_metrics(run_dir, predictions, classes, protocol=config.cv.protocol)
     print(dumps_json(metrics) if args.json else format_results(metrics))
     return 0

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 def format_results(metrics: dict) -> str:
     """The results table: pooled (then each source dataset's share, for mixed tables), fold mean ± std, recall."""
     keys = ("acc", "uf1", "uar")
-    rows = [("pooled (all folds)", metrics["pooled"])]
+    rows = [("pooled (all folds)" if metrics.get("complete", True) else "pooled (complete folds)", metrics["pooled"])]
     rows += [(f"  {name} (pooled, {values['clips']} clips)", values["pooled"])
              for name, values in metrics.get("per_dataset", {}).items()]
     rows += [("fold mean", metrics["fold_mean"]), ("fold std (ddof=0)", metrics["fold_std"])]

@@ -19,7 +19,11 @@ from microexp.splits import Fold, load_folds
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_log", "logged_epochs", "read_run_predictions", "write_csv", "write_log", "write_metrics"]
+#: what ``microexp evaluate`` writes while some folds are missing (never metrics.json)
+PARTIAL_METRICS = "metrics_partial.json"
+
+__all__ = ["read_log", "logged_epochs", "read_run_predictions", "write_csv", "write_log", "write_metrics",
+           "write_partial_metrics"]
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -46,9 +50,28 @@ def write_metrics(out: Path, predictions: pd.DataFrame, class_names: list[str], 
                                        class_names=class_names, datasets=datasets, subjects=subjects)
     metrics = {"protocol": protocol, **summary}
     write_json(out / "metrics.json", metrics)
+    (out / PARTIAL_METRICS).unlink(missing_ok=True)  # what evaluate merged while shards ran is outdated now
     from microexp.engine.plots import plot_run
 
     plot_run(out, metrics)
+    return metrics
+
+
+def write_partial_metrics(out: Path, folds: list[Fold], missing: list[int], *, protocol: str) -> dict[str, Any]:
+    """``metrics_partial.json``: the metrics of the complete folds of a run whose shards are not all done.
+
+    Labelled ``complete: false`` with the folds present and missing; ``metrics.json`` is never written
+    from a subset of folds (its pooled numbers would silently cover fewer subjects).
+    """
+    present = [f.fold for f in folds if f.fold not in missing]
+    frames = [_read_predictions_csv(out / f"fold_{f:02d}" / "predictions.csv") for f in present]
+    predictions = pd.concat(frames, ignore_index=True)
+    classes = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
+    summary = cross_validation_summary(predictions["label"].to_numpy(), predictions["pred"].to_numpy(),
+                                       predictions["fold"].to_numpy(), num_classes=len(classes), class_names=classes)
+    metrics = {"protocol": protocol, "complete": False, "folds_complete": present, "folds_missing": list(missing),
+               "note": "partial: only the complete folds are counted", **summary}
+    write_json(out / PARTIAL_METRICS, metrics)
     return metrics
 
 
