@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from microexp.data.samplers import SAMPLERS, build_sampler, class_sampling_probabilities
+from microexp.data.dataset import EpochIndexSampler
+from microexp.data.samplers import (
+    SAMPLERS,
+    DistributedBatchSampler,
+    DistributedShard,
+    build_sampler,
+    class_sampling_probabilities,
+)
 from microexp.errors import ConfigError
 
 COUNTS = [400, 100, 20, 5]
@@ -152,3 +159,84 @@ def test_option_errors() -> None:
         build_sampler("none", LABELS, num_samples=0)
     with pytest.raises(ConfigError, match="class_counts"):
         class_sampling_probabilities("sqrt", [3, -1])
+
+
+# ----------------------------------------------------------------------------------------------------
+# the shares of one epoch stream (ranks simulated in one process; tests/test_distributed.py runs them
+# as real gloo processes)
+
+
+def _rank_samplers(name: str, world_size: int, *, n: int = 23, num_samples: int | None = None):
+    """One sampler (and generator) per simulated rank, built identically as every rank would."""
+    labels = shuffled_labels()[:n]
+    kwargs = {"epochs": 3} if name == "progressive" else {}
+    out = []
+    for _ in range(world_size):
+        g = torch.Generator()
+        out.append((build_sampler(name, labels, num_samples=num_samples, generator=g, **kwargs), g))
+    return out
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_distributed_shards_are_disjoint_positions_of_the_single_process_stream(name: str, world_size: int) -> None:
+    single, single_g = _rank_samplers(name, 1)[0]
+    ranks = _rank_samplers(name, world_size)
+    for epoch in (0, 2):
+        single_g.manual_seed(100 + epoch)
+        single.set_epoch(epoch)
+        stream = list(single)
+        shares = []
+        for rank, (sampler, g) in enumerate(ranks):
+            shard = DistributedShard(sampler, rank=rank, world_size=world_size)
+            g.manual_seed(100 + epoch)  # what the engine does on every rank before the epoch
+            shard.set_epoch(epoch)
+            share = list(shard)
+            assert len(share) == len(shard)
+            assert share == stream[rank::world_size]
+            shares.append(share)
+        union = [i for share in shares for i in share]
+        assert sorted(union) == sorted(stream) and len(union) == len(stream) == 23
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_distributed_shard_passes_set_epoch_to_progressive() -> None:
+    (sampler, _), = _rank_samplers("progressive", 1)
+    shard = DistributedShard(EpochIndexSampler(sampler), rank=0, world_size=2)
+    shard.set_epoch(2)
+    assert sampler.epoch == 2 and np.allclose(sampler.class_probabilities[sampler.class_counts > 0],
+                                              1 / (sampler.class_counts > 0).sum())
+    assert all(pair[0] == 2 for pair in shard)  # EpochIndexSampler's (epoch, index) pairs pass through
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 8, 9, 16, 17, 23, 41])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("batch_size", [2, 3, 4, 8])
+def test_distributed_batches_same_count_on_every_rank(n: int, world_size: int, batch_size: int) -> None:
+    if n < world_size:
+        pytest.skip("covered by the error test")
+    stream = list(range(100, 100 + n))  # any items: a fixed list stands for the drawn stream
+    per_rank = [list(DistributedBatchSampler(stream, batch_size=batch_size, rank=r, world_size=world_size))
+                for r in range(world_size)]
+    counts = {len(batches) for batches in per_rank}
+    assert len(counts) == 1, per_rank
+    assert counts == {len(DistributedBatchSampler(stream, batch_size=batch_size, rank=0, world_size=world_size))}
+    for rank, batches in enumerate(per_rank):
+        assert all(1 <= len(b) <= batch_size for b in batches), batches
+        assert [i for b in batches for i in b] == stream[rank::world_size]
+    # as few steps as the largest share allows: ceil(ceil(n / W) / B)
+    assert counts == {-(-(-(-n // world_size)) // batch_size)}
+
+
+def test_distributed_samplers_refuse_impossible_shares() -> None:
+    with pytest.raises(ValueError, match="same number of non-empty batches"):
+        DistributedBatchSampler(list(range(3)), batch_size=4, rank=0, world_size=4)  # a rank would get nothing
+    with pytest.raises(ValueError, match="same number of non-empty batches"):
+        DistributedBatchSampler(list(range(5)), batch_size=1, rank=0, world_size=2)  # 3 vs 2 single batches
+    assert len(DistributedBatchSampler(list(range(6)), batch_size=1, rank=1, world_size=2)) == 3  # even: fine
+    with pytest.raises(ValueError, match="rank"):
+        DistributedShard(list(range(4)), rank=2, world_size=2)
+    with pytest.raises(ValueError, match="world_size"):
+        DistributedShard(list(range(4)), rank=0, world_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        DistributedBatchSampler(list(range(4)), batch_size=0, rank=0, world_size=1)

@@ -8,13 +8,20 @@ trainer can call it uniformly, and is deterministic given a seeded ``torch.Gener
 Classes absent from the labels (count 0) get probability 0 under every strategy: there is nothing
 to draw.
 
+Under DDP every rank builds the same sampler, seeds its generator identically before each epoch and
+draws the same full epoch stream; :class:`DistributedShard` keeps this rank's positions of it and
+:class:`DistributedBatchSampler` cuts that share into the same number of batches on every rank. The
+union over ranks is the single-process stream itself, as a multiset: nothing padded, nothing dropped.
+
 Never imports ``microexp.models``, the engine or the CLI.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +32,8 @@ from microexp.errors import ConfigError
 __all__ = [
     "SAMPLERS",
     "ClassRebalancingSampler",
+    "DistributedBatchSampler",
+    "DistributedShard",
     "ShuffleSampler",
     "build_sampler",
     "class_sampling_probabilities",
@@ -235,3 +244,122 @@ def build_sampler(
     return ClassRebalancingSampler(
         name, arr, num_samples=num_samples, generator=generator, **kwargs  # type: ignore[arg-type]
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# one epoch stream shared by the ranks of a data-parallel run
+
+
+def _check_rank(rank: int, world_size: int) -> None:
+    for key, value in (("rank", rank), ("world_size", world_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{key} must be an int, got {value!r}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+
+
+def _share_size(n: int, rank: int, world_size: int) -> int:
+    """Positions ``rank, rank + W, ...`` of a stream of ``n``: ``ceil((n - rank) / W)``; shares of
+    different ranks differ by at most one and sum to ``n``."""
+    return len(range(rank, n, world_size))
+
+
+def _even_splits(n: int, parts: int) -> list[int]:
+    """Sizes of ``parts`` consecutive pieces of ``n`` items, as equal as possible (the first ``n % parts``
+    one larger); they sum to ``n`` and each is ``>= 1`` when ``n >= parts``."""
+    base, extra = divmod(n, parts)
+    return [base + (i < extra) for i in range(parts)]
+
+
+class DistributedShard(Sampler):
+    """This rank's disjoint share of the epoch stream of ``sampler``: positions ``rank::world_size``.
+
+    Every rank must draw the identical stream: build the same sampler on every rank and seed its
+    generator identically before each epoch (the engine reseeds it from ``(seed, stream, epoch)``). Then
+    the shares are disjoint positions of one stream and their union is exactly the single-process
+    stream (as a multiset; with replacement an index may appear several times, as it would in one
+    process). Nothing is padded or dropped, so shares differ by at most one item.
+
+    With a DataLoader's own ``batch_size``, uneven shares can give ranks different batch counts: train
+    inside DDP's ``Join`` context (``with torch.distributed.algorithms.Join([ddp_model]):``) or the last
+    collective hangs. :class:`DistributedBatchSampler` avoids the problem (same batch count everywhere,
+    which also keeps optimizer and scheduler steps equal and works with SyncBatchNorm, which ``Join``
+    does not support).
+
+    Args:
+        sampler: any sampler (e.g. from :func:`build_sampler`, or an ``EpochIndexSampler`` around one);
+            its items are passed through unchanged.
+        rank: this process's rank in ``[0, world_size)``.
+        world_size: number of processes.
+    """
+
+    def __init__(self, sampler: Sampler[Any], *, rank: int, world_size: int) -> None:
+        _check_rank(rank, world_size)
+        self.sampler = sampler
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Passed to the wrapped sampler (when it has ``set_epoch``)."""
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Any]:
+        stream = list(self.sampler)  # the whole epoch, drawn exactly as in one process
+        return iter(stream[self.rank :: self.world_size])
+
+    def __len__(self) -> int:
+        return _share_size(len(self.sampler), self.rank, self.world_size)  # type: ignore[arg-type]
+
+
+class DistributedBatchSampler(Sampler):
+    """Batches of this rank's :class:`DistributedShard`, the same number of batches on every rank.
+
+    The epoch stream of ``N`` items is shared as in :class:`DistributedShard` (sizes ``floor(N/W)`` or
+    ``ceil(N/W)``); each rank cuts its share into ``ceil(ceil(N/W) / batch_size)`` consecutive batches
+    as equal in size as possible (none larger than ``batch_size``, none empty). Equal batch counts mean
+    equal optimizer and scheduler steps on every rank, no ``Join`` and no hang, SyncBatchNorm allowed;
+    every item of the stream is trained on exactly once per epoch. ``batch_size`` is per rank (the
+    global batch is up to ``world_size * batch_size``).
+
+    Pass it as a DataLoader's ``batch_sampler`` (not with ``batch_size``/``sampler``/``drop_last``).
+
+    Args:
+        sampler: any sampler with ``__len__`` (items passed through, e.g. ``(epoch, index)`` pairs).
+        batch_size: the largest per-rank batch (``>= 1``).
+        rank: this process's rank in ``[0, world_size)``.
+        world_size: number of processes.
+
+    Raises:
+        ValueError: the smallest share cannot fill the common batch count (``N < world_size``, or
+            ``batch_size == 1`` with uneven shares).
+    """
+
+    def __init__(self, sampler: Sampler[Any], *, batch_size: int, rank: int, world_size: int) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.shard = DistributedShard(sampler, rank=rank, world_size=world_size)
+        self.batch_size = int(batch_size)
+        n = len(sampler)  # type: ignore[arg-type]
+        largest, smallest = math.ceil(n / world_size), n // world_size
+        self.num_batches = math.ceil(largest / self.batch_size)
+        if smallest < self.num_batches:
+            raise ValueError(
+                f"cannot give {world_size} ranks the same number of non-empty batches: an epoch of {n} items "
+                f"shares as {smallest}..{largest} per rank, {self.num_batches} batch(es) of at most "
+                f"{self.batch_size} each; use fewer processes or a larger batch size"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Passed to the wrapped sampler."""
+        self.shard.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        share = list(self.shard)
+        start = 0
+        for size in _even_splits(len(share), self.num_batches):
+            yield share[start : start + size]
+            start += size
+
+    def __len__(self) -> int:
+        return self.num_batches
