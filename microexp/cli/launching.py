@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 SLURM_FLAGS = {"slurm_partition": "partition", "slurm_account": "account", "slurm_qos": "qos",
                "slurm_time": "time_min", "slurm_gpus": "gpus_per_task", "slurm_cpus": "cpus_per_task",
@@ -65,20 +65,6 @@ def check_shard_arguments(args: argparse.Namespace) -> None:
             raise ConfigError(f"{', '.join(given)}: only with --launcher {launcher}")
     if args.gpus is not None and args.launch_workers is not None:
         raise ConfigError("--gpus and --workers exclude each other (with --gpus, --per-gpu sets the workers per GPU)")
-
-
-def fold_units(out: Path, folds: Sequence[int], *, final: bool, gpus: bool, prefix: str = "") -> list[Any]:
-    """One unit per pending fold (``microexp train --config OUT/config.yaml --out OUT --folds F``), plus the
-    final model's (``--final-only``) when it is pending."""
-    from microexp.launch import Unit
-
-    base = ["train", "--config", str(out / "config.yaml"), "--out", str(out), "--no-progress"]
-    device = ["--set", "device=cuda"] if gpus else []  # the one GPU CUDA_VISIBLE_DEVICES leaves visible
-    units = [Unit(f"{prefix}fold_{f:02d}", tuple(base + ["--folds", str(f)] + device), out / "logs" / f"fold_{f:02d}.log")
-             for f in folds]
-    if final:
-        units.append(Unit(f"{prefix}final", tuple(base + ["--final-only"] + device), out / "logs" / "final.log"))
-    return units
 
 
 def launch(units: list[Any], args: argparse.Namespace, *, slurm: Any, folder: Path, name: str) -> list[Any]:

@@ -15,6 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from microexp.cli.launching import add_shard_arguments, check_shard_arguments, launch, slurm_overrides
 from microexp.errors import ConfigError
 from microexp.studies.options import DEFAULT_DATA, QUICK_OVERRIDES, StudyOptions
 
@@ -78,22 +79,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="no progress bar over cells (shown only on a terminal anyway)")
     # -q here as well as before the command: the recipes/dfme_*.py scripts always took it after
     parser.add_argument("-q", "--quiet", dest="study_quiet", action="store_true", help="only warnings and errors")
+    add_shard_arguments(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     name = check_name(args.name)
+    check_shard_arguments(args)
+    if args.no_wait:
+        raise ConfigError("--no-wait: a study waits for its cells to write its tables; use it with microexp train")
     options = study_options(args)
     configure_study_logging(verbose=args.verbose, quiet=args.quiet or args.study_quiet)
     from microexp.studies.dfme import STUDIES as BUILDERS
+    from microexp.studies.grid import IncompleteGrid
     from microexp.studies.study import run_study
+
+    def launcher(units: list, slurm: object) -> None:
+        launch(units, args, slurm=slurm, folder=options.out / "submitit", name=f"microexp-{name}")
 
     try:
         study = BUILDERS[name](options, args.recipes_dir or DEFAULT_RECIPES_DIR)
-        report = run_study(study, options)
+        report = run_study(study, options, launcher=launcher if args.launcher else None)
     except KeyboardInterrupt:
         print(f"microexp study {name}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return INTERRUPTED_EXIT
+    except IncompleteGrid as exc:
+        print(f"microexp study {name}: this shard is done; {exc}")
+        return 0
     print(report.markdown)
     print(f"outputs: {options.out}" + os.linesep + "".join(f"  {p}{os.linesep}" for p in report.files), end="")
     if options.quick:
@@ -117,9 +129,13 @@ def check_name(name: str) -> str:
 
 def study_options(args: argparse.Namespace) -> StudyOptions:
     """The parsed arguments as :class:`StudyOptions`, with the command line that reproduces them."""
+    from microexp.splits import parse_fold_selection
+
+    folds = getattr(args, "folds", None)
     return StudyOptions(out=args.out if args.out is not None else Path("runs/studies") / args.name,
                         data=args.data, format=args.format, root=args.root, device=args.device, quick=args.quick,
-                        resume=args.resume, overrides=tuple(args.overrides), seeds=args.seeds,
+                        resume=args.resume, overrides=(*args.overrides, *slurm_overrides(args)), seeds=args.seeds,
+                        folds=None if folds is None else tuple(parse_fold_selection(folds)),
                         recipes=tuple(args.recipes), progress=args.progress, command=command_line(args))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from microexp.cli.launching import add_shard_arguments, check_shard_arguments, fold_units, launch, slurm_overrides
+from microexp.cli.launching import add_shard_arguments, check_shard_arguments, launch, slurm_overrides
 from microexp.config import load_config, valid_keys
 from microexp.errors import ConfigError
 
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
                                  cross_validation=cross_validation, recipe=args.config, only_folds=only)
     else:
         from microexp.engine.experiment import merge_run
+        from microexp.launch import fold_units
 
         pending, final_pending = prepare_shards(config, out, final=final, cross_validation=cross_validation,
                                                 recipe=args.config, only_folds=only)

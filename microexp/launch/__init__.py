@@ -18,10 +18,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from microexp.errors import MicroexpError
 
-__all__ = ["LAUNCHERS", "Unit", "UnitResult", "LaunchError", "command"]
+__all__ = ["LAUNCHERS", "Unit", "UnitResult", "LaunchError", "command", "failures", "fold_units"]
 
 LAUNCHERS = ("local", "submitit")
 
@@ -80,3 +81,19 @@ def failures(results: list[UnitResult]) -> str:
     parts = [f"{r.unit.name} (exit {r.returncode}; {r.unit.log}: {r.last_line or 'no output'})" for r in failed[:3]]
     more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
     return f"{len(failed)} of {len(results)} unit(s) failed: " + "; ".join(parts) + more
+
+
+def fold_units(out: Path, folds: Sequence[int], *, final: bool = False, gpus: bool = False, prefix: str = "") -> list[Unit]:
+    """One unit per pending fold of the run directory ``out`` (``microexp train --config OUT/config.yaml
+    --out OUT --folds F``), plus the final model's (``--final-only``) when ``final``.
+
+    ``gpus``: each unit sees one GPU (``CUDA_VISIBLE_DEVICES``), so its device is ``cuda`` whatever the
+    recipe's ``cuda:N`` said (the device cannot change results).
+    """
+    base = ["train", "--config", str(out / "config.yaml"), "--out", str(out), "--no-progress"]
+    device = ["--set", "device=cuda"] if gpus else []
+    units = [Unit(f"{prefix}fold_{f:02d}", tuple(base + ["--folds", str(f)] + device), out / "logs" / f"fold_{f:02d}.log")
+             for f in folds]
+    if final:
+        units.append(Unit(f"{prefix}final", tuple(base + ["--final-only"] + device), out / "logs" / "final.log"))
+    return units

@@ -30,12 +30,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from microexp.config import ExperimentConfig, load_config
-from microexp.errors import ConfigError
+from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Cell", "CellResult", "cell_config", "run_grid", "read_cell", "train_seconds", "trained_parameters"]
+__all__ = ["Cell", "CellResult", "IncompleteGrid", "cell_config", "run_grid", "read_cell", "train_seconds", "trained_parameters"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
@@ -120,6 +120,10 @@ def read_cell(cell: Cell, run_dir: Path) -> CellResult:
                       wall_seconds=record.get("wall_seconds"), resumed=True)
 
 
+class IncompleteGrid(MicroexpError):
+    """Some cells have folds that other shards are still running: no table yet (not a failure)."""
+
+
 def run_grid(
     cells: Sequence[Cell],
     out_dir: str | Path,
@@ -127,7 +131,9 @@ def run_grid(
     base_overrides: Sequence[str] = (),
     resume: bool = False,
     progress: bool | None = None,
-    run: Callable[..., dict[str, Any]] | None = None,
+    run: Callable[..., dict[str, Any] | None] | None = None,
+    only_folds: Sequence[int] | None = None,
+    launcher: Callable[[list[Any], Any], Any] | None = None,
 ) -> list[CellResult]:
     """Run every cell (each a cross-validation experiment) into ``out_dir/cells/<name>``.
 
@@ -138,13 +144,18 @@ def run_grid(
         resume: keep finished cells (``metrics.json`` present) and continue unfinished ones.
         progress: a progress bar over cells; None = only on a terminal. Fold and epoch bars stay off.
         run: the experiment runner (default :func:`microexp.engine.experiment.run_experiment`).
+        only_folds: a shard: run only these folds of every cell (other processes run the others into the
+            same study directory; finished cells are kept as with ``resume``).
+        launcher: ``launcher(units, slurm)`` runs :class:`microexp.launch.Unit` s (every pending fold of
+            every cell, each its own ``microexp train`` process) and returns when they are done.
 
     Returns:
         One :class:`CellResult` per cell, in order.
 
     Raises:
         ConfigError: duplicate cell names, a bad override, or ``out_dir`` already holds cells and
-            ``resume`` is False.
+            ``resume`` is False (and this is no shard).
+        IncompleteGrid: some cell still lacks folds that other shards run.
     """
     if run is None:
         from microexp.engine.experiment import run_experiment as run
@@ -153,38 +164,95 @@ def run_grid(
     if duplicates:
         raise ConfigError(f"duplicate cell name(s): {', '.join(duplicates)}")
     cells_dir = Path(out_dir) / "cells"
+    shard = only_folds is not None or launcher is not None
+    resume = resume or shard  # shards share the study directory: each keeps what the others finished
     if not resume and cells_dir.is_dir() and any(cells_dir.iterdir()):
         raise ConfigError(f"{cells_dir} already holds cells of an earlier run: pass --resume to continue it, "
                           "or choose another --out")
     configs = [cell_config(c, base_overrides) for c in cells]  # every config validated before any training
-    results: list[CellResult] = []
+    if launcher is not None:
+        _launch_cells(cells, configs, cells_dir, only_folds=only_folds, launcher=launcher)
+    results: dict[str, CellResult] = {}
+    waiting: list[tuple[Cell, ExperimentConfig]] = []
     bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=None if progress is None else not progress)
     try:
         for index, (cell, config) in enumerate(zip(cells, configs), start=1):
             run_dir = cells_dir / cell.name
             bar.set_postfix_str(cell.name)
             if (run_dir / "metrics.json").exists():
-                if not resume:  # cannot happen after the check above, unless another process writes here
-                    raise ConfigError(f"{run_dir} is already finished; pass --resume")
                 _check_same_config(config, run_dir)
                 result = read_cell(cell, run_dir)
                 logger.info("cell %d/%d %s: already finished, kept (%s)", index, len(cells), cell.name,
                             _scores(result.metrics))
             else:
                 start = time.perf_counter()
-                metrics = run(config, run_dir, progress=False)
-                wall = time.perf_counter() - start
-                result = CellResult(cell=cell, run_dir=run_dir, metrics=metrics,
-                                    num_params=trained_parameters(run_dir), train_seconds=train_seconds(run_dir),
-                                    wall_seconds=wall, resumed=False)
-                _write_record(result)
-                logger.info("cell %d/%d %s: %s, train %.1f s, wall %.1f s", index, len(cells), cell.name,
-                            _scores(metrics), result.train_seconds, wall)
-            results.append(result)
+                if launcher is not None:
+                    from microexp.engine.experiment import merge_run
+
+                    metrics = merge_run(run_dir)
+                else:
+                    metrics = run(config, run_dir, progress=False,
+                                  **({"only_folds": only_folds} if only_folds is not None else {}))
+                if metrics is None:  # folds of other shards still missing
+                    waiting.append((cell, config))
+                    bar.update()
+                    continue
+                wall = None if launcher is not None else time.perf_counter() - start
+                result = _finished(cell, run_dir, metrics, wall, resumed=False)
+                logger.info("cell %d/%d %s: %s, train %.1f s%s", index, len(cells), cell.name, _scores(metrics),
+                            result.train_seconds, "" if wall is None else f", wall {wall:.1f} s")
+            results[cell.name] = result
             bar.update()
     finally:
         bar.close()
-    return results
+    _collect_waiting(waiting, cells_dir, results)
+    return [results[c.name] for c in cells]
+
+
+def _launch_cells(cells: Sequence[Cell], configs: Sequence[ExperimentConfig], cells_dir: Path, *,
+                  only_folds: Sequence[int] | None, launcher: Callable[[list[Any], Any], Any]) -> None:
+    """Write every unfinished cell's config.yaml and folds.json, then launch all their pending folds at once."""
+    from microexp.engine.experiment import prepare_shards
+    from microexp.launch import fold_units
+
+    units: list[Any] = []
+    for cell, config in zip(cells, configs):
+        run_dir = cells_dir / cell.name
+        if (run_dir / "metrics.json").exists():
+            continue
+        pending, _ = prepare_shards(config, run_dir, only_folds=only_folds)
+        units += fold_units(run_dir, pending, prefix=f"{cell.name}/")
+    logger.info("launching %d fold(s) of %d cell(s)", len(units), len(cells))
+    launcher(units, configs[0].slurm if configs else None)
+
+
+def _collect_waiting(waiting: list[tuple[Cell, ExperimentConfig]], cells_dir: Path,
+                     results: dict[str, CellResult]) -> None:
+    """Cells other shards may have finished meanwhile are merged; if some still miss folds, IncompleteGrid."""
+    from microexp.engine.experiment import fold_status, merge_run
+    from microexp.splits import format_fold_selection
+
+    still = []
+    for cell, _ in waiting:
+        run_dir = cells_dir / cell.name
+        metrics = merge_run(run_dir) if (run_dir / "folds.json").exists() else None
+        if metrics is None:
+            missing = fold_status(run_dir)[1] if (run_dir / "folds.json").exists() else []
+            still.append(f"{cell.name} (folds {format_fold_selection(missing)})" if missing else cell.name)
+        else:
+            results[cell.name] = _finished(cell, run_dir, metrics, None, resumed=False)
+    if still:
+        raise IncompleteGrid(f"{len(still)} cell(s) still miss folds that other shards run: {', '.join(still[:5])}"
+                             f"{' ...' if len(still) > 5 else ''}; the tables are written by the shard that finishes "
+                             "last (or rerun this command with --resume once they are done)")
+
+
+def _finished(cell: Cell, run_dir: Path, metrics: dict[str, Any], wall: float | None, *, resumed: bool) -> CellResult:
+    """A cell whose last fold finished now (``wall`` None when its folds ran in other processes)."""
+    result = CellResult(cell=cell, run_dir=run_dir, metrics=metrics, num_params=trained_parameters(run_dir),
+                        train_seconds=train_seconds(run_dir), wall_seconds=wall, resumed=resumed)
+    _write_record(result)
+    return result
 
 
 def _check_same_config(config: ExperimentConfig, run_dir: Path) -> None:

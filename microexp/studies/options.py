@@ -40,3 +40,5 @@ class StudyOptions:
     recipes: tuple[str, ...] = ()
     progress: bool | None = None
     command: str = ""
+    #: a shard: only these folds of every cell (``--folds``); None runs every fold
+    folds: tuple[int, ...] | None = None

@@ -106,8 +106,12 @@ def machine_summary() -> dict[str, Any]:
     return summary
 
 
-def run_study(study: Study, options: StudyOptions) -> Report:
-    """Run (or resume) every cell of ``study`` and write its report into ``options.out``."""
+def run_study(study: Study, options: StudyOptions, *, launcher: Callable[[list[Any], Any], Any] | None = None) -> Report:
+    """Run (or resume) every cell of ``study`` and write its report into ``options.out``.
+
+    ``options.folds`` runs a shard of every cell; ``launcher`` runs every pending fold as its own process
+    (see :func:`microexp.studies.grid.run_grid`). Raises ``IncompleteGrid`` while other shards still run.
+    """
     start = time.perf_counter()
     data = resolve_data(options.data, progress=options.progress)
     overrides = base_overrides(options, data)
@@ -120,7 +124,8 @@ def run_study(study: Study, options: StudyOptions) -> Report:
     out.mkdir(parents=True, exist_ok=True)
     logger.info("%s: %d cells into %s%s", study.name, len(study.cells), out,
                 " (--quick: a smoke test, its numbers are not results)" if options.quick else "")
-    results = run_grid(study.cells, out, base_overrides=overrides, resume=options.resume, progress=options.progress)
+    results = run_grid(study.cells, out, base_overrides=overrides, resume=options.resume, progress=options.progress,
+                       only_folds=options.folds, launcher=launcher)
     report = study.report(results, out)
     if options.quick:  # every table says so, not only the summary
         banner = f"> {SMOKE_TEST}\n\n"
