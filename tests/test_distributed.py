@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Subset
 from microexp.data.dataset import EpochIndexSampler
 from microexp.data.samplers import SAMPLERS, DistributedShard, build_sampler
 from microexp.engine import distributed as dd
+from microexp.engine.run_dir import RunLockedError, hold_lock
 from microexp.engine.trainer import EpochStats, Predictions, evaluate
 from microexp.errors import ConfigError
 
@@ -85,7 +86,7 @@ def _save(seen: dict[str, Any], out: Path, scenario: str, ctx: dd.DistributedCon
 
 def _scenarios(ctx: dd.DistributedContext, out: Path) -> None:
     """All scenarios in one 2-process run (starting processes costs more than the scenarios)."""
-    for scenario in (_draw_streams, _evaluate_sharded, _train_uneven):
+    for scenario in (_draw_streams, _evaluate_sharded, _train_uneven, _rank_zero_steps):
         scenario(ctx, out)
 
 
@@ -215,6 +216,49 @@ def _train_uneven(ctx: dd.DistributedContext, out: Path) -> None:
     _save(seen, out, "training", ctx)
 
 
+class _Unpicklable(Exception):
+    def __init__(self, message: str, *, code: int) -> None:  # keyword-only: unpickling fails
+        super().__init__(message)
+        self.code = code
+
+
+class _RefusingLock:
+    def __enter__(self) -> None:
+        raise RunLockedError("run directory x is in use by pid 1")
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _rank_zero_steps(ctx: dd.DistributedContext, out: Path) -> None:
+    """run_on_main / entered_on_main: rank 0 acts, every rank gets the result or the same error."""
+    seen: dict[str, Any] = {"calls": []}
+    seen["result"] = dd.run_on_main(lambda: seen["calls"].append(ctx.rank) or {"value": 7}, ctx)
+    for key, error in (("config_error", ConfigError("train.lr: bad")), ("unpicklable", _Unpicklable("x", code=3))):
+        def fail(error: Exception = error) -> None:
+            raise error
+        try:
+            dd.run_on_main(fail, ctx)
+        except Exception as exc:  # noqa: BLE001 - recorded for the test
+            seen[key] = (type(exc).__name__, str(exc))
+    with dd.entered_on_main(hold_lock(out / "run.lock", what="run directory"), ctx):
+        if ctx.rank == 1:  # rank 0 holds the exclusive lock now: a second holder is refused
+            try:
+                with hold_lock(out / "run.lock", what="run directory"):
+                    seen["second_holder"] = "entered"
+            except RunLockedError:
+                seen["second_holder"] = "refused"
+        dd.barrier()
+    try:
+        with dd.entered_on_main(_RefusingLock(), ctx):
+            seen["refused_block"] = "ran"
+    except RunLockedError as exc:
+        seen["refused_block"] = str(exc)
+    seen["mean"] = dd.gather_mean(float(ctx.rank + 1), ctx.rank + 1, ctx)
+    seen["empty_mean"] = dd.gather_mean(float("nan"), 0, ctx)
+    _save(seen, out, "rank_zero", ctx)
+
+
 # ----------------------------------------------------------------------------------------------------
 # the tests
 
@@ -282,11 +326,24 @@ def test_ddp_training_with_uneven_shares_finishes_with_identical_weights(
         assert all(not torch.equal(a, b) for a, b in zip(ranks[0][trained], ranks[0][initial])), trained
 
 
+def test_rank_zero_acts_and_every_rank_shares_its_result_or_error(
+        gloo_runs: Callable[[str], list[dict[str, Any]]]) -> None:
+    ranks = gloo_runs("rank_zero")
+    assert [r["result"] for r in ranks] == [{"value": 7}] * 2
+    assert [r["calls"] for r in ranks] == [[0], []]  # called on rank 0 only
+    assert [r["config_error"] for r in ranks] == [("ConfigError", "train.lr: bad")] * 2
+    assert [r["unpicklable"] for r in ranks] == [("RuntimeError", "rank 0: _Unpicklable: x")] * 2
+    assert ranks[1]["second_holder"] == "refused"  # the lock is really held, by rank 0 alone
+    assert [r["refused_block"] for r in ranks] == ["run directory x is in use by pid 1"] * 2
+    assert [r["mean"] for r in ranks] == [pytest.approx(5 / 3)] * 2
+    assert all(np.isnan(r["empty_mean"]) for r in ranks)
+
+
 # ----------------------------------------------------------------------------------------------------
 # one process: no environment, no process group, every helper passes its input through
 
 
-def test_single_process_context_needs_no_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_single_process_context_needs_no_process_group(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in dd.ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
     ctx = dd.init_distributed("cpu")
@@ -304,6 +361,11 @@ def test_single_process_context_needs_no_process_group(monkeypatch: pytest.Monke
     sampler = build_sampler("none", LABELS)
     assert dd.train_batches(sampler, ctx, batch_size=6) == {"sampler": sampler, "batch_size": 6, "drop_last": True}
     assert dd.train_batches(sampler, ctx, batch_size=4)["drop_last"] is False  # 19 = 4 * 4 + 3
+    assert dd.run_on_main(lambda: 3, ctx) == 3 and dd.gather_mean(2.5, 4, ctx) == 2.5
+    with dd.entered_on_main(hold_lock(tmp_path / "lock", what="run"), ctx):
+        with pytest.raises(RunLockedError):
+            with hold_lock(tmp_path / "lock", what="run"):
+                pass
     dd.shutdown()  # nothing to shut down: no error
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert not dd.init_distributed("cpu").distributed

@@ -23,10 +23,12 @@ Never imported by ``data``, ``models`` or ``config``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
-from collections.abc import Mapping, Sequence
+import pickle
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -45,11 +47,14 @@ __all__ = [
     "barrier",
     "broadcast_object",
     "context_from_env",
+    "entered_on_main",
+    "gather_mean",
     "gather_epoch_stats",
     "gather_predictions",
     "init_distributed",
     "is_main",
     "main_only",
+    "run_on_main",
     "shard_indices",
     "shutdown",
     "train_batches",
@@ -208,6 +213,52 @@ def broadcast_object(obj: T, ctx: DistributedContext, *, src: int = 0) -> T:
     return box[0]
 
 
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling (to reach the other ranks), else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - any unpicklable exception is replaced, never lost
+        return RuntimeError(f"rank 0: {type(exc).__name__}: {exc}")
+
+
+def run_on_main(function: Callable[..., T], ctx: DistributedContext, *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` on rank 0; its result, or the exception it raised, on every rank.
+
+    For the steps where rank 0 alone reads or writes the run directory (``config.yaml``, ``folds.json``,
+    the pooled metrics): the other ranks wait, then receive the same result, or raise the same error
+    instead of hanging at the next collective. The result must pickle. In one process: just the call.
+    """
+    if not ctx.distributed:
+        return function(*args, **kwargs)
+    outcome: tuple[bool, Any] = (True, None)
+    if ctx.is_main:
+        try:
+            outcome = (True, function(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
+            outcome = (False, _portable(exc))
+    ok, value = broadcast_object(outcome, ctx)
+    if not ok:
+        raise value
+    return value
+
+
+@contextlib.contextmanager
+def entered_on_main(manager: contextlib.AbstractContextManager[Any], ctx: DistributedContext) -> Iterator[None]:
+    """Enter ``manager`` (e.g. the run directory's lock) on rank 0 only, for the block.
+
+    If entering fails on rank 0 (another run holds the lock), every rank raises that error. The other
+    ranks never enter ``manager`` (an exclusive lock would refuse them); in one process it is simply
+    entered.
+    """
+    with contextlib.ExitStack() as stack:
+        if not ctx.distributed:
+            stack.enter_context(manager)
+        else:
+            run_on_main(lambda: stack.enter_context(manager) and None, ctx)  # broadcast None, not its value
+        yield
+
+
 def wrap_model(model: nn.Module, ctx: DistributedContext, *, device: torch.device, sync_batchnorm: bool = False,
                find_unused_parameters: bool = False) -> nn.Module:
     """DistributedDataParallel around ``model`` on ``device`` (the model itself in one process).
@@ -347,3 +398,14 @@ def gather_epoch_stats(stats: EpochStats, ctx: DistributedContext) -> EpochStats
                       accuracy=sum(p.accuracy * p.samples for p in pieces) / max(samples, 1),
                       samples=samples, seconds=max(p.seconds for p in pieces),
                       data_seconds=max(p.data_seconds for p in pieces), lr=pieces[0].lr)
+
+
+def gather_mean(value: float, weight: int, ctx: DistributedContext) -> float:
+    """The mean over ranks of ``value`` weighted by ``weight`` (e.g. a per-clip mean loss and its clip
+    count), the same on every rank; ``value`` itself in one process; NaN when all weights are 0."""
+    if not ctx.distributed:
+        return float(value)
+    pieces: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(pieces, (float(value), int(weight)))
+    total = sum(w for _, w in pieces)
+    return sum(v * w for v, w in pieces if w) / total if total else float("nan")
