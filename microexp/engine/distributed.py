@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler, Subset
 
 from microexp.data.samplers import DistributedBatchSampler
 from microexp.engine.trainer import EpochStats, Predictions, select_device
@@ -55,6 +55,7 @@ __all__ = [
     "is_main",
     "main_only",
     "run_on_main",
+    "shard_dataset",
     "shard_indices",
     "shutdown",
     "train_batches",
@@ -329,6 +330,13 @@ def shard_indices(n: int, ctx: DistributedContext) -> list[int]:
     base, extra = divmod(int(n), ctx.world_size)
     start = ctx.rank * base + min(ctx.rank, extra)
     return list(range(start, start + base + (ctx.rank < extra)))
+
+
+def shard_dataset(dataset: Dataset[Any], ctx: DistributedContext) -> tuple[Dataset[Any], list[int]]:
+    """This rank's evaluation block of ``dataset`` (a ``Subset``; the dataset itself in one process) and
+    its indices, for :func:`gather_predictions`."""
+    indices = shard_indices(len(dataset), ctx)  # type: ignore[arg-type]
+    return (Subset(dataset, indices) if ctx.distributed else dataset), indices
 
 
 def gather_predictions(predictions: Predictions, ctx: DistributedContext, *, indices: Sequence[int],
