@@ -19,6 +19,13 @@ from microexp.data.video import open_video
 from microexp.errors import ConfigError, VideoReadError
 
 H, W = 32, 32
+#: The exact (bit-identical) mode, which most of these tests compare against; the default is mjpeg (lossy).
+LOSSLESS = PackSettings(mode="lossless")
+
+
+def _crop(**settings) -> PackSettings:
+    """Lossless face-crop settings (exact comparisons)."""
+    return PackSettings(mode="lossless", face_crop=True, **settings)
 
 
 def noise(n: int, seed: int) -> np.ndarray:
@@ -64,7 +71,7 @@ def read_back(out: Path, row, backend: str, numbers) -> np.ndarray:
 def test_lossless_round_trip_keeps_numbering(tmp_path, dataset):
     _, table, frames = dataset
     out = tmp_path / "packed"
-    result = pack_table(table, out, progress=False)
+    result = pack_table(table, out, progress=False, settings=LOSSLESS)
     assert not result.failed and result.skipped == 0
     csv = pd.read_csv(out / "annotations.csv", keep_default_na=False)
     assert list(csv.columns) == list(CSV_COLUMNS)
@@ -87,7 +94,7 @@ def test_lossless_round_trip_keeps_numbering(tmp_path, dataset):
 def test_packed_csv_loads_with_the_annotation_reader(tmp_path, dataset):
     _, table, frames = dataset
     out = tmp_path / "packed"
-    pack_table(table, out, progress=False)
+    pack_table(table, out, progress=False, settings=LOSSLESS)
     result = load_clip_table(out / "annotations.csv", format="microexp")
     loaded = result.resolve(strict=True)
     assert list(loaded["first_frame"]) == [5, 1]
@@ -102,10 +109,10 @@ def test_packed_csv_loads_with_the_annotation_reader(tmp_path, dataset):
 def test_rerun_skips_packed_clips_and_repacks_on_new_settings(tmp_path, dataset):
     _, table, _ = dataset
     out = tmp_path / "packed"
-    pack_table(table, out, progress=False)
+    pack_table(table, out, progress=False, settings=LOSSLESS)
     files = sorted((out / "clips").rglob("*.mp4"))
     mtimes = [f.stat().st_mtime_ns for f in files]
-    again = pack_table(table, out, progress=False)
+    again = pack_table(table, out, progress=False, settings=LOSSLESS)
     assert again.skipped == 2 and len(again.table) == 2
     assert [f.stat().st_mtime_ns for f in files] == mtimes
     near = pack_table(table, out, settings=PackSettings(mode="near-lossless", gop=4), progress=False)
@@ -116,29 +123,30 @@ def test_rerun_skips_packed_clips_and_repacks_on_new_settings(tmp_path, dataset)
 def test_changed_source_frames_are_repacked(tmp_path, dataset):
     root, table, _ = dataset
     out = tmp_path / "packed"
-    pack_table(table, out, progress=False)
+    pack_table(table, out, progress=False, settings=LOSSLESS)
     new = noise(1, seed=9)[0]
     Image.fromarray(new).save(root / "sub02" / "EP03_02" / "img4.png")  # re-exported frame
-    result = pack_table(table, out, progress=False)
+    result = pack_table(table, out, progress=False, settings=LOSSLESS)
     assert result.skipped == 1
     with open_video(out / "clips" / "sub02" / "EP03_02.mp4", first_frame=1) as reader:
         np.testing.assert_array_equal(reader.get_frames_by_number([4])[0], new)
 
 
 def test_default_gop_depends_on_mode():
-    assert PackSettings().keyframe_interval == 1
+    assert PackSettings().keyframe_interval == 1 and PackSettings().mode == "mjpeg"
+    assert PackSettings(mode="lossless").keyframe_interval == 1
     assert PackSettings(mode="near-lossless").keyframe_interval == 16
     assert PackSettings(mode="near-lossless").rate_factor == 12
-    assert PackSettings(gop=4).keyframe_interval == 4
+    assert PackSettings(mode="lossless", gop=4).keyframe_interval == 4
 
 
 def test_interrupted_file_is_repacked(tmp_path, dataset):
     _, table, frames = dataset
     out = tmp_path / "packed"
-    pack_table(table, out, progress=False)
+    pack_table(table, out, progress=False, settings=LOSSLESS)
     dest = out / "clips" / "sub01" / "EP02_01f.mp4"
     dest.write_bytes(dest.read_bytes()[:200])  # e.g. copied over by hand and cut short
-    result = pack_table(table, out, progress=False)
+    result = pack_table(table, out, progress=False, settings=LOSSLESS)
     assert result.skipped == 1
     with open_video(dest, first_frame=5) as reader:
         np.testing.assert_array_equal(reader.get_frames_by_number([16]), frames["sub01/EP02_01f"][16][None])
@@ -148,7 +156,7 @@ def test_missing_frame_numbers_are_filled(tmp_path):
     folder = tmp_path / "gappy"
     frames = frame_folder(folder, [3, 4, 6, 7], seed=3, pattern="{:05d}.png")
     dest = tmp_path / "gappy.mp4"
-    packed = pack_clip(folder, dest, fps=200)
+    packed = pack_clip(folder, dest, fps=200, settings=LOSSLESS)
     assert (packed.first_frame, packed.frames, packed.filled) == (3, 5, 1)
     with open_video(dest, first_frame=3) as reader:
         got = reader.get_frames_by_number([3, 4, 5, 6, 7])
@@ -171,7 +179,7 @@ def test_a_frame_image_gone_mid_pack_is_the_source_s_error_and_leaves_nothing(tm
     monkeypatch.setattr(FolderReader, "_load", load)
     dest = tmp_path / "out" / "vanishing.mp4"
     with pytest.raises(VideoReadError, match=r"frame image not found: .*img4\.png") as info:
-        pack_clip(folder, dest, fps=200)
+        pack_clip(folder, dest, fps=200, settings=LOSSLESS)
     assert "cannot write" not in str(info.value)  # not reported as an output error
     assert list(dest.parent.iterdir()) == []  # no packed file, no temporary file
 
@@ -185,7 +193,7 @@ def test_rows_sharing_a_source_share_one_file(tmp_path):
         {"subject": 1, "clip": "spNO.1/a/6", "path": str(folder), "onset": 6, "apex": 7, "offset": 9,
          "dataset": "casme3", "fps": 30.0},
     ])
-    result = pack_table(table, tmp_path / "out", source_root=tmp_path, progress=False)
+    result = pack_table(table, tmp_path / "out", source_root=tmp_path, progress=False, settings=LOSSLESS)
     assert len(result.packed) == 1
     assert list(result.table["path"]) == ["clips/spNO.1/a/color.mp4"] * 2
 
@@ -194,7 +202,7 @@ def test_broken_clip_is_reported_and_others_packed(tmp_path, dataset):
     root, table, _ = dataset
     broken = root / "sub02" / "EP03_02" / "img3.png"
     broken.write_bytes(broken.read_bytes()[:50])
-    result = pack_table(table, tmp_path / "out", progress=False)
+    result = pack_table(table, tmp_path / "out", progress=False, settings=LOSSLESS)
     assert list(result.table["clip"]) == ["sub01/EP02_01f"]
     [(source, message)] = result.failed.items()
     assert source.endswith("EP03_02") and "img3.png" in message
@@ -202,7 +210,7 @@ def test_broken_clip_is_reported_and_others_packed(tmp_path, dataset):
 
 def test_parallel_workers(tmp_path, dataset):
     _, table, frames = dataset
-    result = pack_table(table, tmp_path / "out", workers=2, progress=False)
+    result = pack_table(table, tmp_path / "out", workers=2, progress=False, settings=LOSSLESS)
     assert not result.failed and len(result.table) == 2
     row = result.table.iloc[1]
     with open_video(tmp_path / "out" / row["path"], first_frame=int(row["first_frame"])) as reader:
@@ -224,7 +232,7 @@ def test_worker_pool_spawns_instead_of_forking(tmp_path, dataset, monkeypatch):
 
     monkeypatch.setattr(pack_module, "ProcessPoolExecutor", SpyPool)
     _, table, frames = dataset
-    result = pack_table(table, tmp_path / "out", workers=2, progress=False)
+    result = pack_table(table, tmp_path / "out", workers=2, progress=False, settings=LOSSLESS)
     assert methods == ["spawn"]
     assert not result.failed and len(result.table) == 2
     row = result.table.iloc[0]
@@ -233,17 +241,17 @@ def test_worker_pool_spawns_instead_of_forking(tmp_path, dataset, monkeypatch):
 
 
 def test_settings_validation():
-    with pytest.raises(ConfigError, match="pack mode 'lossy' is not one of lossless, near-lossless"):
+    with pytest.raises(ConfigError, match="pack mode 'lossy' is not one of mjpeg, lossless, near-lossless"):
         PackSettings(mode="lossy")
     with pytest.raises(ConfigError, match="crf applies to mode 'near-lossless'"):
-        PackSettings(crf=10)
+        PackSettings(mode="lossless", crf=10)
     with pytest.raises(ConfigError, match="gop must be >= 1"):
         PackSettings(gop=0)
     for margin in (-0.1, float("inf"), float("nan"), "wide"):
         with pytest.raises(ConfigError, match="--face-margin must be a finite number >= 0, got"):
-            PackSettings(face_crop=True, face_margin=margin)
+            _crop(face_margin=margin)
     with pytest.raises(ConfigError, match="--face-fallback 'guess' is not one of subject, none"):
-        PackSettings(face_crop=True, face_fallback="guess")
+        _crop(face_fallback="guess")
 
 
 def _write_our_csv(tmp_path: Path) -> tuple[Path, dict[int, np.ndarray]]:
@@ -260,7 +268,8 @@ def test_cli_run(tmp_path):
 
     csv, frames = _write_our_csv(tmp_path)
     args = argparse.Namespace(annotations=str(csv), format="auto", root=None, out=str(tmp_path / "out"),
-                              mode="lossless", gop=1, crf=None, container="mp4", preset="medium", workers=1,
+                              mode="lossless", gop=1, crf=None, quality=None, container="mp4", preset="medium",
+                              workers=1,
                               no_progress=True, strict=False, face_crop=False, face_margin=None,
                               face_fallback=None)
     assert pack_cli.run(args) == 0
@@ -327,7 +336,7 @@ def _overlap(a: FaceBox, b: FaceBox) -> float:
 def test_face_crop_cuts_every_frame_with_one_box(tmp_path, raw_faces, workers):
     root, table = _raw_dataset(tmp_path, raw_faces)
     out = tmp_path / "out"
-    result = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, workers=workers,
+    result = pack_table(table, out, settings=_crop(), source_root=root, workers=workers,
                         progress=False)
     # the clip without a face fails with one message (its subject has no other clip); the other is packed
     [(source, message)] = result.failed.items()
@@ -349,14 +358,14 @@ def test_face_crop_resumes_and_repacks_when_turned_off(tmp_path, raw_faces):
     root, table = _raw_dataset(tmp_path, raw_faces)
     table = table.iloc[:1]
     out = tmp_path / "out"
-    first = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, progress=False)
-    again = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, progress=False)
+    first = pack_table(table, out, settings=_crop(), source_root=root, progress=False)
+    again = pack_table(table, out, settings=_crop(), source_root=root, progress=False)
     assert again.skipped == 1 and again.packed[0].face_box == first.packed[0].face_box is not None
     assert len(pd.read_csv(out / "face_boxes.csv")) == 1  # a skipped clip keeps its box (read from the file's tag)
-    wider = pack_table(table, out, settings=PackSettings(face_crop=True, face_margin=0.9), source_root=root,
+    wider = pack_table(table, out, settings=_crop(face_margin=0.9), source_root=root,
                        progress=False)
     assert wider.skipped == 0 and wider.packed[0].face_box.w > first.packed[0].face_box.w
-    full = pack_table(table, out, settings=PackSettings(), source_root=root, progress=False)
+    full = pack_table(table, out, settings=LOSSLESS, source_root=root, progress=False)
     assert full.skipped == 0 and full.packed[0].face_box is None
     assert not (out / "face_boxes.csv").exists()  # no stale boxes for files that are no longer cropped
     with open_video(out / "clips" / "face.mp4", first_frame=1) as reader:
@@ -370,7 +379,7 @@ def test_synthetic_uncropped_footage_packs_back_to_faces(tmp_path):
     summary = generate_dataset(tmp_path / "raw", preset="easy", clips=3, subjects=3, size=128, fmt="frames",
                                uncropped=(320, 240), workers=1, progress=False)
     clips = load_clip_table(summary.annotations).resolve()
-    result = pack_table(clips, tmp_path / "packed", settings=PackSettings(face_crop=True),
+    result = pack_table(clips, tmp_path / "packed", settings=_crop(),
                         source_root=summary.out_dir, progress=False)
     assert not result.failed and len(result.table) == 3
     truth = pd.read_csv(summary.out_dir / "ground_truth.csv").set_index("clip")
@@ -405,7 +414,7 @@ def test_cli_face_crop(tmp_path, raw_faces, capsys):
 
 
 def test_damaged_box_in_a_tag_means_repack():
-    settings = PackSettings(face_crop=True).tag(10, 1, "abc")
+    settings = _crop().tag(10, 1, "abc")
     assert _split_tag(f"{settings} face_box=1,2,30,30") == (settings, FaceBox(1, 2, 30, 30), "detected")
     assert _split_tag(f"{settings} face_box=1,2,30,30:subject") == (settings, FaceBox(1, 2, 30, 30), "subject")
     assert _split_tag(f"{settings} face_box=1,2,x")[0] != settings  # unreadable box: no match, so re-packed
@@ -415,15 +424,15 @@ def test_damaged_box_in_a_tag_means_repack():
 def test_clip_without_a_face_borrows_its_subjects_box(tmp_path, raw_faces):
     root, table = _raw_dataset(tmp_path, raw_faces, wall_subject=1)  # both clips from subject 1
     out = tmp_path / "out"
-    refused = pack_table(table, out, settings=PackSettings(face_crop=True, face_fallback="none"), source_root=root,
+    refused = pack_table(table, out, settings=_crop(face_fallback="none"), source_root=root,
                          progress=False)
     assert list(refused.failed.values()) == ["no face found on the 5 frame(s) searched"]
-    result = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, progress=False)
+    result = pack_table(table, out, settings=_crop(), source_root=root, progress=False)
     assert not result.failed and sorted(result.table["clip"]) == ["face", "wall"]
     boxes = pd.read_csv(out / "face_boxes.csv").set_index("path")
     assert boxes.loc["clips/wall.mp4", "origin"] == "subject" and boxes.loc["clips/face.mp4", "origin"] == "detected"
     assert (boxes.loc["clips/wall.mp4", list("xywh")] == boxes.loc["clips/face.mp4", list("xywh")]).all()
-    again = pack_table(table, out, settings=PackSettings(face_crop=True), source_root=root, progress=False)
+    again = pack_table(table, out, settings=_crop(), source_root=root, progress=False)
     assert again.skipped == 2 and {p.face_box_origin for p in again.packed} == {"detected", "subject"}
 
 
@@ -432,7 +441,7 @@ def test_action_descriptors_survive_packing(tmp_path, dataset):
 
     _, table, _ = dataset
     table = table.assign(action_descriptors=["AD31+M57", ""])
-    pack_table(table, tmp_path / "packed", progress=False)
+    pack_table(table, tmp_path / "packed", progress=False, settings=LOSSLESS)
     loaded = load_clip_table(tmp_path / "packed" / "annotations.csv").resolve(strict=True)
     assert loaded["action_descriptors"].tolist() == ["AD31+M57", ""]
 
@@ -440,7 +449,7 @@ def test_action_descriptors_survive_packing(tmp_path, dataset):
 def test_a_full_disk_fails_the_clip_in_one_line_and_leaves_no_file(tmp_path, dataset, tmpfs):
     _, table, _ = dataset
     disk = tmpfs("disk", size="16k")
-    result = pack_table(table, disk, progress=False, write_csv=False)
+    result = pack_table(table, disk, progress=False, write_csv=False, settings=LOSSLESS)
     assert len(result.failed) == 2 and not result.packed
     for message in result.failed.values():
         assert "disk full" in message and str(disk / "clips") in message and "\n" not in message

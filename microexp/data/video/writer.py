@@ -143,3 +143,83 @@ def write_video(
 def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     yield first
     yield from rest
+
+
+#: JPEG quality of :func:`write_mjpeg` (and of ``microexp pack --mode mjpeg``) unless given.
+DEFAULT_JPEG_QUALITY = 95
+
+
+def write_mjpeg(
+    path: str | os.PathLike[str],
+    frames: np.ndarray | Iterable[np.ndarray],
+    *,
+    fps: Fraction | float | int,
+    quality: int = DEFAULT_JPEG_QUALITY,
+    chroma: str = "420",
+    metadata: dict[str, str] | None = None,
+) -> int:
+    """Write RGB frames as intra-only Motion JPEG (avi, mkv or mp4, from the suffix).
+
+    Every frame is one baseline JPEG image encoded by OpenCV's libjpeg at ``quality`` (the IJG scale
+    of JPEG folders and ``cv2.imwrite``), muxed as is: the file holds the very bytes a JPEG folder
+    written at that quality would hold, in one seekable file. Every frame is a keyframe, so reading
+    any frame decodes exactly one image. decord, PyAV and torchcodec read it (FFmpeg's ``mjpeg``
+    decoder); their YUV->RGB conversion differs from PIL's by about 1 grey level.
+
+    Args:
+        path: output file; its parent folder must exist. Overwritten if present.
+        frames: ``(T, H, W, 3)`` uint8 RGB, ``(T, H, W)`` gray, or an iterable of such frames.
+        fps: frame rate (a float is turned into the nearest fraction with denominator <= 1001).
+        quality: JPEG quality 1..100.
+        chroma: ``"420"`` (JPEG's usual subsampling) or ``"444"`` (full colour, about 1.5x the bytes and
+            1.4x the decoding time).
+        metadata: container tags to store (e.g. ``{"comment": ...}``).
+
+    Returns:
+        The number of frames written.
+
+    Raises:
+        ValueError: bad frames or arguments.
+    """
+    import av
+    import cv2
+
+    rate = _as_fraction(fps)
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
+    if chroma not in ("444", "420"):
+        raise ValueError(f"chroma must be '444' or '420', got {chroma!r}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality,
+              cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+              cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444 if chroma == "444" else cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420]
+    path = Path(path)
+    it = _iter_frames(frames)
+    first = next(it, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    height, width = first.shape[:2]
+    count = 0
+    with av.open(str(path), mode="w") as container:
+        if metadata:
+            for key, value in metadata.items():
+                container.metadata[key] = value
+        stream = container.add_stream("mjpeg", rate=rate)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuvj444p" if chroma == "444" else "yuvj420p"
+        time_base = Fraction(1) / rate
+        for frame in _chain(first, it):
+            if frame.shape[:2] != (height, width):
+                raise ValueError(
+                    f"{path}: frame {count} is {frame.shape[1]}x{frame.shape[0]}, frame 0 is {width}x{height}"
+                )
+            ok, data = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]), params)
+            if not ok:
+                raise ValueError(f"{path}: OpenCV cannot JPEG-encode frame {count}")
+            packet = av.Packet(data.tobytes())
+            packet.stream = stream
+            packet.time_base = time_base
+            packet.pts = packet.dts = count
+            packet.is_keyframe = True
+            container.mux(packet)
+            count += 1
+    return count
