@@ -192,12 +192,15 @@ def random_resized_crop(frames: torch.Tensor, *, size: int, scale: tuple[float, 
     Returns:
         uint8 ``(B, T, C, size, size)``: each crop resampled bilinearly and rounded.
     """
-    batch, _, _, height, width = frames.shape
+    batch, frames_per_clip, channels, height, width = frames.shape
     top, left, h, w = _crop_params(batch, height, width, scale, generator)
-    rows = _axis_weights(top, h, height, size)[:, None, None]  # (B, 1, 1, size, H)
-    cols = _axis_weights(left, w, width, size)[:, None, None]  # (B, 1, 1, size, W)
-    out = rows @ frames.to(torch.float32) @ cols.transpose(-1, -2)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+    rows = _axis_weights(top, h, height, size)  # (B, size, H)
+    cols = _axis_weights(left, w, width, size)  # (B, size, W)
+    # two batched products, one per axis: (B, H, T*C*W) -> (B, size, T*C*W) -> (B, size*T*C, W) -> (B, ..., size)
+    x = frames.permute(0, 3, 1, 2, 4).reshape(batch, height, -1).to(torch.float32)
+    x = torch.bmm(rows, x).reshape(batch, -1, width)
+    x = torch.bmm(x, cols.transpose(1, 2)).reshape(batch, size, frames_per_clip, channels, size)
+    return x.permute(0, 2, 3, 1, 4).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
