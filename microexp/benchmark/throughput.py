@@ -5,9 +5,11 @@ through (1) :func:`microexp.engine.trainer.train_one_epoch` with the experiment 
 without decay on norms and biases, the per-step cosine schedule, cross-entropy from
 :func:`build_loss`, gradient clipping at the default 1.0, loss and accuracy bookkeeping) and (2) a bare
 loop (``zero_grad``, forward, ``cross_entropy``, ``backward``, ``AdamW.step``). Both start from the same
-initial weights; their repeats are interleaved; one untimed warm-up step each comes first. On CUDA both
-loops use bf16 autocast and ``channels_last_3d`` (the recipe defaults) and synchronise before the clock
-stops.
+initial weights; their repeats are interleaved; one untimed warm-up step each comes first. Both loops use
+the precision and memory format a recipe with the defaults gets (:mod:`microexp.engine.precision`): on CUDA
+bf16 autocast where the GPU has it (else fp16 with a ``GradScaler``) and ``channels_last_3d`` weights and
+input for the Conv3d models; on CPU fp32 and contiguous tensors. Both synchronise before the clock stops;
+the section's details say which type and formats were used.
 """
 
 from __future__ import annotations
@@ -54,46 +56,55 @@ def measure_throughput(*, device: str, steps: int, repeats: int, models: tuple[s
         steps: optimisation steps per timed repeat.
         repeats: timed repeats per loop (interleaved; medians reported).
     """
+    from microexp.engine.precision import (autocast_dtype, dtype_name, make_grad_scaler, memory_format_for,
+                                           prepare_model)
     from microexp.engine.trainer import build_optimizer, build_scheduler, train_one_epoch
     from microexp.losses import build_loss
     from microexp.models import create_model
 
     dev = torch.device(device)
-    cuda = dev.type == "cuda"
-    memory_format = torch.channels_last_3d if cuda else torch.contiguous_format
+    dtype = autocast_dtype(dev, amp=True, amp_dtype="auto")  # the recipe defaults: train.amp, amp_dtype auto
     section = Section(f"throughput_{device}", details={
-        "batch_size": BATCH, "steps_per_repeat": steps, "amp": "bf16" if cuda else "off",
-        "channels_last": cuda, "models": {}})
+        "batch_size": BATCH, "steps_per_repeat": steps, "amp_dtype": "auto", "dtype": dtype_name(dtype),
+        "channels_last": True, "models": {}})
     for index, name in enumerate(models):
         torch.manual_seed(index)
         base = create_model(name, num_classes=NUM_CLASSES)
         spec = base.spec
+        memory_format = memory_format_for(base, device=dev, channels_last=True)
         batches = _batches(spec, steps, dev, seed=index)
         warm = batches[:1]
 
-        ours = copy.deepcopy(base).to(dev)
+        ours = prepare_model(copy.deepcopy(base), device=dev, memory_format=memory_format)
         optimizer = build_optimizer(ours, name="adamw", lr=1e-4, weight_decay=0.05)
         scheduler = build_scheduler(optimizer, name="cosine", epochs=repeats + 1, steps_per_epoch=steps,
                                     warmup_epochs=0)
         loss_fn = build_loss("ce", [BATCH] * NUM_CLASSES).to(dev)
+        scaler = make_grad_scaler(dev, dtype)
 
         def run_ours(data: list[dict[str, torch.Tensor]]) -> None:
             train_one_epoch(ours, data, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, device=dev,
-                            grad_clip=1.0, amp=True, channels_last=True, progress=False)
+                            grad_clip=1.0, dtype=dtype, memory_format=memory_format, scaler=scaler, progress=False)
             _sync(dev)
 
-        bare = copy.deepcopy(base).to(dev)
+        bare = prepare_model(copy.deepcopy(base), device=dev, memory_format=memory_format)
         bare_optimizer = torch.optim.AdamW(bare.parameters(), lr=1e-4, weight_decay=0.05)
+        bare_scaler = make_grad_scaler(dev, dtype)
 
         def run_bare(data: list[dict[str, torch.Tensor]]) -> None:
             bare.train()
             for batch in data:
                 videos = batch["video"].contiguous(memory_format=memory_format)
                 bare_optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+                with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                     loss = F.cross_entropy(bare(videos).float(), batch["label"])
-                loss.backward()
-                bare_optimizer.step()
+                if bare_scaler.is_enabled():  # fp16 only
+                    bare_scaler.scale(loss).backward()
+                    bare_scaler.step(bare_optimizer)
+                    bare_scaler.update()
+                else:
+                    loss.backward()
+                    bare_optimizer.step()
             _sync(dev)
 
         run_ours(warm)
@@ -113,7 +124,8 @@ def measure_throughput(*, device: str, steps: int, repeats: int, models: tuple[s
             Figure(f"{name}.microexp_over_bare", tuple(o / b for o, b in zip(ours_rate, bare_rate)), "x"),
         ]
         section.details["models"][name] = {"family": spec.family, "input": [spec.in_channels, spec.num_frames,
-                                                                           spec.input_size, spec.input_size]}
+                                                                           spec.input_size, spec.input_size],
+                                           "memory_format": str(memory_format).removeprefix("torch.")}
         logger.info("throughput %s on %s: microexp %.1f clips/s, bare %.1f clips/s", name, device,
                     section.figure(f"{name}.microexp.clips_per_s").median,  # type: ignore[union-attr]
                     section.figure(f"{name}.bare.clips_per_s").median)  # type: ignore[union-attr]

@@ -43,6 +43,7 @@ import torch
 from microexp.checkpoint import load_checkpoint
 from microexp.config import ExperimentConfig
 from microexp.engine.experiment import ExperimentData, build_dataset, model_spec, prepare_run, resume_folds, run_fold
+from microexp.engine.precision import autocast_dtype, memory_format_for
 from microexp.engine.progress import RunProgress
 from microexp.engine.results import logged_epochs, write_csv
 from microexp.engine.run_dir import LOCK_NAME, check_not_a_file, hold_lock, keep_config
@@ -413,8 +414,12 @@ class _EpochScorer:
             raise RuntimeError(f"{self.fold_dir / 'last.pt'} holds epoch {payload['epoch']}, expected {epoch}")
         self.model.load_state_dict(payload["state_dict"])
         with _preserved_random_state(self.device):
-            predictions = evaluate(self.model, self.loader, device=self.device, amp=self.config.train.amp,
-                                   progress=False, description=f"fold {self.fold} audit test")
+            train = self.config.train
+            predictions = evaluate(
+                self.model, self.loader, device=self.device,
+                dtype=autocast_dtype(self.device, amp=train.amp, amp_dtype=train.amp_dtype),
+                memory_format=memory_format_for(self.model, device=self.device, channels_last=train.channels_last),
+                progress=False, description=f"fold {self.fold} audit test")
         frame = pd.DataFrame({"epoch": epoch, "clip": predictions.clips, "subject": predictions.subjects,
                               "label": predictions.labels, "pred": predictions.predicted})
         if "dataset" in self.test_table.columns:

@@ -7,8 +7,10 @@ nothing of folds, recipes or files; the experiment runner wires them. Batches ar
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -111,6 +113,11 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+#: How often (in steps) the loops read their running loss on the host to check it is finite and to update the
+#: progress bar; they also check at the end. In between nothing waits for the GPU.
+CHECK_EVERY = 25
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable[dict[str, Any]],
@@ -120,56 +127,75 @@ def train_one_epoch(
     device: torch.device,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     grad_clip: float | None = None,
-    amp: bool = False,
-    channels_last: bool = False,
+    dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
     scaler: torch.amp.GradScaler | None = None,
+    check_every: int = CHECK_EVERY,
     progress: bool | None = None,
     description: str = "train",
+    amp: bool | None = None,
+    channels_last: bool | None = None,
 ) -> EpochStats:
-    """One pass over ``loader``; mixed precision and ``channels_last`` only take effect on CUDA.
+    """One pass over ``loader`` (batches ``video (B, C, T, H, W)``, ``label (B,)``).
+
+    Args:
+        dtype: the autocast type (:func:`microexp.engine.precision.autocast_dtype`); None = fp32.
+        memory_format: the input's memory format, the model's own
+            (:func:`~microexp.engine.precision.memory_format_for`, applied by ``prepare_model``).
+        scaler: a ``GradScaler`` for fp16 (:func:`~microexp.engine.precision.make_grad_scaler`); a disabled
+            one or None steps the optimizer directly.
+        check_every: the loss and accuracy are summed on the device; every ``check_every`` steps and at the
+            end the sum is read on the host, checked finite and shown in the progress bar. No other step
+            waits for the device (an enabled ``GradScaler`` does, inside ``scaler.step``).
+        amp, channels_last: deprecated, the old booleans (bf16 autocast / ``channels_last_3d`` input on
+            CUDA); used only when ``dtype`` / ``memory_format`` are left at their defaults.
+
+    Returns:
+        :class:`EpochStats`; ``data_seconds`` is the host's time blocked on the loader. On CUDA, where the
+        host runs ahead of the device, that is the time the queue of GPU work could drain while waiting
+        for data: the data-starved time, not the loader's own cost.
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite (a diverged run should stop, not continue).
+        FloatingPointError: the loss became NaN or infinite (found at the next check: a diverged run
+            should stop, not continue).
     """
+    dtype, memory_format = _legacy(device, dtype, memory_format, amp=amp, channels_last=channels_last)
     model.train()
-    use_amp = amp and device.type == "cuda"
-    memory_format = torch.channels_last_3d if channels_last and device.type == "cuda" else torch.contiguous_format
-    total_loss, correct, samples, data_seconds = 0.0, 0, 0, 0.0
+    tally = _Tally(device, check_every=check_every, description=description, what="loss", hint="")
+    use_scaler = scaler is not None and scaler.is_enabled()
+    data_seconds = 0.0
     start = waited = time.perf_counter()
     bar = tqdm(_batches(loader), total=_length(loader), desc=description, leave=False, disable=_no_progress(progress))
     for batch in bar:
         data_seconds += time.perf_counter() - waited
         videos = batch["video"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         labels = batch["label"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with _autocast(device, dtype):
             logits = model(videos)
             loss = loss_fn(logits.float(), labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{description}: loss is {loss.item()} after {samples} samples")
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None and scaler.is_enabled():
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
+        if use_scaler:
+            scaler.scale(loss).backward()  # type: ignore[union-attr]
+            scaler.unscale_(optimizer)  # type: ignore[union-attr]
             _clip(model, grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            scaler.step(optimizer)  # type: ignore[union-attr]
+            scaler.update()  # type: ignore[union-attr]
         else:
             loss.backward()
             _clip(model, grad_clip)
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        batch_size = labels.shape[0]
-        total_loss += loss.item() * batch_size
-        correct += int((logits.argmax(dim=1) == labels).sum())
-        samples += batch_size
-        bar.set_postfix(loss=f"{total_loss / samples:.3f}")
+        tally.add(loss.detach(), labels.shape[0], correct=(logits.detach().argmax(dim=1) == labels).sum())
+        if tally.due():
+            bar.set_postfix(loss=f"{tally.check():.3f}")
         waited = time.perf_counter()
+    mean_loss, accuracy = tally.finish()
     return EpochStats(
-        loss=total_loss / max(samples, 1),
-        accuracy=correct / max(samples, 1),
-        samples=samples,
-        seconds=time.perf_counter() - start,
+        loss=mean_loss,
+        accuracy=accuracy,
+        samples=tally.samples,
+        seconds=time.perf_counter() - start,  # after finish(), which waits for the device
         data_seconds=data_seconds,
         lr=optimizer.param_groups[0]["lr"],
     )
@@ -183,13 +209,20 @@ def pretrain_one_epoch(
     device: torch.device,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     grad_clip: float | None = 1.0,
-    amp: bool = False,
+    dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    scaler: torch.amp.GradScaler | None = None,
+    check_every: int = CHECK_EVERY,
     generator: torch.Generator | None = None,
     progress: bool | None = None,
     description: str = "pretrain",
+    amp: bool | None = None,
 ) -> float:
     """One self-supervised pass: ``model(videos, generator=)`` returns an output with a ``loss`` (e.g.
     :class:`~microexp.models.masked_video.MaskedVideoAutoencoder`); labels are never read.
+
+    ``dtype``, ``memory_format``, ``scaler``, ``check_every`` and the deprecated ``amp`` as in
+    :func:`train_one_epoch`.
 
     Returns:
         The mean loss per clip.
@@ -197,30 +230,34 @@ def pretrain_one_epoch(
     Raises:
         FloatingPointError: the loss became NaN or infinite.
     """
+    dtype, memory_format = _legacy(device, dtype, memory_format, amp=amp, channels_last=None)
     model.train()
-    use_amp = amp and device.type == "cuda"
-    total = torch.zeros((), device=device)  # summed on the device: no host sync per step
-    samples = 0
+    # float32 sums, as before: the logged pretraining loss stays what it was
+    tally = _Tally(device, check_every=check_every, description=description, what="reconstruction loss",
+                   hint="; lower pretrain.lr", loss_dtype=torch.float32)
+    use_scaler = scaler is not None and scaler.is_enabled()
     bar = tqdm(_batches(loader), total=_length(loader), desc=description, leave=False, disable=_no_progress(progress))
-    for step, batch in enumerate(bar):
-        videos = batch["video"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+    for batch in bar:
+        videos = batch["video"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        with _autocast(device, dtype):
             loss = model(videos, generator=generator).loss.float()
-        if step % 20 == 0 and not torch.isfinite(loss):
-            raise FloatingPointError(f"{description}: reconstruction loss is {loss.item()} after {samples} clips; "
-                                     "lower pretrain.lr")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        _clip(model, grad_clip)
-        optimizer.step()
+        if use_scaler:
+            scaler.scale(loss).backward()  # type: ignore[union-attr]
+            scaler.unscale_(optimizer)  # type: ignore[union-attr]
+            _clip(model, grad_clip)
+            scaler.step(optimizer)  # type: ignore[union-attr]
+            scaler.update()  # type: ignore[union-attr]
+        else:
+            loss.backward()
+            _clip(model, grad_clip)
+            optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        total += loss.detach() * videos.shape[0]
-        samples += videos.shape[0]
-    mean = float(total) / max(samples, 1)
-    if samples and not math.isfinite(mean):
-        raise FloatingPointError(f"{description}: reconstruction loss is {mean}; lower pretrain.lr")
-    return mean
+        tally.add(loss.detach(), videos.shape[0])
+        if tally.due():
+            bar.set_postfix(loss=f"{tally.check():.3f}")
+    return tally.finish()[0]
 
 
 @torch.no_grad()
@@ -230,38 +267,128 @@ def evaluate(
     *,
     device: torch.device,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    amp: bool = False,
+    dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
     progress: bool | None = None,
     description: str = "eval",
+    amp: bool | None = None,
 ) -> Predictions:
-    """Class probabilities for every clip of ``loader`` (softmax of the logits), with clip ids."""
+    """Class probabilities for every clip of ``loader`` (softmax of the fp32 logits), with clip ids.
+
+    ``dtype`` and ``memory_format`` as in :func:`train_one_epoch` (pass the training run's). Probabilities,
+    labels and the loss stay on the device until the end: one transfer, no per-batch wait.
+    ``amp`` is deprecated (bf16 autocast on CUDA when ``dtype`` is None).
+    """
+    # stacklevel 4: through torch.no_grad's wrapper to the caller
+    dtype, memory_format = _legacy(device, dtype, memory_format, amp=amp, channels_last=None, stacklevel=4)
     model.eval()
-    use_amp = amp and device.type == "cuda"
     clips: list[str] = []
     subjects: list[int] = []
     labels, probabilities = [], []
-    total_loss, samples = 0.0, 0
+    total_loss = torch.zeros((), dtype=_sum_dtype(device), device=device)
+    samples = 0
     for batch in tqdm(_batches(loader), total=_length(loader), desc=description, leave=False,
                       disable=_no_progress(progress)):
-        videos = batch["video"].to(device, non_blocking=True)
+        videos = batch["video"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         targets = batch["label"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with _autocast(device, dtype):
             logits = model(videos).float()
         if loss_fn is not None:
-            total_loss += loss_fn(logits, targets).item() * targets.shape[0]
+            total_loss += loss_fn(logits, targets).to(total_loss.dtype) * targets.shape[0]
         samples += targets.shape[0]
-        probabilities.append(torch.softmax(logits, dim=1).cpu().numpy())
-        labels.append(targets.cpu().numpy())
+        probabilities.append(torch.softmax(logits, dim=1))
+        labels.append(targets)
         clips += [str(c) for c in batch["clip"]]
         subjects += [int(s) for s in batch["subject"]]
     num_classes = probabilities[0].shape[1] if probabilities else 0
     return Predictions(
         clips=clips,
         subjects=subjects,
-        labels=np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64),
-        probabilities=np.concatenate(probabilities) if probabilities else np.zeros((0, num_classes), np.float32),
-        loss=total_loss / samples if loss_fn is not None and samples else float("nan"),
+        labels=torch.cat(labels).cpu().numpy() if labels else np.zeros(0, dtype=np.int64),
+        probabilities=(torch.cat(probabilities).cpu().numpy() if probabilities
+                       else np.zeros((0, num_classes), np.float32)),
+        loss=float(total_loss) / samples if loss_fn is not None and samples else float("nan"),
     )
+
+
+class _Tally:
+    """Running sums of one pass, kept on the device and read on the host only when checked.
+
+    The loss sum is float64 (float32 on MPS, which has no float64) unless ``loss_dtype`` says otherwise:
+    the per-step ``loss * batch_size`` in float64 is exactly what a Python-float accumulation of
+    ``loss.item() * batch_size`` gave. A NaN or infinite step makes the sum non-finite, so a check every
+    ``check_every`` steps sees every bad step since the last check.
+    """
+
+    def __init__(self, device: torch.device, *, check_every: int, description: str, what: str, hint: str,
+                 loss_dtype: torch.dtype | None = None) -> None:
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+            raise ValueError(f"check_every={check_every!r}: expected an integer >= 1 (steps between checks)")
+        self.check_every, self.description, self.what, self.hint = check_every, description, what, hint
+        self.loss = torch.zeros((), dtype=loss_dtype or _sum_dtype(device), device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.samples = self.steps = self.checked_steps = self.checked_samples = 0
+
+    def add(self, loss: torch.Tensor, batch_size: int, *, correct: torch.Tensor | None = None) -> None:
+        self.loss += loss.to(self.loss.dtype) * batch_size
+        if correct is not None:
+            self.correct += correct
+        self.samples += batch_size
+        self.steps += 1
+
+    def due(self) -> bool:
+        return self.steps % self.check_every == 0
+
+    def check(self) -> float:
+        """The mean loss so far (waits for the device).
+
+        Raises:
+            FloatingPointError: the sum is NaN or infinite, naming the steps and samples where it became so.
+        """
+        total = float(self.loss)
+        mean = total / max(self.samples, 1)
+        if not math.isfinite(total):
+            where = (f"at step {self.steps}" if self.steps - self.checked_steps == 1 else
+                     f"between steps {self.checked_steps + 1} and {self.steps}")
+            raise FloatingPointError(
+                f"{self.description}: {self.what} is {mean} {where} (after {self.checked_samples} to {self.samples} "
+                f"samples; checked every {self.check_every} steps){self.hint}")
+        self.checked_steps, self.checked_samples = self.steps, self.samples
+        return mean
+
+    def finish(self) -> tuple[float, float]:
+        """``(mean loss, accuracy)`` of the pass, checked; ``(0.0, 0.0)`` for an empty pass, as before."""
+        if not self.samples:
+            return 0.0, 0.0
+        mean = self.check()
+        return mean, int(self.correct) / self.samples
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """``torch.autocast`` to ``dtype``, or nothing for fp32 (None)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def _legacy(
+    device: torch.device, dtype: torch.dtype | None, memory_format: torch.memory_format, *, amp: bool | None,
+    channels_last: bool | None, stacklevel: int = 3,
+) -> tuple[torch.dtype | None, torch.memory_format]:
+    """Map the deprecated ``amp`` / ``channels_last`` booleans to what they meant (bf16 autocast and a
+    ``channels_last_3d`` input, on CUDA only), where ``dtype`` / ``memory_format`` were not given."""
+    if amp is not None or channels_last is not None:
+        warnings.warn("train_one_epoch/evaluate/pretrain_one_epoch: amp= and channels_last= are deprecated; pass "
+                      "dtype= (precision.autocast_dtype) and memory_format= (precision.memory_format_for)",
+                      DeprecationWarning, stacklevel=stacklevel)
+    cuda = device.type == "cuda"
+    if dtype is None and amp and cuda:
+        dtype = torch.bfloat16
+    if memory_format == torch.contiguous_format and channels_last and cuda:
+        memory_format = torch.channels_last_3d
+    return dtype, memory_format
 
 
 def _batches(loader: Iterable[Any]) -> Iterator[Any]:
