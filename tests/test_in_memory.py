@@ -176,6 +176,8 @@ def test_training_crops_differ_per_sample_and_are_reproducible_per_epoch(clip_ta
     first = [epoch(e, loader) for e in range(3)]
     resumed = store.loader(clip_table, batch_size=4, sampler=sampler, train=True, seed=7)
     assert all(torch.equal(a, b) for a, b in zip(first[2], epoch(2, resumed)))  # a resumed epoch draws the same
+    unthreaded = store.loader(clip_table, batch_size=4, sampler=sampler, train=True, seed=7, prefetch=False)
+    assert all(torch.equal(a, b) for a, b in zip(first[1], epoch(1, unthreaded)))  # prefetching changes nothing
     assert not torch.equal(first[0][0], first[1][0])
     same_clip = next(iter(store.loader([2] * 16, batch_size=16, train=True, seed=0)))["video"]
     assert len({tuple(v.flatten().tolist()) for v in same_clip}) >= 12  # crops drawn per sample

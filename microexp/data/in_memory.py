@@ -41,6 +41,7 @@ import hashlib
 import json
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -341,7 +342,7 @@ class InMemoryClips:
 
     def loader(self, table: pd.DataFrame | Sequence[int] | np.ndarray, *, batch_size: int,
                sampler: Iterable[Any] | None = None, drop_last: bool = False, train: bool = False, seed: int = 0,
-               pin_memory: bool = False) -> "InMemoryLoader":
+               pin_memory: bool = False, prefetch: bool = True) -> "InMemoryLoader":
         """An iterable of batches over ``table``'s clips, like a DataLoader over the Dataset of ``table``.
 
         Args:
@@ -353,12 +354,13 @@ class InMemoryClips:
             train: draw crops and flips per batch (the pipeline's training augmentation).
             seed: with the epoch, seeds the augmentation's generator (the Dataset's ``seed``).
             pin_memory: pin each batch's ``video`` (for non-blocking copies to CUDA).
+            prefetch: make the next batch on a thread while the current one trains (same batches either way).
         """
         positions = self.positions(table) if isinstance(table, pd.DataFrame) else np.asarray(table, dtype=np.int64)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: expected an integer >= 1")
         return InMemoryLoader(self, positions, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                              train=train, seed=seed, pin_memory=pin_memory)
+                              train=train, seed=seed, pin_memory=pin_memory, prefetch=prefetch)
 
     def batch(self, positions: torch.Tensor, *, train: bool = False,
               generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -418,11 +420,12 @@ class InMemoryLoader:
     """Batches of an :class:`InMemoryClips` store (what :meth:`InMemoryClips.loader` returns).
 
     Iterating reads the sampler once (its ``set_epoch`` works as with a DataLoader) and, in training
-    mode, seeds one generator from ``(seed, epoch)``; ``len()`` is the number of batches.
+    mode, seeds one generator from ``(seed, epoch)``; ``len()`` is the number of batches. With
+    ``prefetch`` the next batch is made on a thread while the caller trains on the current one.
     """
 
     def __init__(self, store: InMemoryClips, positions: np.ndarray, *, batch_size: int, sampler: Iterable[Any] | None,
-                 drop_last: bool, train: bool, seed: int, pin_memory: bool) -> None:
+                 drop_last: bool, train: bool, seed: int, pin_memory: bool, prefetch: bool = True) -> None:
         self.store = store
         self.positions = torch.as_tensor(positions, dtype=torch.int64)
         self.batch_size = batch_size
@@ -431,6 +434,7 @@ class InMemoryLoader:
         self.train = train
         self.seed = seed
         self.pin_memory = pin_memory
+        self.prefetch = prefetch
 
     def __len__(self) -> int:
         count = len(self.sampler) if self.sampler is not None else len(self.positions)  # type: ignore[arg-type]
@@ -453,12 +457,27 @@ class InMemoryLoader:
             state = np.random.SeedSequence([self.seed, epoch]).generate_state(2, dtype=np.uint32)
             generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
-        for start in range(0, stop, self.batch_size):
+        starts = range(0, stop, self.batch_size)
+
+        def make(start: int) -> dict[str, Any]:
             batch = self.store.batch(self.positions[order[start:start + self.batch_size]], train=self.train,
                                      generator=generator)
             if self.pin_memory:
                 batch["video"] = batch["video"].pin_memory()
-            yield batch
+            return batch
+
+        if not self.prefetch or len(starts) < 2:
+            yield from (make(start) for start in starts)
+            return
+        # one batch ahead on a thread (torch's kernels release the GIL): the next batch is made while the
+        # model trains on this one; batches are still made one after another, so the draws stay in order
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="microexp-in-memory") as pool:
+            pending = pool.submit(make, starts[0])
+            for start in starts[1:]:
+                batch = pending.result()
+                pending = pool.submit(make, start)
+                yield batch
+            yield pending.result()
 
 
 # -- helpers ------------------------------------------------------------------------------------------
