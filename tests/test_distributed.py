@@ -7,6 +7,8 @@ A run that does not finish within its timeout (a hung collective) is killed and 
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import socket
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
@@ -21,6 +24,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+import microexp.engine.experiment as experiment
+from microexp.config import load_config
 from microexp.data.dataset import EpochIndexSampler
 from microexp.data.samplers import SAMPLERS, DistributedShard, build_sampler
 from microexp.engine import distributed as dd
@@ -337,6 +342,45 @@ def test_rank_zero_acts_and_every_rank_shares_its_result_or_error(
     assert [r["refused_block"] for r in ranks] == ["run directory x is in use by pid 1"] * 2
     assert [r["mean"] for r in ranks] == [pytest.approx(5 / 3)] * 2
     assert all(np.isnan(r["empty_mean"]) for r in ranks)
+
+
+# ----------------------------------------------------------------------------------------------------
+# a whole run under DDP, once the engine takes a context (run_experiment(..., ctx=))
+
+_ENGINE_WIRED = "ctx" in inspect.signature(experiment.run_experiment).parameters
+
+
+def _run_experiment(ctx: dd.DistributedContext, out: Path) -> None:
+    overrides = json.loads((out / "overrides.json").read_text())
+    metrics = experiment.run_experiment(load_config(None, overrides), out / "ddp", progress=False, ctx=ctx)
+    _save({"metrics": metrics}, out, "experiment", ctx)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _ENGINE_WIRED, reason="run_experiment takes no ctx yet (the engine's DDP wiring)")
+def test_a_ddp_run_tests_every_clip_once_like_one_process(tmp_path: Path) -> None:
+    from microexp.synth import generate_dataset
+
+    generate_dataset(tmp_path / "data", clips=28, subjects=6, size=32, fmt="frames", seed=2, workers=1, progress=False)
+    values = {"data.annotations": str(tmp_path / "data" / "annotations.csv"), "cv.folds": 2, "train.epochs": 2,
+              "data.size": 32, "data.num_frames": 4, "data.sampling": "uniform", "model.name": "tsm_tiny",
+              "data.num_workers": 0, "train.batch_size": 4, "seed": 5, "cv.val_fraction": 0.34,
+              "train.model_selection": "val", "train.sampler": "class_balanced", "device": "cpu"}
+    overrides = [f"{k}={v}" for k, v in values.items()]
+    (tmp_path / "overrides.json").write_text(json.dumps(overrides))
+    _spawn(_run_experiment, tmp_path, timeout=300)
+    ranks = [torch.load(tmp_path / f"experiment_rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    assert ranks[0]["metrics"] is not None and ranks[0]["metrics"] == ranks[1]["metrics"]  # gathered, the same
+    single = tmp_path / "single"
+    experiment.run_experiment(load_config(None, overrides), single, progress=False)
+    for fold in ("fold_00", "fold_01"):
+        ddp, one = (pd.read_csv(run / fold / "predictions.csv") for run in (tmp_path / "ddp", single))
+        assert list(ddp["clip"]) == list(one["clip"]) and ddp["clip"].is_unique  # every test clip once, in order
+        assert len(pd.read_csv(tmp_path / "ddp" / fold / "log.csv")) == 2  # one row per epoch: rank 0 alone wrote
+        state = torch.load(tmp_path / "ddp" / fold / "model.pt", weights_only=False)["state_dict"]
+        assert not any(key.startswith("module.") for key in state)  # the unwrapped model was saved
+    pooled = pd.read_csv(tmp_path / "ddp" / "predictions.csv")
+    assert sorted(pooled["clip"].astype(str)) == sorted(pd.read_csv(values["data.annotations"])["clip"].astype(str))
 
 
 # ----------------------------------------------------------------------------------------------------
