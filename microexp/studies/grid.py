@@ -170,8 +170,8 @@ def run_grid(
         raise ConfigError(f"{cells_dir} already holds cells of an earlier run: pass --resume to continue it, "
                           "or choose another --out")
     configs = [cell_config(c, base_overrides) for c in cells]  # every config validated before any training
-    if launcher is not None:
-        _launch_cells(cells, configs, cells_dir, only_folds=only_folds, launcher=launcher)
+    launched = (_launch_cells(cells, configs, cells_dir, only_folds=only_folds, launcher=launcher)
+                if launcher is not None else set())
     results: dict[str, CellResult] = {}
     waiting: list[tuple[Cell, ExperimentConfig]] = []
     bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=None if progress is None else not progress)
@@ -179,7 +179,7 @@ def run_grid(
         for index, (cell, config) in enumerate(zip(cells, configs), start=1):
             run_dir = cells_dir / cell.name
             bar.set_postfix_str(cell.name)
-            if (run_dir / "metrics.json").exists():
+            if cell.name not in launched and (run_dir / "metrics.json").exists():
                 _check_same_config(config, run_dir)
                 result = read_cell(cell, run_dir)
                 logger.info("cell %d/%d %s: already finished, kept (%s)", index, len(cells), cell.name,
@@ -210,20 +210,24 @@ def run_grid(
 
 
 def _launch_cells(cells: Sequence[Cell], configs: Sequence[ExperimentConfig], cells_dir: Path, *,
-                  only_folds: Sequence[int] | None, launcher: Callable[[list[Any], Any], Any]) -> None:
-    """Write every unfinished cell's config.yaml and folds.json, then launch all their pending folds at once."""
+                  only_folds: Sequence[int] | None, launcher: Callable[[list[Any], Any], Any]) -> set[str]:
+    """Write every unfinished cell's config.yaml and folds.json, then launch all their pending folds at once;
+    returns the names of the cells launched."""
     from microexp.engine.experiment import prepare_shards
     from microexp.launch import fold_units
 
     units: list[Any] = []
+    launched = set()
     for cell, config in zip(cells, configs):
         run_dir = cells_dir / cell.name
         if (run_dir / "metrics.json").exists():
             continue
         pending, _ = prepare_shards(config, run_dir, only_folds=only_folds)
         units += fold_units(run_dir, pending, prefix=f"{cell.name}/")
-    logger.info("launching %d fold(s) of %d cell(s)", len(units), len(cells))
+        launched.add(cell.name)
+    logger.info("launching %d fold(s) of %d cell(s)", len(units), len(launched))
     launcher(units, configs[0].slurm if configs else None)
+    return launched
 
 
 def _collect_waiting(waiting: list[tuple[Cell, ExperimentConfig]], cells_dir: Path,
