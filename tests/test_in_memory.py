@@ -233,3 +233,15 @@ def test_one_store_per_process(clip_table, tmp_path):
     assert other is not store and len(other) == 4
     assert _LAST.store is other  # only the last store is kept
     _LAST.clear()
+
+
+def test_small_input_benchmark_reports_both_paths(tmp_path):
+    from microexp.benchmark.small_inputs import measure_small_inputs
+
+    section = measure_small_inputs(tmp_path, device="cpu", clips=24, subjects=4, epochs=2, batch_size=8, workers=0)
+    for path in ("per_item_w0", "in_memory"):
+        fraction = section.figure(f"{path}.data_fraction")
+        assert fraction is not None and all(0 <= v <= 1 for v in fraction.values)
+        assert section.figure(f"{path}.epoch_seconds").median > 0
+    assert section.details["input"] == [3, 1, 28, 28] and section.details["store_mb"] > 0
+    assert section.figure("per_item_over_in_memory.epoch_seconds") is not None

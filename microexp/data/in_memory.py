@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator, Sequence
@@ -54,6 +56,8 @@ from torchvision import tv_tensors
 from microexp.data.pipeline import ClipPipeline
 from microexp.data.transforms import TransformSpec, build_video_transform, difference_frames
 from microexp.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["IN_MEMORY_MODES", "InMemoryClips", "InMemoryLoader", "InMemoryPlan", "estimate_bytes", "in_memory_plan",
            "random_resized_crop", "unsupported_reason"]
@@ -125,8 +129,7 @@ def in_memory_plan(pipeline: ClipPipeline, table: pd.DataFrame | int, *, mode: s
     mb = estimate_bytes(pipeline, clips) / 2**20
     size = f"{clips} clips, about {mb:.1f} MB"
     if mode == "off":
-        return InMemoryPlan(False, f"per-item loading (data.in_memory=off; {size} in memory would be possible)"
-                            if unsupported_reason(pipeline) is None else "per-item loading (data.in_memory=off)", mb)
+        return InMemoryPlan(False, "per-item loading (data.in_memory=off)", mb)
     why = unsupported_reason(pipeline)
     if why is not None:
         if mode == "on":
@@ -318,7 +321,10 @@ class InMemoryClips:
             if _LAST.key == key and _LAST.store is not None:
                 return _LAST.store
             _LAST.key, _LAST.store = None, None  # let the old store go before the new one is built
+            started = time.perf_counter()
             store = cls.build(dataset, num_workers=num_workers)
+            logger.info("clips in memory: %d clips, %.1f MB, built in %.1f s", len(store), store.nbytes / 2**20,
+                        time.perf_counter() - started)
             _LAST.key, _LAST.store = key, store
             return store
 
