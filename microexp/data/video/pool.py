@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,16 @@ class ReaderPool:
 
     Args:
         capacity: readers kept open (>= 1).
+        opener: opens a reader, called as ``opener(path, backend=..., first_frame=..., num_threads=...)``
+            (default :func:`open_video`; a module-level function, so that the pool pickles).
     """
 
-    def __init__(self, capacity: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(self, capacity: int = DEFAULT_POOL_SIZE, *,
+                 opener: Callable[..., VideoReader] = open_video) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"reader pool capacity must be an integer >= 1, got {capacity!r}")
         self.capacity = capacity
+        self.opener = opener
         self._readers: OrderedDict[_Key, tuple[VideoReader, tuple[int, int]]] = OrderedDict()
         self._pid = os.getpid()
         self._inherited: list[Any] = []  # a forked child's copy of the parent's readers: never used or freed
@@ -80,7 +85,7 @@ class ReaderPool:
                 self._readers.move_to_end(key)
                 return reader
             self._close(key)
-        reader = open_video(path, backend=backend, first_frame=first_frame, num_threads=num_threads)
+        reader = self.opener(path, backend=backend, first_frame=first_frame, num_threads=num_threads)
         self.opened += 1
         self._readers[key] = (reader, version)
         while len(self._readers) > self.capacity:
@@ -116,7 +121,7 @@ class ReaderPool:
         return any(k[0] == name for k in self._readers)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"capacity": self.capacity}
+        return {"capacity": self.capacity, "opener": self.opener}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["capacity"])  # type: ignore[misc]
+        self.__init__(state["capacity"], opener=state["opener"])  # type: ignore[misc]
