@@ -86,6 +86,7 @@ def test_an_unknown_fold_is_one_line_naming_the_folds_the_protocol_has(tiny_data
     assert not (tmp_path / "run" / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_two_shard_processes_at_once_leave_one_valid_run(tiny_data, one_process, tmp_path):
     run = tmp_path / "run"
     shards = [subprocess.Popen([sys.executable, "-m", "microexp", "-q", *_args(tiny_data, run, "--folds", folds)],
@@ -122,6 +123,7 @@ def test_a_shard_whose_fold_another_process_trains_is_refused_naming_it(tiny_dat
         holder.wait()
 
 
+@pytest.mark.slow
 def test_the_local_launcher_runs_every_fold_and_the_final_model_in_cpu_workers(tiny_data, one_process, tmp_path, capsys):
     run = tmp_path / "run"
     assert _train(tiny_data, run, "--launcher", "local", "--workers", "2", "--final") == 0
@@ -134,6 +136,7 @@ def test_the_local_launcher_runs_every_fold_and_the_final_model_in_cpu_workers(t
     assert "pooled (all folds)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_failed_unit_is_named_with_its_log_and_the_others_finish(tiny_data, tmp_path, capsys):
     run = tmp_path / "run"
     (run / "fold_01").mkdir(parents=True)
@@ -151,6 +154,7 @@ def test_launcher_options_without_their_launcher_are_refused(tiny_data, tmp_path
     assert "--slurm-partition: only with --launcher submitit" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_runs_the_folds_as_a_job_array(tiny_data, one_process, tmp_path):
     pytest.importorskip("submitit")
     run = tmp_path / "run"
@@ -174,6 +178,7 @@ def test_a_requeued_task_resumes_its_fold(tiny_data, tmp_path):
     assert delayed.function.unit == task.unit and "--folds" in task.unit.argv
 
 
+@pytest.mark.slow
 def test_a_two_fold_study_runs_through_submitits_local_executor(tiny_data, tmp_path):
     pytest.importorskip("submitit")
     from microexp.config import SlurmConfig

@@ -246,3 +246,30 @@ def test_finalize_checks_that_the_studies_were_made_for_this_recipe(tiny_data, t
     optuna.create_study(storage=storage_url, study_name=study_name("bare", 0))  # not made by microexp sweep
     with pytest.raises(ConfigError, match="not made by microexp sweep"):
         finalize(SweepSettings(**{**settings.__dict__, "study": "bare"}), base_raw)
+
+
+@pytest.mark.slow
+def test_the_final_step_in_shards_and_through_the_local_launcher_gives_the_same_nested_metrics(
+        tiny_data, space_file, tmp_path, capsys):
+    import shutil
+
+    searched = tmp_path / "searched"
+    assert _sweep(tiny_data, space_file, searched, "--trials", 1, "--no-finalize") == 0
+    sharded, launched = tmp_path / "sharded", tmp_path / "launched"
+    shutil.copytree(searched, sharded)
+    shutil.copytree(searched, launched)
+    capsys.readouterr()
+    # one shard: no nested metrics yet, and it says which outer fold is missing
+    assert _sweep(tiny_data, space_file, sharded, "--finalize", "--folds", 1) == 0
+    assert "outer fold(s) 0 are not finalized yet" in capsys.readouterr().out
+    assert not (sharded / "final" / "metrics.json").exists()
+    assert (sharded / "final" / "fold_01" / "predictions.csv").exists()
+    # the other shard finishes last and writes the nested test metrics over both outer folds
+    assert _sweep(tiny_data, space_file, sharded, "--finalize", "--folds", 0) == 0
+    metrics = json.loads((sharded / "final" / "metrics.json").read_text())
+    assert metrics["outer_folds"] == [0, 1] and metrics["all_outer_folds"] is True
+    # each outer fold finalized in its own process gives the same numbers
+    assert _sweep(tiny_data, space_file, launched, "--finalize", "--launcher", "local", "--workers", 2) == 0
+    assert sorted(p.name for p in (launched / "final" / "logs").iterdir()) == ["fold_00.log", "fold_01.log"]
+    again = json.loads((launched / "final" / "metrics.json").read_text())
+    assert again["pooled"] == metrics["pooled"] and again["selected_trials"] == metrics["selected_trials"]

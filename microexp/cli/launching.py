@@ -16,12 +16,13 @@ SLURM_FLAGS = {"slurm_partition": "partition", "slurm_account": "account", "slur
                "slurm_mem": "mem_gb"}
 
 
-def add_shard_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--folds`` and the launcher options."""
+def add_shard_arguments(parser: argparse.ArgumentParser, *, cpu_workers: bool = True,
+                        folds_help: str | None = None) -> None:
+    """``--folds`` and the launcher options (``cpu_workers`` False: the command has its own ``--workers``)."""
     group = parser.add_argument_group("many processes, GPUs and machines (README: Running on many GPUs and machines)")
     group.add_argument("--folds", default=None, metavar="F,A-B",
-                       help="run only these folds (e.g. 0,3-5) into the shared --out; other processes or machines "
-                       "may run the others at the same time; the pooled metrics.json is written by whichever "
+                       help=folds_help or "run only these folds (e.g. 0,3-5) into the shared --out; other processes or "
+                       "machines may run the others at the same time; the pooled metrics.json is written by whichever "
                        "finishes the last fold (microexp evaluate RUN merges what is complete)")
     group.add_argument("--launcher", choices=("local", "submitit"), default=None,
                        help="run each pending fold as its own process: local (this machine: --gpus, --per-gpu, "
@@ -29,8 +30,9 @@ def add_shard_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpus", default=None, metavar="0,1,..",
                        help="local: the GPUs to use, one worker per fold pinned with CUDA_VISIBLE_DEVICES")
     group.add_argument("--per-gpu", type=int, default=1, metavar="K", help="local: folds run at once per GPU (default 1)")
-    group.add_argument("--workers", dest="launch_workers", type=int, default=None, metavar="N",
-                       help="local without --gpus: CPU worker processes (default 1), each with its share of the cores")
+    if cpu_workers:
+        group.add_argument("--workers", dest="launch_workers", type=int, default=None, metavar="N",
+                           help="local without --gpus: CPU worker processes (default 1), each with its share of the cores")
     group.add_argument("--slurm-partition", default=None, help="submitit: Slurm partition (slurm.partition)")
     group.add_argument("--slurm-account", default=None, help="submitit: Slurm account (slurm.account)")
     group.add_argument("--slurm-qos", default=None, help="submitit: Slurm QOS (slurm.qos)")
@@ -56,14 +58,15 @@ def check_shard_arguments(args: argparse.Namespace) -> None:
     """Launcher options without ``--launcher`` (or of the other launcher) are refused, not ignored."""
     from microexp.errors import ConfigError
 
-    local = {"--gpus": args.gpus is not None, "--per-gpu": args.per_gpu != 1, "--workers": args.launch_workers is not None}
+    workers = getattr(args, "launch_workers", None)
+    local = {"--gpus": args.gpus is not None, "--per-gpu": args.per_gpu != 1, "--workers": workers is not None}
     slurm = {"--slurm-cluster": args.slurm_cluster != "auto", "--no-wait": args.no_wait,
              **{"--" + flag.replace("_", "-"): getattr(args, flag) is not None for flag in SLURM_FLAGS}}
     for launcher, flags in (("local", local), ("submitit", slurm)):
         given = [flag for flag, on in flags.items() if on]
         if given and args.launcher != launcher:
             raise ConfigError(f"{', '.join(given)}: only with --launcher {launcher}")
-    if args.gpus is not None and args.launch_workers is not None:
+    if args.gpus is not None and workers is not None:
         raise ConfigError("--gpus and --workers exclude each other (with --gpus, --per-gpu sets the workers per GPU)")
 
 
@@ -77,7 +80,7 @@ def launch(units: list[Any], args: argparse.Namespace, *, slurm: Any, folder: Pa
         from microexp.launch.local import run_local
 
         gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
-        results = run_local(units, gpus=gpus, per_gpu=args.per_gpu, workers=args.launch_workers,
+        results = run_local(units, gpus=gpus, per_gpu=args.per_gpu, workers=getattr(args, "launch_workers", None),
                             progress=False if getattr(args, "no_progress", False) else None)
     else:
         from microexp.launch.slurm import run_submitit

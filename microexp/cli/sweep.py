@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from microexp.cli.launching import add_shard_arguments, check_shard_arguments, launch, slurm_overrides
 from microexp.config import load_config, valid_keys
 from microexp.errors import ConfigError
 
@@ -67,6 +68,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "with journal storage; RDB storages detect dead workers by heartbeat)")
     parser.add_argument("--max-failures", type=int, default=5, help="a worker stops after this many failures in a row")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_shard_arguments(parser, cpu_workers=False, folds_help="the final step: retrain only these outer folds (e.g. 0,3-5; "
+                        "other processes may finalize the others at once; the nested test metrics are written by the "
+                        "one that finishes last). With --launcher, each pending outer fold is finalized in its own "
+                        "process (local: --gpus/--per-gpu, or --workers CPU processes)")
     return parser
 
 
@@ -82,8 +87,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--trials N is required (or --finalize alone to finalize existing studies)")
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: expected an integer >= 1")
+    check_shard_arguments(args)
+    if (args.folds is not None or args.launcher) and args.no_finalize:
+        raise ConfigError("--folds and --launcher shard the final step: they exclude --no-finalize")
+    if args.launcher == "local" and not args.gpus:
+        args.launch_workers = args.workers  # the final step's CPU processes: the sweep's own --workers
     out = Path(args.out)
-    base_raw = load_config(args.config, args.overrides).to_dict()
+    base_raw = load_config(args.config, args.overrides).to_dict()  # --slurm-* stay out: the studies record this
     space = load_space(args.space)
     settings = SweepSettings(study=args.study, storage=args.storage or default_storage_url(out), out_dir=out,
                              trials=args.trials or 0, metric=args.metric, sampler=args.sampler, pruner=args.pruner,
@@ -113,11 +123,11 @@ def run(args: argparse.Namespace) -> int:
         raise SweepError(f"worker(s) {', '.join(failed)} stopped with an error (see above); the studies keep their "
                          "trials and the final step was not run; fix the cause and rerun the same command")
     return _report(settings, base_raw, space, numbers, finalize=args.finalize,
-                   no_finalize=args.no_finalize, progress=progress, seconds=time.monotonic() - started)
+                   no_finalize=args.no_finalize, progress=progress, seconds=time.monotonic() - started, args=args)
 
 
 def _report(settings: Any, base_raw: dict, space: Any, folds: list[int], *, finalize: bool, no_finalize: bool,
-            progress: bool | None, seconds: float) -> int:
+            progress: bool | None, seconds: float, args: argparse.Namespace | None = None) -> int:
     """Write the sweep's outputs, print where each fold study stands, and run the final step when due."""
     from microexp.cli.train import format_results
     from microexp.sweep.finalize import ESTIMATE_LABEL
@@ -145,7 +155,22 @@ def _report(settings: Any, base_raw: dict, space: Any, folds: list[int], *, fina
         return 0
     if report.unfinished:
         print(f"note: {report.unfinished} fold study(ies) are short of --trials; finalizing with the trials they have")
-    result = run_final(settings, base_raw, space=space, progress=progress)
+    only = None
+    if args is not None and args.folds is not None:
+        from microexp.splits import parse_fold_selection
+
+        only = parse_fold_selection(args.folds)
+    if args is not None and args.launcher:
+        units = _final_units(args, settings, only if only is not None else folds)
+        slurm = load_config(args.config, [*args.overrides, *slurm_overrides(args)]).slurm
+        launch(units, args, slurm=slurm, folder=Path(settings.out_dir) / "final" / "submitit",
+               name=f"microexp-{settings.study}-final")
+        only = []  # the units have finalized every fold: this process only merges
+    result = run_final(settings, base_raw, space=space, progress=progress, only_folds=only)
+    if result.metrics is None:
+        print(f"final step: outer fold(s) {','.join(map(str, result.missing))} are not finalized yet (other shards); "
+              "the nested test metrics are written by the shard that finishes last")
+        return 0
     scope = "all outer folds" if result.complete else (
         f"outer folds {','.join(map(str, result.folds))} of {result.total_folds} only (partial: not a full "
         "cross-validation estimate)")
@@ -153,6 +178,22 @@ def _report(settings: Any, base_raw: dict, space: Any, folds: list[int], *, fina
     print(format_results(result.metrics))
     print(f"final: {result.out_dir}")
     return 0
+
+
+def _final_units(args: argparse.Namespace, settings: Any, folds: list[int]) -> list[Any]:
+    """One ``microexp sweep ... --finalize --folds F`` per outer fold (no new trials), for a launcher."""
+    from microexp.launch import Unit
+
+    base = ["sweep", "--space", str(args.space), "--study", settings.study, "--storage", settings.storage,
+            "--out", str(settings.out_dir), "--metric", settings.metric, "--inner-folds", str(settings.inner_folds),
+            "--finalize", "--no-progress"]
+    base += ["--config", str(args.config)] if args.config else []
+    base += [part for item in args.overrides for part in ("--set", item)]
+    base += ["--outer-folds", args.outer_folds] if args.outer_folds else []
+    device = ["--set", "device=cuda"] if args.gpus else []
+    logs = Path(settings.out_dir) / "final" / "logs"
+    return [Unit(f"final fold_{f:02d}", tuple(base + ["--folds", str(f)] + device), logs / f"fold_{f:02d}.log")
+            for f in folds]
 
 
 def _worker_logging(index: int, *, verbosity: int, epoch_logs: bool) -> None:

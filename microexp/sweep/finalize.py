@@ -20,18 +20,20 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from microexp.config import build_config, load_config, save_config
-from microexp.engine.experiment import build_folds, load_experiment_data, run_fold, write_metrics
+from microexp.engine.experiment import (build_folds, hold_unit, load_experiment_data, run_fold, select_folds,
+                                       shared_files, write_metrics)
 from microexp.engine.trainer import select_device
 from microexp.fileio import atomic_path, write_json
 from microexp.splits import save_folds
 from microexp.sweep.report import best_trials
 from microexp.sweep.space import SearchSpace
-from microexp.sweep.studies import SweepError, SweepSettings, check_study, fold_studies, select_folds
+from microexp.sweep.studies import SweepError, SweepSettings, check_study, fold_studies
+from microexp.sweep.studies import select_folds as select_outer_folds
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +44,14 @@ ESTIMATE_LABEL = "nested test metrics (pooled and fold mean)"
 
 @dataclass(frozen=True)
 class FinalResult:
-    """The nested test metrics and which outer folds they cover."""
+    """The nested test metrics and which outer folds they cover (``metrics`` None while ``missing`` folds,
+    finalized by other shards, are not done)."""
 
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] | None
     folds: list[int]
     total_folds: int
     out_dir: Path
+    missing: tuple[int, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -56,11 +60,14 @@ class FinalResult:
 
 
 def finalize(settings: SweepSettings, base_raw: Mapping[str, Any], *, space: SearchSpace | None = None,
-             progress: bool | None = None) -> FinalResult:
+             progress: bool | None = None, only_folds: Sequence[int] | None = None) -> FinalResult:
     """Retrain and test each searched outer fold's best configuration; write ``DIR/final/``.
 
     Args:
         space: the search space; when given, each fold study must have searched it.
+        only_folds: a shard: retrain only these outer folds (other processes may finalize the others at
+            the same time; each fold has its own lock). The pooled outputs are written once every fold is
+            done and current, by whichever shard finishes last.
 
     Raises:
         ConfigError: a fold study was made with another base recipe, metric, inner folds, outer fold
@@ -70,7 +77,7 @@ def finalize(settings: SweepSettings, base_raw: Mapping[str, Any], *, space: Sea
     base = build_config(base_raw, source="base recipe")
     data = load_experiment_data(base)
     all_folds = build_folds(base, data.table)
-    folds = select_folds(all_folds, settings.outer_folds)
+    folds = select_outer_folds(all_folds, settings.outer_folds)
     studies = fold_studies(settings, [f.fold for f in folds])
     for fold in folds:  # the same check as resuming a search: a study of other data must not be "tested" here
         check_study(studies[fold.fold], settings, fold, base=base, space=space)
@@ -80,18 +87,19 @@ def finalize(settings: SweepSettings, base_raw: Mapping[str, Any], *, space: Sea
         raise SweepError(f"fold(s) {missing} have no completed trial yet; run more trials before --finalize")
     final = Path(settings.out_dir) / "final"
     final.mkdir(parents=True, exist_ok=True)
-    save_folds(folds, final / "folds.json")
+    with shared_files(final):
+        save_folds(folds, final / "folds.json")
+    mine = [f for f in folds if f.fold in set(select_folds(folds, only_folds))]
     device = None
-    frames = []
-    for fold in folds:
+    for fold in mine:
         trial = best[fold.fold]
         config = build_config(trial.config, source=f"fold {fold.fold} trial {trial.number}")
         fold_dir = final / f"fold_{fold.fold:02d}"
-        done = fold_dir / "predictions.csv"
-        if done.exists() and _same_run(fold_dir, config, fold):
+        if (fold_dir / "predictions.csv").exists() and _same_run(fold_dir, config, fold):
             logger.info("final fold %d: best configuration and subjects unchanged (trial %d); kept", fold.fold,
                         trial.number)
-        else:
+            continue
+        with hold_unit(final, fold_dir.name):
             if fold_dir.exists():
                 shutil.rmtree(fold_dir)
             fold_dir.mkdir(parents=True)
@@ -101,11 +109,29 @@ def finalize(settings: SweepSettings, base_raw: Mapping[str, Any], *, space: Sea
             logger.info("final fold %d: retraining trial %d's configuration (inner %s %.4f) and testing once",
                         fold.fold, trial.number, settings.metric, trial.value)
             run_fold(config, data, fold, fold_dir, device=device, progress=progress)
-        frames.append(pd.read_csv(done))
+    with shared_files(final):
+        missing = tuple(f.fold for f in folds if not _current(final / f"fold_{f.fold:02d}", best[f.fold], f))
+        if missing:
+            logger.info("final step: outer fold(s) %s not finalized yet (other shards); the nested test metrics are "
+                        "written when the last one is", ",".join(map(str, missing)))
+            return FinalResult(metrics=None, folds=[f.fold for f in folds], total_folds=len(all_folds), out_dir=final,
+                               missing=missing)
+        frames = [pd.read_csv(final / f"fold_{f.fold:02d}" / "predictions.csv") for f in folds]
+        return _write_final(final, frames, folds, all_folds, best, settings, data.class_names, base.cv.protocol)
+
+
+def _current(fold_dir: Path, trial: Any, fold: Any) -> bool:
+    """``fold_dir`` holds a finished fold of ``trial``'s configuration on ``fold``'s subjects."""
+    config = build_config(trial.config, source=f"fold {fold.fold} trial {trial.number}")
+    return (fold_dir / "predictions.csv").exists() and _same_run(fold_dir, config, fold)
+
+
+def _write_final(final: Path, frames: list[pd.DataFrame], folds: list[Any], all_folds: list[Any], best: Mapping[int, Any],
+                 settings: SweepSettings, class_names: list[str], protocol: str) -> FinalResult:
     predictions = pd.concat(frames, ignore_index=True)
     with atomic_path(final / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False)
-    metrics = write_metrics(final, predictions, data.class_names, protocol=base.cv.protocol)
+    metrics = write_metrics(final, predictions, class_names, protocol=protocol)
     numbers = [f.fold for f in folds]
     metrics = {
         "estimate": ESTIMATE_LABEL,
