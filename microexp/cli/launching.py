@@ -8,8 +8,11 @@ dispatch to :mod:`microexp.launch`.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 SLURM_FLAGS = {"slurm_partition": "partition", "slurm_account": "account", "slurm_qos": "qos",
                "slurm_time": "time_min", "slurm_gpus": "gpus_per_task", "slurm_cpus": "cpus_per_task",
@@ -92,3 +95,23 @@ def launch(units: list[Any], args: argparse.Namespace, *, slurm: Any, folder: Pa
     if problem:
         raise LaunchError(problem + "; fix the cause and rerun the same command: finished folds are kept")
     return results
+
+
+def under_torchrun() -> bool:
+    """True in a process torchrun started with more than one rank (``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or "1") > 1
+
+
+@contextlib.contextmanager
+def distributed_session(device: str) -> Iterator[Any]:
+    """The process group of ``torchrun --nproc-per-node N -m microexp ...`` (a one-process context without
+    torchrun). Ranks other than 0 log only errors (every line would appear N times) and print nothing."""
+    from microexp.engine.distributed import init_distributed, shutdown
+
+    ctx = init_distributed(device)
+    if not ctx.is_main:
+        logging.getLogger("microexp").setLevel(logging.ERROR)
+    try:
+        yield ctx
+    finally:
+        shutdown()

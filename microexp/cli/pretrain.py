@@ -37,9 +37,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from microexp.engine.pretrain import run_pretrain
 
+    from microexp.cli.launching import distributed_session
+
     config = load_config(args.config, args.overrides)
-    paths = run_pretrain(config, args.out, per_fold=args.per_fold, progress=False if args.no_progress else None,
-                         recipe=args.config)
+    with distributed_session(config.device) as ctx:  # torchrun: each encoder data-parallel over the ranks
+        paths = run_pretrain(config, args.out, per_fold=args.per_fold, progress=False if args.no_progress else None,
+                             recipe=args.config, ctx=ctx)
+    if not ctx.is_main:
+        return 0
     for path in paths:
         print(f"encoder: {path}")
     print(f"fine-tune with: microexp train --config {args.config or 'RECIPE'} --set model.pretrained={Path(args.out)} "

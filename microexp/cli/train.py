@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from microexp.cli.launching import add_shard_arguments, check_shard_arguments, launch, slurm_overrides
+from microexp.cli.launching import (add_shard_arguments, check_shard_arguments, distributed_session, launch,
+                                    slurm_overrides, under_torchrun)
 from microexp.config import load_config, valid_keys
 from microexp.errors import ConfigError
 
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from microexp.splits import format_fold_selection, parse_fold_selection
 
     check_shard_arguments(args)
+    if args.launcher and under_torchrun():
+        raise ConfigError("--launcher under torchrun: torchrun already started the processes; use one or the other")
     only = parse_fold_selection(args.folds) if args.folds is not None else None
     if only is not None and args.final_only:
         raise ConfigError("--folds and --final-only exclude each other (--final-only trains no fold)")
@@ -52,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     final, cross_validation = args.final or args.final_only, not args.final_only
     if args.launcher is None:
-        metrics = run_experiment(config, out, progress=False if args.no_progress else None, final=final,
-                                 cross_validation=cross_validation, recipe=args.config, only_folds=only)
+        with distributed_session(config.device) as ctx:  # torchrun: every fold data-parallel over the ranks
+            metrics = run_experiment(config, out, progress=False if args.no_progress else None, final=final,
+                                     cross_validation=cross_validation, recipe=args.config, only_folds=only, ctx=ctx)
+        if not ctx.is_main:
+            return 0
     else:
         from microexp.engine.experiment import merge_run
         from microexp.launch import fold_units

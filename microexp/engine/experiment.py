@@ -47,6 +47,10 @@ from microexp.data.dataset import EpochIndexSampler, MicroExpressionDataset, che
 from microexp.data.pipeline import ClipPipeline
 from microexp.data.samplers import build_sampler
 from microexp.checkpoint import load_checkpoint, save_checkpoint
+from microexp.engine.distributed import (
+    DistributedContext, barrier, entered_on_main, gather_epoch_stats, gather_predictions, run_on_main, shard_dataset,
+    train_batches, wrap_model,
+)
 from microexp.engine.pretrain_record import OVERLAP_NAME, check_pretrained_subjects, encoder_for_fold
 from microexp.engine.progress import RunProgress, UnitProgress, format_seconds  # noqa: F401 - re-exported
 from microexp.engine.results import (  # noqa: F401 - read_run_predictions re-exported for callers of this module
@@ -166,6 +170,7 @@ def run_experiment(
     cross_validation: bool = True,
     recipe: str | Path | None = None,
     only_folds: Sequence[int] | None = None,
+    ctx: DistributedContext | None = None,
 ) -> dict[str, Any] | None:
     """Train and test every fold (resuming where a previous run stopped) and write all outputs.
 
@@ -178,6 +183,8 @@ def run_experiment(
         recipe: the recipe file the config came from, recorded in ``config.yaml`` (for plot titles).
         only_folds: run only these folds (a shard); other processes may run the others into the same
             ``out_dir`` at the same time. None runs every fold.
+        ctx: under torchrun, from :func:`~microexp.engine.distributed.init_distributed`: every fold is
+            trained data-parallel by all ranks, rank 0 alone writes files (and returns the metrics).
 
     Returns:
         The metrics dict written to ``metrics.json``: None when ``cross_validation`` is False, or while a
@@ -194,18 +201,21 @@ def run_experiment(
     out = Path(out_dir)
     data, folds, device, wanted, overlaps = _check_run(config, out, cross_validation=cross_validation, final=final,
                                                        only_folds=only_folds)
+    ctx = ctx or DistributedContext(device=device)
+    device = ctx.device if ctx.distributed else device  # cuda:LOCAL_RANK under torchrun
     # shards of one run share its directory: the run lock is shared (an audit or a pretraining run holding
     # it exclusively still refuses them), each fold and the final model have their own exclusive lock, and
     # the shared files are written under a short-held lock
     with hold_lock(out / LOCK_NAME, what=f"run directory {out}", shared=True), contextlib.ExitStack() as held:
-        folds = _start_shared_files(config, out, data, folds, overlaps, cross_validation=cross_validation,
-                                    recipe=recipe)
+        # rank 0 writes and reads the shared files; every rank gets its folds (or its error)
+        folds = run_on_main(_start_shared_files, ctx, config, out, data, folds, overlaps,
+                            cross_validation=cross_validation, recipe=recipe)
         mine = [f for f in folds if f.fold in wanted]
         for fold in mine:
             if not (out / _unit(fold.fold) / "predictions.csv").exists():
-                held.enter_context(hold_unit(out, _unit(fold.fold)))
+                held.enter_context(entered_on_main(hold_unit(out, _unit(fold.fold)), ctx))  # rank 0 holds it
         if final and not (out / FINAL_DIR / "model.pt").exists():
-            held.enter_context(hold_unit(out, FINAL_DIR))
+            held.enter_context(entered_on_main(hold_unit(out, FINAL_DIR), ctx))
         shard = f" (folds {format_fold_selection(wanted)} of {len(folds)} in this process)" if len(mine) < len(folds) else ""
         logger.info("%d clips, %d subjects, %s%s, model %s on %s", len(data.table), data.table["subject"].nunique(),
                     f"{len(folds)} folds" if cross_validation else "final model only", shard, config.model.name,
@@ -222,17 +232,18 @@ def run_experiment(
             if cross_validation:
                 for index, fold in enumerate(mine):
                     fold_dir = out / _unit(fold.fold)
-                    if (fold_dir / "predictions.csv").exists():
+                    if run_on_main((fold_dir / "predictions.csv").exists, ctx):  # one decision for all ranks
                         logger.info("fold %d/%d (%s) already complete: kept", index + 1, len(mine), fold_dir.name)
                         continue
                     logger.info("fold %d/%d (%s): %d training, %d validation, %d test subjects", index + 1,
                                 len(mine), fold_dir.name, len(fold.train_subjects), len(fold.val_subjects),
                                 len(fold.test_subjects))
                     run_fold(config, data, fold, fold_dir, device=device, progress=progress,
-                             tracker=tracker.unit(_unit(fold.fold), f"fold {index + 1}/{len(mine)}"))
-                metrics = merge_folds(out, folds, data.class_names, protocol=config.cv.protocol)
+                             tracker=tracker.unit(_unit(fold.fold), f"fold {index + 1}/{len(mine)}"), ctx=ctx)
+                metrics = run_on_main(merge_folds, ctx, out, folds, data.class_names, protocol=config.cv.protocol)
             if final:
-                train_final(config, data, out, device=device, progress=progress, tracker=tracker.unit("final", "final"))
+                train_final(config, data, out, device=device, progress=progress, tracker=tracker.unit("final", "final"),
+                            ctx=ctx)
         except OutputError as exc:
             raise OutputError(f"{exc}; run state kept: {_kept(out, folds)}") from exc
     return metrics
@@ -390,6 +401,7 @@ def train_final(
     device: torch.device,
     progress: bool | None = None,
     tracker: "UnitProgress | None" = None,
+    ctx: DistributedContext | None = None,
 ) -> Path:
     """Train one model on every subject with the recipe's fixed schedule; write ``out/final/model.pt``.
 
@@ -403,7 +415,7 @@ def train_final(
     """
     final_dir = out / FINAL_DIR
     target = final_dir / "model.pt"
-    if target.exists():
+    if run_on_main(target.exists, ctx or DistributedContext()):
         logger.info("final model already trained: kept %s", target)
         return target
     note = "fixed schedule: last of train.epochs, trained on every subject"
@@ -417,7 +429,7 @@ def train_final(
              "recipe_model_selection": config.train.model_selection,
              "subjects": sorted(int(s) for s in data.table["subject"].unique()), "clips": len(data.table)}
     _train_model(fixed, data, data.table, empty, final_dir, device=device, stream=FINAL_STREAM, fold=None,
-                 name="final", progress=progress, tracker=tracker, model_extra=extra)
+                 name="final", progress=progress, tracker=tracker, model_extra=extra, ctx=ctx)
     logger.info("final model (all subjects) written: %s", target)
     return target
 
@@ -432,14 +444,18 @@ def run_fold(
     progress: bool | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     tracker: "UnitProgress | None" = None,
+    ctx: DistributedContext | None = None,
 ) -> pd.DataFrame:
     """Train a fresh model on the fold's training subjects, select it without test subjects, test once.
 
     ``on_epoch(epoch, record)``, when given, is called after each epoch has been logged and checkpointed,
     with that epoch's ``log.csv`` record (``val_acc``/``val_uf1``/``val_uar`` when the fold has validation
     subjects); an exception it raises (e.g. ``optuna.TrialPruned``) ends the fold and propagates.
-    ``tracker`` reports epoch times and the run's ETA (a fold-only one when None).
+    ``tracker`` reports epoch times and the run's ETA (a fold-only one when None). Under DDP (``ctx``) every
+    rank trains and tests a share, ``on_epoch`` runs on every rank with the same record (it must decide the
+    same everywhere), and rank 0 writes ``predictions.csv``; every rank returns the whole frame.
     """
+    ctx = ctx or DistributedContext(device=device)
     table = data.table
     train_table = table[table["subject"].isin(fold.train_subjects)]
     val_table = table[table["subject"].isin(fold.val_subjects)]
@@ -450,20 +466,25 @@ def run_fold(
                      # who the weights have seen: predict warns when "results" come from these subjects
                      "train_subjects": sorted(int(s) for s in fold.train_subjects),
                      "val_subjects": sorted(int(s) for s in fold.val_subjects),
-                     "pretrained": encoder_for_fold(config.model.pretrained, fold.fold)})
+                     "pretrained": encoder_for_fold(config.model.pretrained, fold.fold)}, ctx=ctx)
 
     # the test subjects are touched here, once, after training and model selection are over
     test_table = table[table["subject"].isin(fold.test_subjects)]
-    test_loader = torch.utils.data.DataLoader(build_dataset(config, test_table, spec, train=False), **loader_args)
-    predictions = evaluate(model, test_loader, device=device, amp=config.train.amp, progress=progress,
-                           description=f"fold {fold.fold} test")
+    test_set = build_dataset(config, test_table, spec, train=False)
+    test_part, test_indices = shard_dataset(test_set, ctx)  # each rank tests a block; gathered in clip order
+    test_loader = torch.utils.data.DataLoader(test_part, **loader_args)
+    predictions = gather_predictions(evaluate(model, test_loader, device=device, amp=config.train.amp,
+                                              progress=progress, description=f"fold {fold.fold} test"),
+                                     ctx, indices=test_indices, total=len(test_set))
     frame = pd.DataFrame({"clip": predictions.clips, "subject": predictions.subjects, "fold": fold.fold,
                           "label": predictions.labels, "pred": predictions.predicted})
     if "dataset" in test_table.columns:  # the source dataset of each clip: per-dataset metrics of mixed tables
         frame.insert(2, "dataset", frame["clip"].map(dict(zip(test_table["clip"].astype(str), test_table["dataset"]))))
     for index, name in enumerate(data.class_names):
         frame[f"prob_{name}"] = predictions.probabilities[:, index]
-    write_csv(frame, fold_dir / "predictions.csv")  # its presence marks the fold complete
+    if ctx.is_main:
+        write_csv(frame, fold_dir / "predictions.csv")  # its presence marks the fold complete
+    barrier()  # no rank goes on before the fold is marked complete
     return frame
 
 
@@ -482,15 +503,20 @@ def _train_model(
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     tracker: "UnitProgress | None" = None,
     model_extra: dict[str, Any] | None = None,
+    ctx: DistributedContext | None = None,
 ) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """Train a fresh model on ``train_table`` in ``work_dir`` (resuming from its ``last.pt``), select it
     (last epoch, or best on ``val_table``), save ``model.pt``.
 
     ``stream`` keys every random stream (fold number; :data:`FINAL_STREAM` for the final model).
 
+    Under DDP (``ctx``): every rank draws the same epoch stream and trains on its share, validation is
+    sharded and gathered (every rank takes the same selection decision), rank 0 alone writes files.
+
     Returns:
-        The selected model, its spec, and the DataLoader arguments for evaluation loaders.
+        The selected model (unwrapped from DDP), its spec, and the DataLoader arguments for evaluation loaders.
     """
+    ctx = ctx or DistributedContext(device=device)
     generator = seed_everything(config.seed * 1000 + stream, deterministic=config.deterministic)
     num_classes = len(data.class_names)
     class_counts = np.bincount(train_table["label"].to_numpy(), minlength=num_classes).tolist()
@@ -502,7 +528,9 @@ def _train_model(
     model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
     spec = model_spec(config)
     pretrained = encoder_for_fold(config.model.pretrained, fold)  # a pretraining folder: this fold's encoder
-    model = create_model(config.model.name, num_classes=num_classes, pretrained=pretrained, **model_kwargs).to(device)
+    net = create_model(config.model.name, num_classes=num_classes, pretrained=pretrained, **model_kwargs).to(device)
+    # DDP under torchrun (the model itself otherwise); checkpoints read and write the unwrapped ``net``
+    model = wrap_model(net, ctx, device=device, sync_batchnorm=config.train.sync_batchnorm)
     train_set = build_dataset(config, train_table, spec, train=True)
     # validation and test loaders are iterated once per epoch or once per fold: persistent workers there
     # would only triple the live workers (and their memory) while the train loader's are alive too
@@ -514,13 +542,15 @@ def _train_model(
     sampler_generator = torch.Generator()
     sampler = EpochIndexSampler(build_sampler(config.train.sampler, train_set.labels, generator=sampler_generator,
                                               **sampler_kwargs))
-    # every clip trains each epoch; only a last batch of one is dropped (batch norm cannot train on it)
-    drop_last = len(sampler) > config.train.batch_size and len(sampler) % config.train.batch_size == 1
-    train_loader = torch.utils.data.DataLoader(train_set, sampler=sampler, drop_last=drop_last,
-                                               generator=generator,
-                                               **{**loader_args, "persistent_workers": config.data.num_workers > 0})
-    val_loader = (torch.utils.data.DataLoader(build_dataset(config, val_table, spec, train=False), **loader_args)
-                  if len(val_table) else None)
+    # every clip trains each epoch: one process drops only a last batch of one (batch norm cannot train on it);
+    # under DDP each rank takes its share of the same stream, in the same number of batches on every rank
+    batching = train_batches(sampler, ctx, batch_size=config.train.batch_size)  # sampler or batch_sampler
+    worker_args = {k: v for k, v in loader_args.items() if k != "batch_size"}
+    train_loader = torch.utils.data.DataLoader(train_set, generator=generator, **batching,
+                                               **{**worker_args, "persistent_workers": config.data.num_workers > 0})
+    val_set = build_dataset(config, val_table, spec, train=False) if len(val_table) else None
+    val_part, val_indices = shard_dataset(val_set, ctx) if val_set is not None else (None, [])
+    val_loader = torch.utils.data.DataLoader(val_part, **loader_args) if val_part is not None else None
     loss_fn = build_loss(config.loss.name, class_counts, **_loss_kwargs(config)).to(device)  # weight buffers
     optimizer = build_optimizer(model, name=config.train.optimizer, lr=config.train.lr,
                                 weight_decay=config.train.weight_decay, momentum=config.train.momentum)
@@ -528,17 +558,17 @@ def _train_model(
                                 steps_per_epoch=max(1, len(train_loader)), warmup_epochs=config.train.warmup_epochs,
                                 step_size=config.train.step_size)
     data_config = _data_config(config, spec)
-    start_epoch, best = _resume(work_dir / "last.pt", model, optimizer, scheduler, fold, name=name)
+    start_epoch, best = _resume(work_dir / "last.pt", net, optimizer, scheduler, fold, name=name)  # on every rank
     log_path = work_dir / "log.csv"
     # a kill between a log row and its last.pt leaves a row the resumed run writes again: keep exactly the
     # rows of the epochs last.pt holds, so log.csv has one row per epoch
     rows = read_log(log_path, before=start_epoch)
-    if log_path.exists():
+    if log_path.exists() and ctx.is_main:
         write_log(log_path, rows)
     if tracker is None:
         tracker = RunProgress(logger).unit(name, name)
     tracker.begin(config.train.epochs - start_epoch)
-    tensorboard = _tensorboard_writer(work_dir.parent / "tensorboard" / work_dir.name)
+    tensorboard = _tensorboard_writer(work_dir.parent / "tensorboard" / work_dir.name) if ctx.is_main else None
     for epoch in range(start_epoch, config.train.epochs):
         epoch_start = time.perf_counter()
         # every epoch's random streams derive from (seed, stream, epoch) alone, so a resumed fold draws the
@@ -552,28 +582,33 @@ def _train_model(
                                 device=device, grad_clip=config.train.grad_clip, amp=config.train.amp,
                                 channels_last=config.train.channels_last, progress=progress,
                                 description=f"{name} epoch {epoch + 1}/{config.train.epochs}")
+        stats = gather_epoch_stats(stats, ctx)  # over every clip of the epoch, the same on every rank
         record = {"fold": fold if fold is not None else "final", "epoch": epoch, "train_loss": stats.loss,
                   "train_acc": stats.accuracy, "lr": stats.lr, "seconds": round(stats.seconds, 3),
                   "data_seconds": round(stats.data_seconds, 3)}
         if val_loader is not None:
-            val = evaluate(model, val_loader, device=device, loss_fn=loss_fn, amp=config.train.amp, progress=False,
-                           description=f"{name} val")
+            val = gather_predictions(evaluate(net, val_loader, device=device, loss_fn=loss_fn, amp=config.train.amp,
+                                              progress=False, description=f"{name} val"),
+                                     ctx, indices=val_indices, total=len(val_set))
             val_metrics = compute_metrics(val.labels, val.predicted, num_classes=num_classes)
             record.update(val_loss=val.loss, val_acc=val_metrics.acc, val_uf1=val_metrics.uf1, val_uar=val_metrics.uar)
             score = getattr(val_metrics, config.train.selection_metric)
             if config.train.model_selection == "val" and (best is None or score > best["score"]):
                 best = {"score": float(score), "epoch": epoch}
-                save_checkpoint(work_dir / "best.pt", model=model, class_names=data.class_names, data=data_config,
-                                epoch=epoch, fold=fold, metrics={f"val_{config.train.selection_metric}": score})
+                if ctx.is_main:
+                    save_checkpoint(work_dir / "best.pt", model=net, class_names=data.class_names, data=data_config,
+                                    epoch=epoch, fold=fold, metrics={f"val_{config.train.selection_metric}": score})
         rows.append(record)
-        write_log(log_path, rows)
+        if ctx.is_main:
+            write_log(log_path, rows)
         if tensorboard is not None:
             for key, value in record.items():
                 if key not in ("fold", "epoch"):
                     tensorboard.add_scalar(key, value, epoch)
-        save_checkpoint(work_dir / "last.pt", model=model, class_names=data.class_names, data=data_config,
-                        epoch=epoch, fold=fold, optimizer=optimizer, scheduler=scheduler,
-                        extra={"best": best or {}})
+        if ctx.is_main:  # optimizer and scheduler states are the same on every rank (same steps)
+            save_checkpoint(work_dir / "last.pt", model=net, class_names=data.class_names, data=data_config,
+                            epoch=epoch, fold=fold, optimizer=optimizer, scheduler=scheduler,
+                            extra={"best": best or {}})
         val_text = (f" val {config.train.selection_metric} {record.get('val_' + config.train.selection_metric, float('nan')):.3f}"
                     if val_loader is not None else "")
         tracker.epoch_done(epoch, config.train.epochs, time.perf_counter() - epoch_start,
@@ -582,11 +617,13 @@ def _train_model(
             on_epoch(epoch, record)
     if tensorboard is not None:
         tensorboard.close()
+    barrier()  # rank 0's last best.pt is complete before any rank reads it
     if config.train.model_selection == "val" and (work_dir / "best.pt").exists():
-        model.load_state_dict(load_checkpoint(work_dir / "best.pt")["state_dict"])
-    save_checkpoint(work_dir / "model.pt", model=model, class_names=data.class_names, data=data_config,
-                    epoch=config.train.epochs - 1, fold=fold, extra=dict(model_extra or {}))
-    return model, spec, loader_args
+        net.load_state_dict(load_checkpoint(work_dir / "best.pt")["state_dict"])
+    if ctx.is_main:
+        save_checkpoint(work_dir / "model.pt", model=net, class_names=data.class_names, data=data_config,
+                        epoch=config.train.epochs - 1, fold=fold, extra=dict(model_extra or {}))
+    return net, spec, loader_args
 
 
 def _unit(fold: int) -> str:

@@ -41,6 +41,9 @@ from microexp.data.annotations import load_clip_table
 from microexp.data.dataset import check_clip_inputs
 from microexp.engine.experiment import _data_config, build_dataset, build_folds, build_pipeline, load_experiment_data, \
     model_spec
+from microexp.engine.distributed import (
+    DistributedContext, barrier, entered_on_main, gather_mean, run_on_main, train_batches, wrap_model,
+)
 from microexp.engine.pretrain_record import ENCODER_NAME, RECORD_NAME, subject_keys
 from microexp.engine.progress import RunProgress, UnitProgress
 from microexp.engine.results import logged_epochs, read_log, write_log
@@ -105,7 +108,8 @@ def _units(pool: pd.DataFrame, folds: list[Fold] | None,
 
 
 def run_pretrain(config: ExperimentConfig, out_dir: str | Path, *, per_fold: bool = False,
-                 progress: bool | None = None, recipe: str | Path | None = None) -> list[Path]:
+                 progress: bool | None = None, recipe: str | Path | None = None,
+                 ctx: DistributedContext | None = None) -> list[Path]:
     """Pretrain (resuming where a previous run stopped) and write the encoders.
 
     Args:
@@ -114,6 +118,8 @@ def run_pretrain(config: ExperimentConfig, out_dir: str | Path, *, per_fold: boo
         per_fold: one encoder per outer fold of ``config.cv``, each without that fold's test subjects.
         progress: tqdm bars (None: only on a terminal).
         recipe: the recipe file, recorded in ``config.yaml``.
+        ctx: under torchrun (:func:`~microexp.engine.distributed.init_distributed`): each unit is pretrained
+            data-parallel by all ranks; rank 0 alone holds the lock and writes files.
 
     Returns:
         The ``encoder.pt`` paths, one per unit.
@@ -144,25 +150,13 @@ def run_pretrain(config: ExperimentConfig, out_dir: str | Path, *, per_fold: boo
         folds = build_folds(config, labelled)
     units = _units(pool, folds, labelled)
     device = select_device(config.device)
+    ctx = ctx or DistributedContext(device=device)
+    device = ctx.device if ctx.distributed else device
     if config.data.cache_dir:
         probe_writable(Path(config.data.cache_dir), what="data.cache_dir ")
     probe_writable(out, what="")
-    with hold_lock(out / LOCK_NAME, what=f"pretraining folder {out}"):
-        keep_config(config, out, what="a pretraining run", recipe=recipe)
-        record = {"format": "microexp-pretrain", "model": config.model.name, "per_fold": per_fold,
-                  "table": str(config.pretrain.annotations or config.data.annotations),
-                  "mask_ratio": config.pretrain.mask_ratio, "target": config.pretrain.target,
-                  "epochs": config.pretrain.epochs,
-                  "units": {u.name: {"fold": u.fold, "clips": len(u.table), "subjects": sorted(
-                      [d, s] for d, s in subject_keys(u.table)), "excluded_test_subjects": list(u.excluded_subjects)}
-                      for u in units}}
-        previous = out / RECORD_NAME
-        if previous.exists():
-            kept = json.loads(previous.read_text())
-            if kept.get("per_fold") != per_fold:
-                raise ConfigError(f"{out} holds a pretraining run {'with' if kept.get('per_fold') else 'without'} "
-                                  "--per-fold; use a new --out, or the same command to resume")
-        write_json(out / RECORD_NAME, record)
+    with entered_on_main(hold_lock(out / LOCK_NAME, what=f"pretraining folder {out}"), ctx):
+        record = run_on_main(_start_pretraining, ctx, config, out, units, per_fold=per_fold, recipe=recipe)
         tracker = RunProgress(logger)
         for unit in units:
             unit_dir = out if unit.fold is None else out / unit.name
@@ -176,14 +170,38 @@ def run_pretrain(config: ExperimentConfig, out_dir: str | Path, *, per_fold: boo
                         label, config.model.name, len(unit.table), unit.table["subject"].nunique(),
                         config.pretrain.mask_ratio)
             paths.append(_pretrain_unit(config, unit, unit_dir, device=device, progress=progress,
-                                        tracker=tracker.unit(unit.name, label), subjects=record["units"][unit.name]))
+                                        tracker=tracker.unit(unit.name, label), subjects=record["units"][unit.name],
+                                        ctx=ctx))
     return paths
 
 
+def _start_pretraining(config: ExperimentConfig, out: Path, units: list[PretrainUnit], *, per_fold: bool,
+                       recipe: str | Path | None) -> dict[str, Any]:
+    """config.yaml (written or checked) and the pretraining record (rank 0 only under DDP); returns the record."""
+    keep_config(config, out, what="a pretraining run", recipe=recipe)
+    record = {"format": "microexp-pretrain", "model": config.model.name, "per_fold": per_fold,
+              "table": str(config.pretrain.annotations or config.data.annotations),
+              "mask_ratio": config.pretrain.mask_ratio, "target": config.pretrain.target,
+              "epochs": config.pretrain.epochs,
+              "units": {u.name: {"fold": u.fold, "clips": len(u.table), "subjects": sorted(
+                  [d, s] for d, s in subject_keys(u.table)), "excluded_test_subjects": list(u.excluded_subjects)}
+                  for u in units}}
+    previous = out / RECORD_NAME
+    if previous.exists():
+        kept = json.loads(previous.read_text())
+        if kept.get("per_fold") != per_fold:
+            raise ConfigError(f"{out} holds a pretraining run {'with' if kept.get('per_fold') else 'without'} "
+                              "--per-fold; use a new --out, or the same command to resume")
+    write_json(out / RECORD_NAME, record)
+    return record
+
+
 def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path, *, device: torch.device,
-                   progress: bool | None, tracker: UnitProgress, subjects: dict[str, Any]) -> Path:
+                   progress: bool | None, tracker: UnitProgress, subjects: dict[str, Any],
+                   ctx: DistributedContext | None = None) -> Path:
+    ctx = ctx or DistributedContext(device=device)
     target = work_dir / ENCODER_NAME
-    if target.exists():
+    if run_on_main(target.exists, ctx):
         logger.info("%s: already pretrained: kept %s", unit.name, target)
         return target
     p = config.pretrain
@@ -194,15 +212,19 @@ def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path,
     model = MaskedVideoAutoencoder(encoder, mask_ratio=p.mask_ratio, decoder_dim=p.decoder_dim,
                                    decoder_depth=p.decoder_depth, decoder_heads=p.decoder_heads,
                                    target=p.target, target_pool=p.target_pool).to(device)
+    net = model  # the autoencoder itself: checkpoints read and write it
+    model = wrap_model(net, ctx, device=device, sync_batchnorm=config.train.sync_batchnorm)
     spec = model_spec(config)
     dataset = build_dataset(config, unit.table, spec, train=True)
     sampler_generator = torch.Generator()
     # the generator is reseeded per epoch from (seed, stream, epoch): a resumed run draws the same batches
     sampler = torch.utils.data.RandomSampler(dataset, generator=sampler_generator)
-    drop_last = len(dataset) > p.batch_size and len(dataset) % p.batch_size == 1  # batch norm in conv stems
-    loader = torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=p.batch_size, drop_last=drop_last,
-                                         num_workers=config.data.num_workers, worker_init_fn=seed_worker,
-                                         generator=generator, persistent_workers=config.data.num_workers > 0,
+    # one process drops only a last batch of one (batch norm in conv stems); under DDP each rank takes its share
+    batching = train_batches(sampler, ctx, batch_size=p.batch_size)
+    clips_here = len(batching["batch_sampler"].shard) if "batch_sampler" in batching else len(dataset)
+    loader = torch.utils.data.DataLoader(dataset, **batching, num_workers=config.data.num_workers,
+                                         worker_init_fn=seed_worker, generator=generator,
+                                         persistent_workers=config.data.num_workers > 0,
                                          pin_memory=device.type == "cuda")
     optimizer = build_optimizer(model, name="adamw", lr=p.lr, weight_decay=p.weight_decay)
     scheduler = build_scheduler(optimizer, name="cosine", epochs=p.epochs, steps_per_epoch=max(1, len(loader)),
@@ -211,14 +233,14 @@ def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path,
     start_epoch = 0
     if last.exists():
         payload = torch.load(last, map_location="cpu", weights_only=True)
-        model.load_state_dict(payload["autoencoder"])
+        net.load_state_dict(payload["autoencoder"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         start_epoch = int(payload["epoch"]) + 1
         logger.info("%s: resuming after epoch %d", unit.name, start_epoch)
     log_path = work_dir / "log.csv"
     rows = read_log(log_path, before=start_epoch)
-    if log_path.exists():
+    if log_path.exists() and ctx.is_main:
         write_log(log_path, rows)
     tracker.begin(p.epochs - start_epoch)
     for epoch in range(start_epoch, p.epochs):
@@ -226,24 +248,28 @@ def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path,
         epoch_seed = int(np.random.SeedSequence([config.seed, stream, epoch]).generate_state(1)[0])
         sampler_generator.manual_seed(epoch_seed)
         torch.manual_seed(epoch_seed)
-        mask_generator = torch.Generator().manual_seed(epoch_seed)
+        mask_generator = torch.Generator().manual_seed(epoch_seed + ctx.rank)  # each rank masks its clips anew
         dataset.set_epoch(epoch)
         loss = pretrain_one_epoch(model, loader, optimizer=optimizer, scheduler=scheduler, device=device,
                                   amp=config.train.amp, generator=mask_generator, progress=progress,
                                   description=f"{unit.name} epoch {epoch + 1}/{p.epochs}")
+        loss = gather_mean(loss, clips_here, ctx)  # per clip over every rank's clips
         seconds = time.perf_counter() - began
         rows.append({"unit": unit.name, "epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                      "seconds": round(seconds, 3)})
-        write_log(log_path, rows)
-        with atomic_path(last) as tmp:
-            torch.save({"autoencoder": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch}, tmp)
+        if ctx.is_main:
+            write_log(log_path, rows)
+            with atomic_path(last) as tmp:
+                torch.save({"autoencoder": net.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "epoch": epoch}, tmp)
         tracker.epoch_done(epoch, p.epochs, seconds, f"reconstruction loss {loss:.4f}")
     extra = {"pretrain": {"method": "masked video (tube masking)", "mask_ratio": p.mask_ratio, "target": p.target,
                           "target_pool": p.target_pool,
                           "epochs": p.epochs, "unit": unit.name, "fold": unit.fold, **subjects,
                           "final_loss": rows[-1]["loss"] if rows else None}}
-    save_checkpoint(target, model=model.encoder, class_names=[], data=_data_config(config, spec), epoch=p.epochs - 1,
-                    fold=unit.fold, extra=extra)
+    if ctx.is_main:
+        save_checkpoint(target, model=net.encoder, class_names=[], data=_data_config(config, spec),
+                        epoch=p.epochs - 1, fold=unit.fold, extra=extra)
+    barrier()  # the encoder is written before any rank goes on
     logger.info("%s: encoder written: %s", unit.name, target)
     return target
