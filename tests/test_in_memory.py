@@ -90,6 +90,28 @@ def test_eval_batches_equal_the_datasets_items(clip_table, tmp_path, name, cache
         assert store.flow.dtype == torch.float16  # the cache stores float16: holding it so is exact
 
 
+@pytest.mark.parametrize("encoding", ["minmax", "pixels"])
+def test_apex_flow_files_eval_and_flip(tmp_path, encoding):
+    rng = np.random.default_rng(3)
+    rows = []
+    for n in range(4):
+        path = tmp_path / f"f{n}.npy"
+        np.save(path, rng.normal(size=(20, 20, 2)).astype(np.float32))
+        rows.append({"subject": n + 1, "clip": f"f{n}", "path": "", "flow_path": str(path), "onset": "", "apex": "",
+                     "offset": "", "first_frame": 0, "fps": "", "aus": "", "label": n % 2})
+    table = pd.DataFrame(rows)
+    pipeline = _rgb(modality="apex_flow", apex=ApexFlowSpec(encoding=encoding))
+    dataset = MicroExpressionDataset(table, pipeline=pipeline)
+    store = InMemoryClips.build(dataset)
+    video = next(iter(store.loader(table, batch_size=4)))["video"]
+    assert_close(video, torch.stack([dataset[i]["video"] for i in range(4)]), rtol=0, atol=0)
+    assert store.flow.dtype == torch.float32  # encoded flow is no float16 value: kept exactly
+    flipped = next(iter(store.loader([0] * 32, batch_size=32, train=True)))["video"]
+    mirrored = torch.from_numpy(flip_encoded(video[0, :, 0].permute(1, 2, 0).numpy(), encoding)).permute(2, 0, 1)
+    assert all(torch.equal(v, video[0]) or torch.equal(v[:, 0], mirrored) for v in flipped)
+    assert any(torch.equal(v[:, 0], mirrored) for v in flipped)
+
+
 def test_a_row_outside_the_store_is_refused(clip_table):
     store = InMemoryClips.build(MicroExpressionDataset(clip_table.iloc[:3], pipeline=PIPELINES["rgb"]))
     with pytest.raises(ValueError, match="'c4' is not in the store"):

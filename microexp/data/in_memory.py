@@ -272,6 +272,8 @@ class InMemoryClips:
         from microexp.data.dataset import MicroExpressionDataset
 
         pipeline: ClipPipeline = dataset.pipeline
+        if len(dataset) == 0:
+            raise ValueError("clips in memory: the dataset has no clips")
         why = unsupported_reason(pipeline)
         if why is not None:
             raise ConfigError(f"clips in memory: {why}")
