@@ -51,6 +51,8 @@ def _rules() -> dict[str, tuple[str, ...]]:
     rules["microexp.inference"] = UPPER[:2] + UPPER[3:]  # everything upper but itself
     for layer in ("microexp.engine", "microexp.sweep", "microexp.studies", "microexp.benchmark"):
         rules[layer] = ("microexp.cli",)
+    # launchers start `python -m microexp ...` processes: they need nothing of the layers above
+    rules["microexp.launch"] = UPPER
     return rules
 
 
