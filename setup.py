@@ -21,6 +21,7 @@ from setuptools import find_packages, setup
 DECORD_PLATFORMS = ('(platform_system == "Linux" and platform_machine == "x86_64") or '
                     '(platform_system == "Windows" and platform_machine == "AMD64")')
 
+SLURM = ["submitit>=1.5,<2"]
 ONNX = ["onnx>=1.16,<2", "onnxruntime>=1.18,<2", "onnxscript>=0.1,<1"]
 
 INSTALL_REQUIRES = [
@@ -54,9 +55,11 @@ setup(
     extras_require={
         # psycopg2: the PostgreSQL sweep test, which writes postgresql+psycopg2:// (a bare postgresql:// URL
         # means psycopg 3 to SQLAlchemy 2.x: pip install 'psycopg[binary]')
-        "test": ["pytest>=7", *ONNX, "psycopg2-binary>=2.9", "packaging>=23"],
+        "test": ["pytest>=7", *ONNX, "psycopg2-binary>=2.9", "packaging>=23", *SLURM],
         "export": ONNX,
         "postgres": ["psycopg2-binary>=2.9"],
+        # --launcher submitit: Slurm job arrays (the tests use submitit's local executor, no Slurm needed)
+        "slurm": SLURM,
     },
     entry_points={"console_scripts": ["microexp=microexp.cli:main"]},
 )
