@@ -267,3 +267,22 @@ def test_small_input_benchmark_reports_both_paths(tmp_path):
         assert section.figure(f"{path}.epoch_seconds").median > 0
     assert section.details["input"] == [3, 1, 28, 28] and section.details["store_mb"] > 0
     assert section.figure("per_item_over_in_memory.epoch_seconds") is not None
+
+
+def test_a_batch_sampler_gives_the_same_batches_as_its_sampler(clip_table):
+    """Under DDP the engine passes a batch sampler (a rank's share); one rank of one is the plain stream."""
+    from microexp.data.samplers import DistributedBatchSampler
+
+    store = InMemoryClips.build(MicroExpressionDataset(clip_table, pipeline=_rgb(transform={"crop_scale": 0.5})))
+    generator = torch.Generator()
+    sampler = EpochIndexSampler(torch.utils.data.RandomSampler(range(6), generator=generator))
+    sampler.set_epoch(3)
+    generator.manual_seed(0)
+    plain = list(store.loader(clip_table, batch_size=3, sampler=sampler, train=True, seed=2))
+    generator.manual_seed(0)
+    batches = DistributedBatchSampler(sampler, batch_size=3, rank=0, world_size=1)
+    shared = store.loader(clip_table, batch_sampler=batches, train=True, seed=2)
+    assert len(shared) == 2
+    assert all(torch.equal(a["video"], b["video"]) and a["clip"] == b["clip"] for a, b in zip(plain, shared))
+    with pytest.raises(ValueError, match="batch_sampler excludes"):
+        store.loader(clip_table, batch_sampler=batches, batch_size=3)

@@ -348,27 +348,34 @@ class InMemoryClips:
             out[i] = found
         return out
 
-    def loader(self, table: pd.DataFrame | Sequence[int] | np.ndarray, *, batch_size: int,
-               sampler: Iterable[Any] | None = None, drop_last: bool = False, train: bool = False, seed: int = 0,
-               pin_memory: bool = False, prefetch: bool = True) -> "InMemoryLoader":
+    def loader(self, table: pd.DataFrame | Sequence[int] | np.ndarray, *, batch_size: int | None = None,
+               sampler: Iterable[Any] | None = None, batch_sampler: Iterable[Sequence[Any]] | None = None,
+               drop_last: bool = False, train: bool = False, seed: int = 0, pin_memory: bool = False,
+               prefetch: bool = True) -> "InMemoryLoader":
         """An iterable of batches over ``table``'s clips, like a DataLoader over the Dataset of ``table``.
 
         Args:
             table: the rows to serve (matched with :meth:`positions`), or store positions.
-            batch_size: clips per batch.
+            batch_size: clips per batch (not with ``batch_sampler``).
             sampler: yields indices into ``table`` (or ``(epoch, index)`` pairs, as
                 :class:`~microexp.data.dataset.EpochIndexSampler` does); None: ``table``'s order, epoch 0.
-            drop_last: drop a last incomplete batch.
+            batch_sampler: instead of ``sampler`` and ``batch_size``: yields lists of them (e.g.
+                :class:`~microexp.data.samplers.DistributedBatchSampler`, a rank's share under DDP).
+            drop_last: drop a last incomplete batch (not with ``batch_sampler``).
             train: draw crops and flips per batch (the pipeline's training augmentation).
             seed: with the epoch, seeds the augmentation's generator (the Dataset's ``seed``).
             pin_memory: pin each batch's ``video`` (for non-blocking copies to CUDA).
             prefetch: make the next batch on a thread while the current one trains (same batches either way).
         """
         positions = self.positions(table) if isinstance(table, pd.DataFrame) else np.asarray(table, dtype=np.int64)
-        if batch_size < 1:
+        if batch_sampler is not None:
+            if batch_size is not None or sampler is not None or drop_last:
+                raise ValueError("batch_sampler excludes batch_size, sampler and drop_last (as in a DataLoader)")
+        elif batch_size is None or batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: expected an integer >= 1")
-        return InMemoryLoader(self, positions, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                              train=train, seed=seed, pin_memory=pin_memory, prefetch=prefetch)
+        return InMemoryLoader(self, positions, batch_size=batch_size or 0, sampler=sampler,
+                              batch_sampler=batch_sampler, drop_last=drop_last, train=train, seed=seed,
+                              pin_memory=pin_memory, prefetch=prefetch)
 
     def batch(self, positions: torch.Tensor, *, train: bool = False,
               generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -433,11 +440,13 @@ class InMemoryLoader:
     """
 
     def __init__(self, store: InMemoryClips, positions: np.ndarray, *, batch_size: int, sampler: Iterable[Any] | None,
-                 drop_last: bool, train: bool, seed: int, pin_memory: bool, prefetch: bool = True) -> None:
+                 drop_last: bool, train: bool, seed: int, pin_memory: bool, prefetch: bool = True,
+                 batch_sampler: Iterable[Sequence[Any]] | None = None) -> None:
         self.store = store
         self.positions = torch.as_tensor(positions, dtype=torch.int64)
         self.batch_size = batch_size
         self.sampler = sampler
+        self.batch_sampler = batch_sampler
         self.drop_last = drop_last
         self.train = train
         self.seed = seed
@@ -445,45 +454,53 @@ class InMemoryLoader:
         self.prefetch = prefetch
 
     def __len__(self) -> int:
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)  # type: ignore[arg-type]
         count = len(self.sampler) if self.sampler is not None else len(self.positions)  # type: ignore[arg-type]
         return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
 
-    def _order(self) -> tuple[int, torch.Tensor]:
-        if self.sampler is None:
-            return 0, torch.arange(len(self.positions))
-        drawn = list(self.sampler)
-        epoch = getattr(self.sampler, "epoch", 0)
-        if drawn and isinstance(drawn[0], tuple):
-            epoch = drawn[0][0]
-            drawn = [index for _, index in drawn]
-        return int(epoch), torch.as_tensor(drawn, dtype=torch.int64)
+    def _batches(self) -> tuple[int | None, list[torch.Tensor]]:
+        """The epoch the sampler tags (None when it tags none) and each batch's indices into ``positions``."""
+        if self.batch_sampler is not None:
+            drawn = [list(batch) for batch in self.batch_sampler]
+            flat = [item for batch in drawn for item in batch]
+            sizes = [len(batch) for batch in drawn]
+        else:
+            flat = list(self.sampler) if self.sampler is not None else list(range(len(self.positions)))
+            stop = len(flat) - len(flat) % self.batch_size if self.drop_last else len(flat)
+            flat = flat[:stop]
+            sizes = [min(self.batch_size, stop - start) for start in range(0, stop, self.batch_size)]
+        epoch = None
+        if flat and isinstance(flat[0], tuple):  # (epoch, index) from EpochIndexSampler
+            epoch = int(flat[0][0])
+            flat = [index for _, index in flat]
+        return epoch, list(torch.as_tensor(flat, dtype=torch.int64).split(sizes)) if flat else []
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        epoch, order = self._order()
+        epoch, batches = self._batches()
+        if epoch is None:
+            epoch = int(getattr(self.batch_sampler or self.sampler, "epoch", 0))
         generator = None
         if self.train:
             state = np.random.SeedSequence([self.seed, epoch]).generate_state(2, dtype=np.uint32)
             generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
-        starts = range(0, stop, self.batch_size)
 
-        def make(start: int) -> dict[str, Any]:
-            batch = self.store.batch(self.positions[order[start:start + self.batch_size]], train=self.train,
-                                     generator=generator)
+        def make(indices: torch.Tensor) -> dict[str, Any]:
+            batch = self.store.batch(self.positions[indices], train=self.train, generator=generator)
             if self.pin_memory:
                 batch["video"] = batch["video"].pin_memory()
             return batch
 
-        if not self.prefetch or len(starts) < 2:
-            yield from (make(start) for start in starts)
+        if not self.prefetch or len(batches) < 2:
+            yield from (make(indices) for indices in batches)
             return
         # one batch ahead on a thread (torch's kernels release the GIL): the next batch is made while the
         # model trains on this one; batches are still made one after another, so the draws stay in order
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="microexp-in-memory") as pool:
-            pending = pool.submit(make, starts[0])
-            for start in starts[1:]:
+            pending = pool.submit(make, batches[0])
+            for indices in batches[1:]:
                 batch = pending.result()
-                pending = pool.submit(make, start)
+                pending = pool.submit(make, indices)
                 yield batch
             yield pending.result()
 
