@@ -84,6 +84,8 @@ def test_eval_batches_equal_the_datasets_items(clip_table, tmp_path, name, cache
     assert torch.cat([b["label"] for b in batches]).tolist() == [item["label"].item() for item in items]
     assert torch.cat([b["subject"] for b in batches]).tolist() == [1, 1, 3, 3]
     assert_close(torch.cat([b["indices"] for b in batches]), torch.stack([item["indices"] for item in items]))
+    loader = store.loader(fold, batch_size=3)
+    assert list(loader.dataset.table["clip"]) == list(fold["clip"]) and len(loader.dataset) == 4  # DataLoader-like
     if pipeline.modality in ("rgb", "rgb+flow"):
         assert store.frames.dtype == torch.uint8
     if cached and pipeline.modality in ("flow", "rgb+flow"):

@@ -59,8 +59,8 @@ from microexp.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IN_MEMORY_MODES", "InMemoryClips", "InMemoryLoader", "InMemoryPlan", "estimate_bytes", "in_memory_plan",
-           "random_resized_crop", "unsupported_reason"]
+__all__ = ["IN_MEMORY_MODES", "InMemoryClips", "InMemoryLoader", "InMemoryPlan", "InMemoryView", "estimate_bytes",
+           "in_memory_plan", "random_resized_crop", "unsupported_reason"]
 
 #: values of ``data.in_memory``
 IN_MEMORY_MODES = ("auto", "on", "off")
@@ -223,15 +223,17 @@ class InMemoryClips:
 
     Attributes:
         pipeline: the pipeline the stored tensors come from.
+        table: the clip table, one row per stored clip.
         frames: uint8 ``(N, T, 3, S, S)`` sampled RGB frames, or None (flow-only modalities).
         flow: float16/float32 ``(N, C, T, S, S)`` flow channels (encoded apex flow: ``(N, 3, 1, S, S)``), or None.
         labels, subjects: int64 ``(N,)``; indices: int64 ``(N, T)`` frame numbers shown; clips, aus: str lists.
     """
 
-    def __init__(self, *, pipeline: ClipPipeline, keys: Sequence[tuple[str, ...]], frames: torch.Tensor | None,
+    def __init__(self, *, pipeline: ClipPipeline, table: pd.DataFrame, frames: torch.Tensor | None,
                  flow: torch.Tensor | None, labels: torch.Tensor, subjects: torch.Tensor, indices: torch.Tensor,
                  clips: list[str], aus: list[str]) -> None:
         self.pipeline = pipeline
+        self.table = table.reset_index(drop=True)
         self.frames = frames
         self.flow = flow
         self.labels = labels
@@ -240,7 +242,7 @@ class InMemoryClips:
         self.clips = clips
         self.aus = aus
         self._positions: dict[tuple[str, ...], int] = {}
-        for position, key in enumerate(keys):
+        for position, key in enumerate(_row_keys(self.table)):
             self._positions.setdefault(key, position)
         spec = pipeline.transform
         # the pipeline's evaluation transform (its crop and flip are drawn here, per batch)
@@ -309,7 +311,7 @@ class InMemoryClips:
         if flow is not None and torch.equal(flow.half().float(), flow):
             flow = flow.half()  # exact: e.g. flow read through the cache, which stores float16
         table = source.table
-        return cls(pipeline=pipeline, keys=_row_keys(table), frames=torch.cat(frames) if frames else None, flow=flow,
+        return cls(pipeline=pipeline, table=table, frames=torch.cat(frames) if frames else None, flow=flow,
                    labels=torch.cat(labels), subjects=torch.cat(subjects), indices=torch.cat(indices),
                    clips=[str(c) for c in clips], aus=[str(a) for a in aus])
 
@@ -431,6 +433,17 @@ class InMemoryClips:
         return video.permute(0, 2, 1, 3, 4).contiguous()
 
 
+@dataclass(frozen=True)
+class InMemoryView:
+    """The clips an :class:`InMemoryLoader` serves (its ``dataset``, as a DataLoader has one)."""
+
+    table: pd.DataFrame
+    pipeline: ClipPipeline
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
 class InMemoryLoader:
     """Batches of an :class:`InMemoryClips` store (what :meth:`InMemoryClips.loader` returns).
 
@@ -444,6 +457,8 @@ class InMemoryLoader:
                  batch_sampler: Iterable[Sequence[Any]] | None = None) -> None:
         self.store = store
         self.positions = torch.as_tensor(positions, dtype=torch.int64)
+        #: what a DataLoader's ``dataset`` tells of the clips served: their table (e.g. for checks on subjects)
+        self.dataset = InMemoryView(store.table.iloc[positions].reset_index(drop=True), store.pipeline)
         self.batch_size = batch_size
         self.sampler = sampler
         self.batch_sampler = batch_sampler
