@@ -207,6 +207,8 @@ def test_training_crops_differ_per_sample_and_are_reproducible_per_epoch(clip_ta
     assert len({tuple(v.flatten().tolist()) for v in same_clip}) >= 12  # crops drawn per sample
     other_seed = next(iter(store.loader([2] * 16, batch_size=16, train=True, seed=1)))["video"]
     assert not torch.equal(same_clip, other_seed)
+    rank_one = next(iter(store.loader([2] * 16, batch_size=16, train=True, seed=(0, 1))))["video"]
+    assert not torch.equal(same_clip, rank_one)  # (seed, rank): each DDP rank draws its own augmentations
     assert len(store.loader(clip_table, batch_size=4, sampler=sampler, drop_last=True)) == 1
 
 

@@ -352,7 +352,7 @@ class InMemoryClips:
 
     def loader(self, table: pd.DataFrame | Sequence[int] | np.ndarray, *, batch_size: int | None = None,
                sampler: Iterable[Any] | None = None, batch_sampler: Iterable[Sequence[Any]] | None = None,
-               drop_last: bool = False, train: bool = False, seed: int = 0, pin_memory: bool = False,
+               drop_last: bool = False, train: bool = False, seed: int | Sequence[int] = 0, pin_memory: bool = False,
                prefetch: bool = True) -> "InMemoryLoader":
         """An iterable of batches over ``table``'s clips, like a DataLoader over the Dataset of ``table``.
 
@@ -365,7 +365,8 @@ class InMemoryClips:
                 :class:`~microexp.data.samplers.DistributedBatchSampler`, a rank's share under DDP).
             drop_last: drop a last incomplete batch (not with ``batch_sampler``).
             train: draw crops and flips per batch (the pipeline's training augmentation).
-            seed: with the epoch, seeds the augmentation's generator (the Dataset's ``seed``).
+            seed: with the epoch, seeds the augmentation's generator (the Dataset's ``seed``; a sequence such
+                as ``(seed, rank)`` gives each DDP rank its own draws).
             pin_memory: pin each batch's ``video`` (for non-blocking copies to CUDA).
             prefetch: make the next batch on a thread while the current one trains (same batches either way).
         """
@@ -453,7 +454,7 @@ class InMemoryLoader:
     """
 
     def __init__(self, store: InMemoryClips, positions: np.ndarray, *, batch_size: int, sampler: Iterable[Any] | None,
-                 drop_last: bool, train: bool, seed: int, pin_memory: bool, prefetch: bool = True,
+                 drop_last: bool, train: bool, seed: int | Sequence[int], pin_memory: bool, prefetch: bool = True,
                  batch_sampler: Iterable[Sequence[Any]] | None = None) -> None:
         self.store = store
         self.positions = torch.as_tensor(positions, dtype=torch.int64)
@@ -464,7 +465,7 @@ class InMemoryLoader:
         self.batch_sampler = batch_sampler
         self.drop_last = drop_last
         self.train = train
-        self.seed = seed
+        self.seed = [int(seed)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
         self.pin_memory = pin_memory
         self.prefetch = prefetch
 
@@ -497,7 +498,7 @@ class InMemoryLoader:
             epoch = int(getattr(self.batch_sampler or self.sampler, "epoch", 0))
         generator = None
         if self.train:
-            state = np.random.SeedSequence([self.seed, epoch]).generate_state(2, dtype=np.uint32)
+            state = np.random.SeedSequence([*self.seed, epoch]).generate_state(2, dtype=np.uint32)
             generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
         def make(indices: torch.Tensor) -> dict[str, Any]:
