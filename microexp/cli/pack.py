@@ -55,8 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--mode", default=PACK_MODES[0], choices=list(PACK_MODES),
         help=f"mjpeg: every frame one JPEG image at --quality (default {DEFAULT_JPEG_QUALITY}) in an AVI file, "
-             "decodes as fast as a JPEG folder, about 3x a PNG folder (default); lossless: RGB H.264 at qp 0, "
-             "frames decode exactly, 6-10x slower to read than mjpeg; near-lossless: 4:4:4 H.264 "
+             "loads as fast as a JPEG folder, 1.7-3.5x a PNG folder (default); lossless: RGB H.264 at qp 0, "
+             "frames decode exactly, 7-15x slower to read than mjpeg; near-lossless: 4:4:4 H.264 "
              f"at --crf (default {DEFAULT_CRF:g}), 40-75x smaller than lossless",
     )
     parser.add_argument(

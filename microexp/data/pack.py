@@ -16,11 +16,12 @@ Modes (measurements behind the defaults: ``microexp benchmark --sections loading
 docs/loading.md):
 
 - ``mjpeg`` (default): intra-only Motion JPEG in AVI, every frame one JPEG image at ``quality`` (default
-  95, OpenCV's libjpeg, 4:2:0): the bytes of a JPEG folder at that quality, in one file. It decodes as
-  fast as a JPEG folder (about 3x a PNG folder, 6-10x lossless H.264 at 480x640); ``open_video``'s
-  ``"auto"`` reads it with PyAV, which decodes it 1.6x faster than decord. Lossy: PSNR about 41 dB at 95
-  on noisy synthetic faces; datasets recorded as JPEG frames (CASME II, DFME) lose a little more at each
-  re-encoding, so keep the quality high.
+  95, OpenCV's libjpeg, 4:2:0): the bytes of a JPEG folder at that quality, in one file, 1/8 of the
+  lossless size. It loads as fast as a JPEG folder (1.7x a PNG folder at 128x128, 3.5x at 480x640; 7x
+  lossless H.264 read with PyAV, 15x with decord); ``open_video``'s ``"auto"`` reads it with PyAV, which
+  decodes it 1.6x (idle machine) to 4-10x (busy machine) faster than decord. Lossy: PSNR about 41 dB at
+  95 on noisy synthetic 480x640 faces; datasets recorded as JPEG frames (CASME II, DFME) lose a little
+  more at each re-encoding, so keep the quality high.
 - ``lossless``: RGB H.264 at qp 0 (``libx264rgb``, tune ``fastdecode``), intra-only
   (``gop=1``). Frames decode bit-exactly with decord and PyAV. About the size of a PNG folder: the
   point is one seekable file per clip, not disk space. Longer GOPs save 20-25% but make random

@@ -1,7 +1,7 @@
 """Picking the reader: :func:`open_video`, and the ``"auto"`` backend.
 
 ``"auto"`` reads a frame folder with :class:`FolderReader`; a Motion JPEG AVI file (``microexp pack --mode
-mjpeg``, recognised from its first bytes) with PyAV, which decodes it 1.6x faster than decord; any other
+mjpeg``, recognised from its first bytes) with PyAV, which reads it 1.6-4x faster than decord; any other
 video file with decord, falling back to PyAV when decord is not installed (no wheel for ARM Linux or
 macOS: then PyAV reads everything, without a warning) or cannot open or decode the file (a warning, once
 per process). ``"torchcodec"`` is never chosen by ``"auto"``; it is selected by name and needs the
