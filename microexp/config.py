@@ -704,6 +704,8 @@ def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: {key}={value!r}: expected {_type_name(options[0])} or null")
         raise errors[0]
     expected = origin or hint
+    if key == "data.in_memory" and isinstance(value, bool):  # YAML 1.1 reads the words on and off as booleans
+        return "on" if value else "off"
     if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if expected is float and isinstance(value, str):  # YAML 1.1 reads '3e-4' (no dot) as a string

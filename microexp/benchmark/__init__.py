@@ -6,6 +6,8 @@ Sections (one module each):
   decord (a), a naive sequential PyAV decode (b), the PNG frame folder (c) and the preprocessed cache (d);
 - :mod:`.pipeline`: one short training run of the demo recipe: the fraction of step time spent waiting
   for data once the cache is warm, and the data time of epoch 1 over epoch 2 (the flow cache);
+- :mod:`.small_inputs`: one-frame 28x28 training (``frame_tiny``, warm cache): the data-wait fraction with
+  per-item loading (0 and 2 workers) and with the clips in memory (:mod:`microexp.data.in_memory`);
 - :mod:`.throughput`: training clips/s per model family through microexp's loop and a bare PyTorch loop;
 - :mod:`.prediction`: the ``latency`` section: prediction latency per stage for one clip and batch clips/s
   (measured by :mod:`microexp.inference.latency`).
@@ -31,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SECTIONS", "Settings", "format_report", "run_benchmark", "targets_from"]
 
-SECTIONS = ("loading", "pipeline", "throughput", "latency")
+SECTIONS = ("loading", "pipeline", "small_inputs", "throughput", "latency")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Settings:
     throughput_repeats: int
     latency_repeats: int
     pack_preset: str = "medium"
+    small_clips: int = 442
+    small_epochs: int = 3
 
     def unmeasurable(self) -> dict[str, str]:
         """Target kinds (``pipeline``, ``throughput``) these sizes cannot measure, with the reason.
@@ -78,7 +82,7 @@ FULL = Settings(loading_repeats=5, pipeline_clips=300, pipeline_subjects=30, pip
 #: idle cores); the packed file uses x264's ``ultrafast`` preset to save encoding time (intra-only lossless
 #: either way; the preset changes how hard the encoder searches, not what the decoder must do per frame).
 QUICK = Settings(loading_repeats=2, pipeline_clips=24, pipeline_subjects=6, pipeline_epochs=2, throughput_steps=2,
-                 throughput_repeats=2, latency_repeats=3, pack_preset="ultrafast")
+                 throughput_repeats=2, latency_repeats=3, pack_preset="ultrafast", small_clips=48, small_epochs=2)
 
 
 def _devices(device: str) -> list[str]:
@@ -153,6 +157,7 @@ def _jobs(settings: Settings, devices: list[str], sections: Sequence[str], work:
     from microexp.benchmark.loading import measure_loading
     from microexp.benchmark.pipeline import make_dataset, measure_pipeline
     from microexp.benchmark.prediction import measure_prediction
+    from microexp.benchmark.small_inputs import measure_small_inputs
     from microexp.benchmark.throughput import measure_throughput
 
     jobs: list[tuple[str, Any]] = []
@@ -172,6 +177,9 @@ def _jobs(settings: Settings, devices: list[str], sections: Sequence[str], work:
         if "pipeline" in sections:
             jobs.append((f"pipeline_{device}", lambda d=device: measure_pipeline(
                 work, dataset(), epochs=settings.pipeline_epochs, device=d)))
+        if "small_inputs" in sections:
+            jobs.append((f"small_inputs_{device}", lambda d=device: measure_small_inputs(
+                work / f"small_inputs_{d}", device=d, clips=settings.small_clips, epochs=settings.small_epochs)))
         if "throughput" in sections:
             jobs.append((f"throughput_{device}", lambda d=device: measure_throughput(
                 device=d, steps=settings.throughput_steps, repeats=settings.throughput_repeats)))
@@ -227,6 +235,10 @@ def targets_from(results: dict[str, Section], devices: Sequence[str], *,
             Target(f"flow cache ({device}): data time, cold-cache pass / warm-cache pass",
                    median(pipeline, "flow_cache.epoch1_over_epoch2"), 10.0, **judged("pipeline", pipeline)),
         ]
+        small = f"small_inputs_{device}"
+        targets.append(Target(f"small inputs ({device}): data wait / step time, clips in memory",
+                              median(small, "in_memory.data_fraction"), 0.10, op="<", unit="fraction",
+                              **judged("pipeline", small)))
         throughput = f"throughput_{device}"
         for model in MODELS:
             targets.append(Target(f"training throughput ({device}): microexp / bare loop, {model}",

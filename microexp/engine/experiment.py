@@ -44,6 +44,7 @@ from microexp.data.annotations import load_clip_table
 from microexp.data.class_maps import apply_class_map, get_class_map, summarise_left_out
 from microexp.data.apex_flow import ApexFlowSpec
 from microexp.data.dataset import EpochIndexSampler, MicroExpressionDataset, check_clip_inputs
+from microexp.data.in_memory import InMemoryClips, in_memory_plan
 from microexp.data.pipeline import ClipPipeline
 from microexp.data.samplers import build_sampler
 from microexp.checkpoint import load_checkpoint, save_checkpoint
@@ -381,7 +382,10 @@ def prepare_run(config: ExperimentConfig, out: Path, *, cross_validation: bool =
     """
     data = load_experiment_data(config)
     check_num_frames(config, data.table)
-    check_clip_inputs(data.table, build_pipeline(config, model_spec(config)))  # frames, or flow files for apex_flow
+    pipeline = build_pipeline(config, model_spec(config))
+    check_clip_inputs(data.table, pipeline)  # frames, or flow files for apex_flow
+    # data.in_memory=on for a pipeline that cannot be served from stored tensors fails now
+    in_memory_plan(pipeline, data.table, mode=config.data.in_memory, limit_mb=config.data.in_memory_limit_mb)
     folds = build_folds(config, data.table) if cross_validation else []
     for fold in [f.fold for f in folds] + ([None] if final else []):
         encoder_for_fold(config.model.pretrained, fold)  # a pretraining folder lacking an encoder fails now
@@ -545,12 +549,23 @@ def _train_model(
     # every clip trains each epoch: one process drops only a last batch of one (batch norm cannot train on it);
     # under DDP each rank takes its share of the same stream, in the same number of batches on every rank
     batching = train_batches(sampler, ctx, batch_size=config.train.batch_size)  # sampler or batch_sampler
-    worker_args = {k: v for k, v in loader_args.items() if k != "batch_size"}
-    train_loader = torch.utils.data.DataLoader(train_set, generator=generator, **batching,
-                                               **{**worker_args, "persistent_workers": config.data.num_workers > 0})
+    # the clips of the whole table held once per process (shared by the folds), when data.in_memory chooses it
+    store = _in_memory_store(config, data, spec, name=name)
+    if store is not None:
+        # under DDP each rank draws its own crops and flips for its share
+        seed = (config.seed, ctx.rank) if ctx.distributed else config.seed
+        train_loader = store.loader(train_table, **batching, train=True, seed=seed, pin_memory=device.type == "cuda")
+    else:
+        worker_args = {k: v for k, v in loader_args.items() if k != "batch_size"}
+        train_loader = torch.utils.data.DataLoader(train_set, generator=generator, **batching,
+                                                   **{**worker_args, "persistent_workers": config.data.num_workers > 0})
     val_set = build_dataset(config, val_table, spec, train=False) if len(val_table) else None
     val_part, val_indices = shard_dataset(val_set, ctx) if val_set is not None else (None, [])
-    val_loader = torch.utils.data.DataLoader(val_part, **loader_args) if val_part is not None else None
+    if store is not None and val_set is not None:
+        val_loader = store.loader(val_table.iloc[val_indices], batch_size=config.train.batch_size,
+                                  pin_memory=device.type == "cuda")
+    else:
+        val_loader = torch.utils.data.DataLoader(val_part, **loader_args) if val_part is not None else None
     loss_fn = build_loss(config.loss.name, class_counts, **_loss_kwargs(config)).to(device)  # weight buffers
     optimizer = build_optimizer(model, name=config.train.optimizer, lr=config.train.lr,
                                 weight_decay=config.train.weight_decay, momentum=config.train.momentum)
@@ -727,6 +742,16 @@ def build_dataset(config: ExperimentConfig, table: pd.DataFrame, spec: Any, *, t
     d = config.data
     return MicroExpressionDataset(table, pipeline=build_pipeline(config, spec), train=train, backend=d.backend,
                                   cache_dir=d.cache_dir, seed=config.seed)
+
+
+def _in_memory_store(config: ExperimentConfig, data: ExperimentData, spec: Any, *, name: str) -> InMemoryClips | None:
+    """The store of the whole clip table when ``data.in_memory`` chooses it (the choice is logged), else None."""
+    d = config.data
+    plan = in_memory_plan(build_pipeline(config, spec), data.table, mode=d.in_memory, limit_mb=d.in_memory_limit_mb)
+    logger.info("%s: %s", name, plan.reason)
+    if not plan.use:
+        return None
+    return InMemoryClips.shared(build_dataset(config, data.table, spec, train=False), num_workers=d.num_workers)
 
 
 def _loss_kwargs(config: ExperimentConfig) -> dict[str, Any]:
