@@ -60,6 +60,9 @@ setup(
         "postgres": ["psycopg2-binary>=2.9"],
         # --launcher submitit: Slurm job arrays (the tests use submitit's local executor, no Slurm needed)
         "slurm": SLURM,
+        # optional video backend (data.backend=torchcodec); needs the system FFmpeg 4-9 libraries
+        # (Debian/Ubuntu: apt install ffmpeg); each torchcodec release pairs with one torch release
+        "torchcodec": ["torchcodec>=0.7"],
     },
     entry_points={"console_scripts": ["microexp=microexp.cli:main"]},
 )

@@ -45,7 +45,10 @@ def _settings(annotations, **extra):
     values = {"data.annotations": str(annotations), "data.class_map": "megc3", "cv.folds": 2,
               "train.epochs": EPOCHS, "train.lr": 0.02, "train.sampler": "class_balanced", "data.size": 32,
               "data.num_frames": 4, "data.sampling": "apex_centered", "model.name": "frame_tiny",
-              "data.num_workers": 0, "train.batch_size": 4, "seed": 5, **extra}
+              "data.num_workers": 0, "train.batch_size": 4, "seed": 5,
+              # the item spy below sees what each Dataset yields: per-item loading (the in-memory path's own
+              # integrity test is in test_in_memory.py)
+              "data.in_memory": "off", **extra}
     args = []
     for key, value in values.items():
         args += ["--set", f"{key}={value}"]

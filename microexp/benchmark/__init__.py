@@ -2,8 +2,10 @@
 
 Sections (one module each):
 
-- :mod:`.loading`: T=16 key frames of a 300-frame clip at 128x128 and 480x640 from a packed video with
-  decord (a), a naive sequential PyAV decode (b), the PNG frame folder (c) and the preprocessed cache (d);
+- :mod:`.loading`: T=16 key frames of a 300-frame clip at 128x128 and 480x640 from a lossless packed video with
+  decord, PyAV and torchcodec (a), a naive sequential PyAV decode (b), the PNG frame folder (c), the
+  preprocessed cache (d), a JPEG frame folder (e, the floor), the mjpeg pack with each reader (f) and with a
+  reader kept open (g);
 - :mod:`.pipeline`: one short training run of the demo recipe: the fraction of step time spent waiting
   for data once the cache is warm, and the data time of epoch 1 over epoch 2 (the flow cache);
 - :mod:`.small_inputs`: one-frame 28x28 training (``frame_tiny``, warm cache): the data-wait fraction with
@@ -223,6 +225,12 @@ def targets_from(results: dict[str, Section], devices: Sequence[str], *,
                20.0, note=why("loading")),
         Target("loading: cache (d) vs naive PyAV (b), 480x640", median("loading", "480x640.cache.speedup_vs_naive"),
                20.0, note=why("loading")),
+        Target("loading: mjpeg pack (auto: PyAV) vs PNG folder (c), 480x640",
+               median("loading", "480x640.mjpeg_pyav.vs_folder"), 1.0, note=why("loading")),
+        Target("loading: mjpeg pack (auto: PyAV) vs JPEG folder (e), 480x640",
+               median("loading", "480x640.mjpeg_pyav.vs_jpeg"), 0.8, note=why("loading")),
+        Target("loading: mjpeg pack (auto: PyAV) vs JPEG folder (e), 128x128",
+               median("loading", "128x128.mjpeg_pyav.vs_jpeg"), 0.8, note=why("loading")),
     ]
     from microexp.benchmark.throughput import MODELS
 

@@ -11,8 +11,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "benchmark",
         help="measure key-frame loading, pipeline balance, flow cache, training throughput and latency",
-        description="Measure on this machine, in one run: key-frame loading (packed video with decord, naive "
-        "PyAV decode, frame folder, preprocessed cache; 128x128 and 480x640), the data-wait fraction of the demo "
+        description="Measure on this machine, in one run: key-frame loading (both pack modes, lossless H.264 and "
+        "mjpeg, with decord, PyAV and torchcodec when installed, against the PNG folder and a JPEG folder; a naive "
+        "PyAV decode; the preprocessed cache; 128x128 and 480x640), the data-wait fraction of the demo "
         "training run with a warm cache, the flow cache (epoch 1 vs 2), training clips/s per model family "
         "against a bare PyTorch loop, and prediction latency. Inputs are generated in a temporary folder. "
         "Reports medians over repeats and checks each against its target.",

@@ -45,8 +45,8 @@ from microexp.data.flow import FlowSpec, cached_clip_flow, clip_key_parts, flow_
 from microexp.data.pipeline import MODALITIES, ClipPipeline, clip_to_input, encoded_apex_input, read_flow_file_input
 from microexp.data.sampling import SamplingSpec, frames_needed
 from microexp.data.transforms import TransformSpec, resize_frames
-from microexp.data.video import open_video
-from microexp.errors import AnnotationError, ConfigError
+from microexp.data.video import ReaderPool, VideoReader, open_video
+from microexp.errors import AnnotationError, ConfigError, VideoReadError
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,8 @@ class MicroExpressionDataset(Dataset):
         self.cache = ClipCache(cache_dir) if cache_dir is not None else None
         self.cache_size = cache_size or pipeline.frame_size
         self.seed = seed
+        # open readers kept per DataLoader worker (empty in each forked or spawned worker)
+        self._readers = ReaderPool(opener=_open_video)
         if (pipeline.flow is not None or pipeline.apex is not None) and self.cache_size != pipeline.frame_size:
             raise ConfigError(
                 f"cache_size={self.cache_size} with modality={pipeline.modality!r}: flow is computed on frames of "
@@ -252,8 +254,17 @@ class MicroExpressionDataset(Dataset):
         return self._fingerprints[path]
 
     def _decode(self, row: dict[str, Any], numbers: list[int]) -> np.ndarray:
-        with open_video(row["path"], backend=self.backend, first_frame=int(row["first_frame"])) as reader:
+        reader = self._readers.get(row["path"], backend=self.backend, first_frame=int(row["first_frame"]))
+        try:
             return reader.get_frames_by_number(numbers)
+        except VideoReadError:
+            self._readers.discard(row["path"])  # the next read opens the file afresh
+            raise
+
+
+def _open_video(path: str, **kwargs: Any) -> VideoReader:
+    """:func:`open_video`, looked up at each call (a module-level function, so the Dataset pickles)."""
+    return open_video(path, **kwargs)
 
 
 def _flow_file(row: Any) -> str:
