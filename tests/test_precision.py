@@ -138,3 +138,18 @@ def test_throughput_reports_its_precision_and_formats():
     assert details["models"]["r3d_tiny"]["memory_format"] == "contiguous_format"  # CPU: nothing converted
     assert details["models"]["frame_tiny"]["memory_format"] == "contiguous_format"
     assert section.figure("r3d_tiny.microexp.clips_per_s").median > 0
+
+
+def test_gpu_check_script_parses_and_covers_every_family():
+    """scripts/gpu_check.sh (run on a GPU machine, never by the tests) is valid bash and trains one model of
+    every family with an existing recipe."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    specs = re.findall(r'^  "(\w+)\|([^|]+)\|', script.read_text(), flags=re.M)
+    assert {model_info(name).family for name, _ in specs} == set(FAMILIES)
+    for _, recipe in specs:
+        assert (script.parents[1] / recipe).is_file(), recipe
