@@ -26,8 +26,12 @@ from microexp.errors import ConfigError
 class EpochStats:
     """What one training epoch did.
 
-    ``data_seconds`` is the time spent waiting for the loader, so ``data_seconds / seconds`` is the
-    fraction of the epoch the model was starved of data.
+    ``data_seconds`` is the time the host spent waiting for the loader, so ``data_seconds / seconds`` is the
+    fraction of the epoch the model was starved of data. On CPU that is exact. On CUDA the loops do not
+    wait for the device after each step, so while the host waits for a batch the GPU may still be working
+    through steps already queued: there it is an upper bound of the GPU's data-starved time (and the
+    loader's cost hidden behind GPU work does not count). ``seconds`` ends after the epoch's last result
+    has been read back, so it includes the queued GPU work.
     """
 
     loss: float
@@ -151,9 +155,7 @@ def train_one_epoch(
             CUDA); used only when ``dtype`` / ``memory_format`` are left at their defaults.
 
     Returns:
-        :class:`EpochStats`; ``data_seconds`` is the host's time blocked on the loader. On CUDA, where the
-        host runs ahead of the device, that is the time the queue of GPU work could drain while waiting
-        for data: the data-starved time, not the loader's own cost.
+        :class:`EpochStats`; ``data_seconds`` is the host's time blocked on the loader (see there).
 
     Raises:
         FloatingPointError: the loss became NaN or infinite (found at the next check: a diverged run
