@@ -247,20 +247,6 @@ def test_pretrain_epoch_matches_float32_sum_and_stops_on_divergence():
                            progress=False)
 
 
-def test_deprecated_booleans_still_work_on_cpu():
-    """amp= and channels_last= (the old booleans) warn and change nothing on CPU."""
-    model = create_model("frame_tiny", num_classes=2, num_frames=4, input_size=16)
-    loader = torch.utils.data.DataLoader(ToyMotion(8, 0), batch_size=4)
-    with pytest.warns(DeprecationWarning, match="dtype="):
-        predictions = evaluate(model, loader, device=torch.device("cpu"), amp=True, progress=False)
-    assert np.array_equal(predictions.probabilities,
-                          evaluate(model, loader, device=torch.device("cpu"), progress=False).probabilities)
-    with pytest.warns(DeprecationWarning):
-        train_one_epoch(model, loader, loss_fn=torch.nn.functional.cross_entropy,
-                        optimizer=build_optimizer(model, name="sgd", lr=0.01, weight_decay=0),
-                        device=torch.device("cpu"), amp=True, channels_last=True, progress=False)
-
-
 def test_scaler_and_autocast_branches_run_on_cpu():
     """The fp16 path's GradScaler branch (scale, unscale, clip, step) and the autocast branch, exercised on
     CPU: a power-of-two loss scale leaves the fp32 step unchanged; bf16 autocast trains to a finite loss."""

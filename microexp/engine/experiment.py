@@ -52,6 +52,9 @@ from microexp.engine.distributed import (
     DistributedContext, barrier, entered_on_main, gather_epoch_stats, gather_predictions, run_on_main, shard_dataset,
     train_batches, wrap_model,
 )
+from microexp.engine.precision import (
+    autocast_dtype, configure_backends, dtype_name, make_grad_scaler, memory_format_for, prepare_model,
+)
 from microexp.engine.pretrain_record import OVERLAP_NAME, check_pretrained_subjects, encoder_for_fold
 from microexp.engine.progress import RunProgress, UnitProgress, format_seconds  # noqa: F401 - re-exported
 from microexp.engine.results import (  # noqa: F401 - read_run_predictions re-exported for callers of this module
@@ -477,8 +480,11 @@ def run_fold(
     test_set = build_dataset(config, test_table, spec, train=False)
     test_part, test_indices = shard_dataset(test_set, ctx)  # each rank tests a block; gathered in clip order
     test_loader = torch.utils.data.DataLoader(test_part, **loader_args)
-    predictions = gather_predictions(evaluate(model, test_loader, device=device, amp=config.train.amp,
-                                              progress=progress, description=f"fold {fold.fold} test"),
+    dtype = autocast_dtype(device, amp=config.train.amp, amp_dtype=config.train.amp_dtype)  # as in training
+    memory_format = memory_format_for(model, device=device, channels_last=config.train.channels_last)
+    predictions = gather_predictions(evaluate(model, test_loader, device=device, dtype=dtype,
+                                              memory_format=memory_format, progress=progress,
+                                              description=f"fold {fold.fold} test"),
                                      ctx, indices=test_indices, total=len(test_set))
     frame = pd.DataFrame({"clip": predictions.clips, "subject": predictions.subjects, "fold": fold.fold,
                           "label": predictions.labels, "pred": predictions.predicted})
@@ -532,7 +538,16 @@ def _train_model(
     model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
     spec = model_spec(config)
     pretrained = encoder_for_fold(config.model.pretrained, fold)  # a pretraining folder: this fold's encoder
-    net = create_model(config.model.name, num_classes=num_classes, pretrained=pretrained, **model_kwargs).to(device)
+    net = create_model(config.model.name, num_classes=num_classes, pretrained=pretrained, **model_kwargs)
+    # the GPU path (engine/precision.py): autocast type and its GradScaler, the family's memory format, compile
+    configure_backends(device, deterministic=config.deterministic)
+    dtype = autocast_dtype(device, amp=config.train.amp, amp_dtype=config.train.amp_dtype)
+    scaler = make_grad_scaler(device, dtype)
+    memory_format = memory_format_for(net, device=device, channels_last=config.train.channels_last)
+    net = prepare_model(net, device=device, memory_format=memory_format, compile=config.train.compile)
+    logger.info("%s: precision %s, memory format %s%s", name, dtype_name(dtype),
+                str(memory_format).removeprefix("torch."),
+                ", compiled" if config.train.compile and device.type == "cuda" else "")
     # DDP under torchrun (the model itself otherwise); checkpoints read and write the unwrapped ``net``
     model = wrap_model(net, ctx, device=device, sync_batchnorm=config.train.sync_batchnorm)
     train_set = build_dataset(config, train_table, spec, train=True)
@@ -573,7 +588,8 @@ def _train_model(
                                 steps_per_epoch=max(1, len(train_loader)), warmup_epochs=config.train.warmup_epochs,
                                 step_size=config.train.step_size)
     data_config = _data_config(config, spec)
-    start_epoch, best = _resume(work_dir / "last.pt", net, optimizer, scheduler, fold, name=name)  # on every rank
+    start_epoch, best = _resume(work_dir / "last.pt", net, optimizer, scheduler, scaler, fold,
+                                name=name)  # on every rank
     log_path = work_dir / "log.csv"
     # a kill between a log row and its last.pt leaves a row the resumed run writes again: keep exactly the
     # rows of the epochs last.pt holds, so log.csv has one row per epoch
@@ -594,16 +610,16 @@ def _train_model(
         for part in (sampler, loss_fn, train_set):
             part.set_epoch(epoch)
         stats = train_one_epoch(model, train_loader, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
-                                device=device, grad_clip=config.train.grad_clip, amp=config.train.amp,
-                                channels_last=config.train.channels_last, progress=progress,
+                                device=device, grad_clip=config.train.grad_clip, dtype=dtype,
+                                memory_format=memory_format, scaler=scaler, progress=progress,
                                 description=f"{name} epoch {epoch + 1}/{config.train.epochs}")
         stats = gather_epoch_stats(stats, ctx)  # over every clip of the epoch, the same on every rank
         record = {"fold": fold if fold is not None else "final", "epoch": epoch, "train_loss": stats.loss,
                   "train_acc": stats.accuracy, "lr": stats.lr, "seconds": round(stats.seconds, 3),
                   "data_seconds": round(stats.data_seconds, 3)}
         if val_loader is not None:
-            val = gather_predictions(evaluate(net, val_loader, device=device, loss_fn=loss_fn, amp=config.train.amp,
-                                              progress=False, description=f"{name} val"),
+            val = gather_predictions(evaluate(net, val_loader, device=device, loss_fn=loss_fn, dtype=dtype,
+                                              memory_format=memory_format, progress=False, description=f"{name} val"),
                                      ctx, indices=val_indices, total=len(val_set))
             val_metrics = compute_metrics(val.labels, val.predicted, num_classes=num_classes)
             record.update(val_loss=val.loss, val_acc=val_metrics.acc, val_uf1=val_metrics.uf1, val_uar=val_metrics.uar)
@@ -622,7 +638,7 @@ def _train_model(
                     tensorboard.add_scalar(key, value, epoch)
         if ctx.is_main:  # optimizer and scheduler states are the same on every rank (same steps)
             save_checkpoint(work_dir / "last.pt", model=net, class_names=data.class_names, data=data_config,
-                            epoch=epoch, fold=fold, optimizer=optimizer, scheduler=scheduler,
+                            epoch=epoch, fold=fold, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                             extra={"best": best or {}})
         val_text = (f" val {config.train.selection_metric} {record.get('val_' + config.train.selection_metric, float('nan')):.3f}"
                     if val_loader is not None else "")
@@ -767,7 +783,7 @@ def _data_config(config: ExperimentConfig, spec: Any) -> dict[str, Any]:
 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-            fold: int | None, *, name: str) -> tuple[int, dict[str, Any] | None]:
+            scaler: torch.amp.GradScaler, fold: int | None, *, name: str) -> tuple[int, dict[str, Any] | None]:
     if not path.exists():
         return 0, None
     payload = load_checkpoint(path)
@@ -776,6 +792,8 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
+    if scaler.is_enabled() and payload.get("scaler"):  # fp16: the loss scale found so far (none in bf16/fp32)
+        scaler.load_state_dict(payload["scaler"])
     logger.info("%s: resuming after epoch %d", name, payload["epoch"] + 1)
     best = payload.get("extra", {}).get("best") or None
     return int(payload["epoch"]) + 1, best

@@ -44,6 +44,7 @@ from microexp.engine.experiment import _data_config, build_dataset, build_folds,
 from microexp.engine.distributed import (
     DistributedContext, barrier, entered_on_main, gather_mean, run_on_main, train_batches, wrap_model,
 )
+from microexp.engine.precision import autocast_dtype, configure_backends, make_grad_scaler, prepare_model
 from microexp.engine.pretrain_record import ENCODER_NAME, RECORD_NAME, subject_keys
 from microexp.engine.progress import RunProgress, UnitProgress
 from microexp.engine.results import logged_epochs, read_log, write_log
@@ -211,7 +212,12 @@ def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path,
                            input_size=config.data.size, pretrained=config.model.pretrained, **config.model.kwargs)
     model = MaskedVideoAutoencoder(encoder, mask_ratio=p.mask_ratio, decoder_dim=p.decoder_dim,
                                    decoder_depth=p.decoder_depth, decoder_heads=p.decoder_heads,
-                                   target=p.target, target_pool=p.target_pool).to(device)
+                                   target=p.target, target_pool=p.target_pool)
+    # the masked autoencoder tokenises its input (transformer encoders): no channels_last_3d
+    configure_backends(device, deterministic=config.deterministic)
+    dtype = autocast_dtype(device, amp=config.train.amp, amp_dtype=config.train.amp_dtype)
+    scaler = make_grad_scaler(device, dtype)
+    model = prepare_model(model, device=device, compile=config.train.compile)
     net = model  # the autoencoder itself: checkpoints read and write it
     model = wrap_model(net, ctx, device=device, sync_batchnorm=config.train.sync_batchnorm)
     spec = model_spec(config)
@@ -236,6 +242,8 @@ def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path,
         net.load_state_dict(payload["autoencoder"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
+        if scaler.is_enabled() and payload.get("scaler"):
+            scaler.load_state_dict(payload["scaler"])
         start_epoch = int(payload["epoch"]) + 1
         logger.info("%s: resuming after epoch %d", unit.name, start_epoch)
     log_path = work_dir / "log.csv"
@@ -251,7 +259,7 @@ def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path,
         mask_generator = torch.Generator().manual_seed(epoch_seed + ctx.rank)  # each rank masks its clips anew
         dataset.set_epoch(epoch)
         loss = pretrain_one_epoch(model, loader, optimizer=optimizer, scheduler=scheduler, device=device,
-                                  amp=config.train.amp, generator=mask_generator, progress=progress,
+                                  dtype=dtype, scaler=scaler, generator=mask_generator, progress=progress,
                                   description=f"{unit.name} epoch {epoch + 1}/{p.epochs}")
         loss = gather_mean(loss, clips_here, ctx)  # per clip over every rank's clips
         seconds = time.perf_counter() - began
@@ -261,7 +269,8 @@ def _pretrain_unit(config: ExperimentConfig, unit: PretrainUnit, work_dir: Path,
             write_log(log_path, rows)
             with atomic_path(last) as tmp:
                 torch.save({"autoencoder": net.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch}, tmp)
+                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch},
+                           tmp)
         tracker.epoch_done(epoch, p.epochs, seconds, f"reconstruction loss {loss:.4f}")
     extra = {"pretrain": {"method": "masked video (tube masking)", "mask_ratio": p.mask_ratio, "target": p.target,
                           "target_pool": p.target_pool,

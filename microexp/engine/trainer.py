@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -137,8 +136,6 @@ def train_one_epoch(
     check_every: int = CHECK_EVERY,
     progress: bool | None = None,
     description: str = "train",
-    amp: bool | None = None,
-    channels_last: bool | None = None,
 ) -> EpochStats:
     """One pass over ``loader`` (batches ``video (B, C, T, H, W)``, ``label (B,)``).
 
@@ -151,8 +148,6 @@ def train_one_epoch(
         check_every: the loss and accuracy are summed on the device; every ``check_every`` steps and at the
             end the sum is read on the host, checked finite and shown in the progress bar. No other step
             waits for the device (an enabled ``GradScaler`` does, inside ``scaler.step``).
-        amp, channels_last: deprecated, the old booleans (bf16 autocast / ``channels_last_3d`` input on
-            CUDA); used only when ``dtype`` / ``memory_format`` are left at their defaults.
 
     Returns:
         :class:`EpochStats`; ``data_seconds`` is the host's time blocked on the loader (see there).
@@ -161,7 +156,6 @@ def train_one_epoch(
         FloatingPointError: the loss became NaN or infinite (found at the next check: a diverged run
             should stop, not continue).
     """
-    dtype, memory_format = _legacy(device, dtype, memory_format, amp=amp, channels_last=channels_last)
     model.train()
     tally = _Tally(device, check_every=check_every, description=description, what="loss", hint="")
     use_scaler = scaler is not None and scaler.is_enabled()
@@ -218,12 +212,11 @@ def pretrain_one_epoch(
     generator: torch.Generator | None = None,
     progress: bool | None = None,
     description: str = "pretrain",
-    amp: bool | None = None,
 ) -> float:
     """One self-supervised pass: ``model(videos, generator=)`` returns an output with a ``loss`` (e.g.
     :class:`~microexp.models.masked_video.MaskedVideoAutoencoder`); labels are never read.
 
-    ``dtype``, ``memory_format``, ``scaler``, ``check_every`` and the deprecated ``amp`` as in
+    ``dtype``, ``memory_format``, ``scaler`` and ``check_every`` as in
     :func:`train_one_epoch`.
 
     Returns:
@@ -232,7 +225,6 @@ def pretrain_one_epoch(
     Raises:
         FloatingPointError: the loss became NaN or infinite.
     """
-    dtype, memory_format = _legacy(device, dtype, memory_format, amp=amp, channels_last=None)
     model.train()
     # float32 sums, as before: the logged pretraining loss stays what it was
     tally = _Tally(device, check_every=check_every, description=description, what="reconstruction loss",
@@ -273,16 +265,12 @@ def evaluate(
     memory_format: torch.memory_format = torch.contiguous_format,
     progress: bool | None = None,
     description: str = "eval",
-    amp: bool | None = None,
 ) -> Predictions:
     """Class probabilities for every clip of ``loader`` (softmax of the fp32 logits), with clip ids.
 
     ``dtype`` and ``memory_format`` as in :func:`train_one_epoch` (pass the training run's). Probabilities,
     labels and the loss stay on the device until the end: one transfer, no per-batch wait.
-    ``amp`` is deprecated (bf16 autocast on CUDA when ``dtype`` is None).
     """
-    # stacklevel 4: through torch.no_grad's wrapper to the caller
-    dtype, memory_format = _legacy(device, dtype, memory_format, amp=amp, channels_last=None, stacklevel=4)
     model.eval()
     clips: list[str] = []
     subjects: list[int] = []
@@ -373,24 +361,6 @@ def _sum_dtype(device: torch.device) -> torch.dtype:
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
     """``torch.autocast`` to ``dtype``, or nothing for fp32 (None)."""
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
-
-
-def _legacy(
-    device: torch.device, dtype: torch.dtype | None, memory_format: torch.memory_format, *, amp: bool | None,
-    channels_last: bool | None, stacklevel: int = 3,
-) -> tuple[torch.dtype | None, torch.memory_format]:
-    """Map the deprecated ``amp`` / ``channels_last`` booleans to what they meant (bf16 autocast and a
-    ``channels_last_3d`` input, on CUDA only), where ``dtype`` / ``memory_format`` were not given."""
-    if amp is not None or channels_last is not None:
-        warnings.warn("train_one_epoch/evaluate/pretrain_one_epoch: amp= and channels_last= are deprecated; pass "
-                      "dtype= (precision.autocast_dtype) and memory_format= (precision.memory_format_for)",
-                      DeprecationWarning, stacklevel=stacklevel)
-    cuda = device.type == "cuda"
-    if dtype is None and amp and cuda:
-        dtype = torch.bfloat16
-    if memory_format == torch.contiguous_format and channels_last and cuda:
-        memory_format = torch.channels_last_3d
-    return dtype, memory_format
 
 
 def _batches(loader: Iterable[Any]) -> Iterator[Any]:
