@@ -78,7 +78,7 @@ def test_quick_benchmark_json_structure(tmp_path, capsys):
     machine = report["machine"]
     assert machine["cpu_count"] >= 1 and machine["torch"] and machine["devices"] == ["cpu"]
     sections = report["sections"]
-    assert set(sections) == {"loading", "pipeline_cpu", "throughput_cpu", "latency_cpu"}
+    assert set(sections) == {"loading", "pipeline_cpu", "throughput_cpu", "latency_cpu", "small_inputs_cpu"}
     for name, section in sections.items():
         assert not section.get("skipped") and section["figures"], name
         for figure in section["figures"].values():
