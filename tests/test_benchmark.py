@@ -102,4 +102,4 @@ def test_quick_benchmark_json_structure(tmp_path, capsys):
             assert target["met"] in (True, False) and target["status"] in ("met", "missed")
         else:  # pipeline and throughput at --quick sizes: measured, but not judged
             assert target["met"] is None and target["status"] == "not evaluated" and "not evaluated" in target["note"]
-    assert set(SECTIONS) == {"loading", "pipeline", "throughput", "latency"}
+    assert set(SECTIONS) == {"loading", "pipeline", "throughput", "latency", "small_inputs"}

@@ -307,7 +307,8 @@ def test_only_the_train_loader_keeps_persistent_workers(tiny_data, tmp_path, mon
     monkeypatch.setattr(experiment, "train_one_epoch", train_spy)
     monkeypatch.setattr(experiment, "evaluate", evaluate_spy)
     assert _train(tiny_data, tmp_path / "run", quiet=True, **{
-        "data.num_workers": 1, "cv.protocol": "split", "cv.test_subjects": "[1]", "cv.val_fraction": 0.34}) == 0
+        "data.num_workers": 1, "cv.protocol": "split", "cv.test_subjects": "[1]", "cv.val_fraction": 0.34,
+        "data.in_memory": "off"}) == 0  # the per-item DataLoaders (the in-memory loader has no workers)
     assert sorted(set(seen)) == [("test", False), ("train", True), ("val", False)]
 
 

@@ -124,7 +124,8 @@ def test_a_shard_whose_fold_another_process_trains_is_refused_naming_it(tiny_dat
 
 
 @pytest.mark.slow
-def test_the_local_launcher_runs_every_fold_and_the_final_model_in_cpu_workers(tiny_data, one_process, tmp_path, capsys):
+def test_the_local_launcher_runs_every_fold_and_the_final_model_in_cpu_workers(tiny_data, one_process, tmp_path,
+                                                                               capsys):
     run = tmp_path / "run"
     assert _train(tiny_data, run, "--launcher", "local", "--workers", "2", "--final") == 0
     assert _pooled(run) == _pooled(one_process)

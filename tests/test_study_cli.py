@@ -66,7 +66,7 @@ def test_quiet_after_the_name_is_kept_as_the_scripts_took_it():
 def test_interrupt_says_how_to_continue(tmp_path, capsys, monkeypatch):
     import microexp.studies.study as study_module
 
-    def interrupted(study, options):
+    def interrupted(study, options, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(study_module, "run_study", interrupted)

@@ -38,7 +38,8 @@ COMMANDS: dict[str, Command] = {
     "inspect": Command("microexp.cli.inspect",
                        "summarise an annotation file: clips, subjects, classes, fps, problems"),
     "pack": Command("microexp.cli.pack",
-                    "re-encode a frame-folder dataset as seekable H.264 videos plus a new annotations.csv"),
+                    "re-encode a frame-folder dataset as one seekable video per clip (Motion JPEG or H.264) plus a "
+                    "new annotations.csv"),
     "models": Command("microexp.cli.models",
                       "list the registered models (family, modality, frames, size, parameters)"),
     "flow": Command("microexp.cli.flow", "precompute the optical-flow cache of a dataset"),

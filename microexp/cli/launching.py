@@ -32,23 +32,29 @@ def add_shard_arguments(parser: argparse.ArgumentParser, *, cpu_workers: bool = 
                        "--workers) or submitit (one Slurm job-array task per fold: --slurm-*)")
     group.add_argument("--gpus", default=None, metavar="0,1,..",
                        help="local: the GPUs to use, one worker per fold pinned with CUDA_VISIBLE_DEVICES")
-    group.add_argument("--per-gpu", type=int, default=1, metavar="K", help="local: folds run at once per GPU (default 1)")
+    group.add_argument("--per-gpu", type=int, default=1, metavar="K",
+                       help="local: folds run at once per GPU (default 1)")
     if cpu_workers:
         group.add_argument("--workers", dest="launch_workers", type=int, default=None, metavar="N",
-                           help="local without --gpus: CPU worker processes (default 1), each with its share of the cores")
+                           help="local without --gpus: CPU worker processes (default 1), each with its share of "
+                           "the cores")
     group.add_argument("--slurm-partition", default=None, help="submitit: Slurm partition (slurm.partition)")
     group.add_argument("--slurm-account", default=None, help="submitit: Slurm account (slurm.account)")
     group.add_argument("--slurm-qos", default=None, help="submitit: Slurm QOS (slurm.qos)")
     group.add_argument("--slurm-time", type=int, default=None, metavar="MIN",
                        help="submitit: minutes per task (slurm.time_min, default 120)")
-    group.add_argument("--slurm-gpus", type=int, default=None, metavar="N", help="submitit: GPUs per task (slurm.gpus_per_task)")
-    group.add_argument("--slurm-cpus", type=int, default=None, metavar="N", help="submitit: CPUs per task (slurm.cpus_per_task)")
-    group.add_argument("--slurm-mem", type=int, default=None, metavar="GB", help="submitit: memory per task (slurm.mem_gb)")
+    group.add_argument("--slurm-gpus", type=int, default=None, metavar="N",
+                       help="submitit: GPUs per task (slurm.gpus_per_task)")
+    group.add_argument("--slurm-cpus", type=int, default=None, metavar="N",
+                       help="submitit: CPUs per task (slurm.cpus_per_task)")
+    group.add_argument("--slurm-mem", type=int, default=None, metavar="GB",
+                       help="submitit: memory per task (slurm.mem_gb)")
     group.add_argument("--slurm-cluster", choices=("auto", "slurm", "local", "debug"), default="auto",
                        help="submitit: auto (Slurm when sbatch is found, else this machine), or force one; local "
                        "runs the tasks as processes here (what the tests use)")
     group.add_argument("--no-wait", action="store_true",
-                       help="submitit: return once the tasks are submitted; run microexp evaluate RUN when they are done")
+                       help="submitit: return once the tasks are submitted; run microexp evaluate RUN when they "
+                       "are done")
 
 
 def slurm_overrides(args: argparse.Namespace) -> list[str]:

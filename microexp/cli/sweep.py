@@ -68,7 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "with journal storage; RDB storages detect dead workers by heartbeat)")
     parser.add_argument("--max-failures", type=int, default=5, help="a worker stops after this many failures in a row")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_shard_arguments(parser, cpu_workers=False, folds_help="the final step: retrain only these outer folds (e.g. 0,3-5; "
+    add_shard_arguments(parser, cpu_workers=False,
+                        folds_help="the final step: retrain only these outer folds (e.g. 0,3-5; "
                         "other processes may finalize the others at once; the nested test metrics are written by the "
                         "one that finishes last). With --launcher, each pending outer fold is finalized in its own "
                         "process (local: --gpus/--per-gpu, or --workers CPU processes)")

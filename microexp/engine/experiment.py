@@ -220,7 +220,8 @@ def run_experiment(
                 held.enter_context(entered_on_main(hold_unit(out, _unit(fold.fold)), ctx))  # rank 0 holds it
         if final and not (out / FINAL_DIR / "model.pt").exists():
             held.enter_context(entered_on_main(hold_unit(out, FINAL_DIR), ctx))
-        shard = f" (folds {format_fold_selection(wanted)} of {len(folds)} in this process)" if len(mine) < len(folds) else ""
+        shard = (f" (folds {format_fold_selection(wanted)} of {len(folds)} in this process)"
+                 if len(mine) < len(folds) else "")
         logger.info("%d clips, %d subjects, %s%s, model %s on %s", len(data.table), data.table["subject"].nunique(),
                     f"{len(folds)} folds" if cross_validation else "final model only", shard, config.model.name,
                     device)

@@ -83,7 +83,8 @@ def failures(results: list[UnitResult]) -> str:
     return f"{len(failed)} of {len(results)} unit(s) failed: " + "; ".join(parts) + more
 
 
-def fold_units(out: Path, folds: Sequence[int], *, final: bool = False, gpus: bool = False, prefix: str = "") -> list[Unit]:
+def fold_units(out: Path, folds: Sequence[int], *, final: bool = False, gpus: bool = False,
+               prefix: str = "") -> list[Unit]:
     """One unit per pending fold of the run directory ``out`` (``microexp train --config OUT/config.yaml
     --out OUT --folds F``), plus the final model's (``--final-only``) when ``final``.
 
@@ -92,8 +93,8 @@ def fold_units(out: Path, folds: Sequence[int], *, final: bool = False, gpus: bo
     """
     base = ["train", "--config", str(out / "config.yaml"), "--out", str(out), "--no-progress"]
     device = ["--set", "device=cuda"] if gpus else []
-    units = [Unit(f"{prefix}fold_{f:02d}", tuple(base + ["--folds", str(f)] + device), out / "logs" / f"fold_{f:02d}.log")
-             for f in folds]
+    units = [Unit(f"{prefix}fold_{f:02d}", tuple(base + ["--folds", str(f)] + device),
+                  out / "logs" / f"fold_{f:02d}.log") for f in folds]
     if final:
         units.append(Unit(f"{prefix}final", tuple(base + ["--final-only"] + device), out / "logs" / "final.log"))
     return units

@@ -35,7 +35,8 @@ from microexp.fileio import write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Cell", "CellResult", "IncompleteGrid", "cell_config", "run_grid", "read_cell", "train_seconds", "trained_parameters"]
+__all__ = ["Cell", "CellResult", "IncompleteGrid", "cell_config", "run_grid", "read_cell", "train_seconds",
+           "trained_parameters"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 

@@ -126,8 +126,9 @@ def _current(fold_dir: Path, trial: Any, fold: Any) -> bool:
     return (fold_dir / "predictions.csv").exists() and _same_run(fold_dir, config, fold)
 
 
-def _write_final(final: Path, frames: list[pd.DataFrame], folds: list[Any], all_folds: list[Any], best: Mapping[int, Any],
-                 settings: SweepSettings, class_names: list[str], protocol: str) -> FinalResult:
+def _write_final(final: Path, frames: list[pd.DataFrame], folds: list[Any], all_folds: list[Any],
+                 best: Mapping[int, Any], settings: SweepSettings, class_names: list[str], protocol: str) -> FinalResult:
+    """The nested test metrics over every outer fold: pooled predictions, metrics.json and plots."""
     predictions = pd.concat(frames, ignore_index=True)
     with atomic_path(final / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False)
