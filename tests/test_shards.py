@@ -204,3 +204,26 @@ def test_a_two_fold_study_runs_through_submitits_local_executor(tiny_data, tmp_p
     assert [r.cell.name for r in results] == ["lr0.001", "lr0.01"]
     assert all(r.metrics["num_folds"] == 2 and r.metrics["num_samples"] == 18 for r in results)
     assert all((r.run_dir / "cell.json").exists() and not r.resumed for r in results)
+
+
+def test_a_shard_with_final_trains_its_folds_while_another_process_trains_the_final_model(tiny_data, tmp_path,
+                                                                                           capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from microexp.engine.experiment import hold_unit
+        with hold_unit(Path({str(run)!r}), "final"):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main([*_args(tiny_data, run, "--folds", "0", "--final")]) == 0
+        assert (run / "fold_00" / "predictions.csv").exists() and not (run / "final" / "model.pt").exists()
+        err = capsys.readouterr().err
+        assert "final model not trained here" in err and f"pid {holder.pid}" in err
+    finally:
+        holder.kill()
+        holder.wait()

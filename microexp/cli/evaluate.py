@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from microexp.engine.experiment import fold_status, merge_run, read_run_predictions, write_metrics
+    from microexp.engine.experiment import fold_status, merge_run, read_run_predictions, shared_files, write_metrics
     from microexp.engine.results import PARTIAL_METRICS, write_partial_metrics
     from microexp.fileio import dumps_json
     from microexp.splits import format_fold_selection
@@ -34,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     config = load_config(run_dir / "config.yaml")
     if (run_dir / "folds.json").is_file() and any(run_dir.glob("fold_*/predictions.csv")):
-        folds, missing = fold_status(run_dir)
+        with shared_files(run_dir):  # a shard finishing meanwhile merges before or after, never in between
+            folds, missing = fold_status(run_dir)
+            metrics = write_partial_metrics(run_dir, folds, missing, protocol=config.cv.protocol) if missing else None
         if missing:  # shards still running (or failed): the complete folds only, never as metrics.json
-            metrics = write_partial_metrics(run_dir, folds, missing, protocol=config.cv.protocol)
             print(dumps_json(metrics) if args.json else
                   f"PARTIAL: folds {format_fold_selection(metrics['folds_complete'])} of {len(folds)} are complete; "
                   f"missing {format_fold_selection(missing)} (not counted below; metrics.json is written when every "

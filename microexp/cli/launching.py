@@ -75,6 +75,8 @@ def check_shard_arguments(args: argparse.Namespace) -> None:
         given = [flag for flag, on in flags.items() if on]
         if given and args.launcher != launcher:
             raise ConfigError(f"{', '.join(given)}: only with --launcher {launcher}")
+    if args.launcher == "local" and args.per_gpu != 1 and not args.gpus:
+        raise ConfigError("--per-gpu: only with --gpus (without GPUs, --workers sets the CPU processes)")
     if args.gpus is not None and workers is not None:
         raise ConfigError("--gpus and --workers exclude each other (with --gpus, --per-gpu sets the workers per GPU)")
 

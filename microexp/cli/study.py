@@ -8,6 +8,7 @@ log is one timestamped line per finished cell: the engine's per-epoch lines are 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import logging
 import os
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from microexp.studies.study import run_study
 
     def launcher(units: list, slurm: object) -> None:
+        if args.gpus:  # each unit sees one GPU: cuda, whatever device the cell's recipe named
+            units = [dataclasses.replace(u, argv=(*u.argv, "--set", "device=cuda")) for u in units]
         launch(units, args, slurm=slurm, folder=options.out / "submitit", name=f"microexp-{name}")
 
     try:

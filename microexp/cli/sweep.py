@@ -191,10 +191,10 @@ def _final_units(args: argparse.Namespace, settings: Any, folds: list[int]) -> l
     base += ["--config", str(args.config)] if args.config else []
     base += [part for item in args.overrides for part in ("--set", item)]
     base += ["--outer-folds", args.outer_folds] if args.outer_folds else []
-    device = ["--set", "device=cuda"] if args.gpus else []
+    # no device override: the fold studies record the base recipe whole (device included), and a recipe's
+    # device auto finds the one GPU CUDA_VISIBLE_DEVICES leaves visible
     logs = Path(settings.out_dir) / "final" / "logs"
-    return [Unit(f"final fold_{f:02d}", tuple(base + ["--folds", str(f)] + device), logs / f"fold_{f:02d}.log")
-            for f in folds]
+    return [Unit(f"final fold_{f:02d}", tuple(base + ["--folds", str(f)]), logs / f"fold_{f:02d}.log") for f in folds]
 
 
 def _worker_logging(index: int, *, verbosity: int, epoch_logs: bool) -> None:

@@ -67,7 +67,8 @@ IN_MEMORY_MODES = ("auto", "on", "off")
 #: RandomResizedCrop's aspect-ratio range in :func:`~microexp.data.transforms.build_video_transform`
 CROP_RATIO = (0.9, 1.1)
 #: columns that identify a row of the clip table (a fold's table is matched to the store by them)
-_KEY_COLUMNS = ("dataset", "subject", "clip", "path", "flow_path", "first_frame", "onset", "apex", "offset", "label")
+_KEY_COLUMNS = ("dataset", "subject", "clip", "path", "flow_path", "first_frame", "onset", "apex", "offset", "fps",
+                "aus", "label")
 #: channel of u in each apex-flow encoding and what a flip makes of it (as ``apex_flow.flip_encoded``)
 _U_CHANNEL = {"minmax": 0, "pixels": 0, "bgr255": 2}
 _U_FLIP = {"minmax": lambda u: 1.0 - u, "pixels": lambda u: -u, "bgr255": lambda u: 255.0 - u}

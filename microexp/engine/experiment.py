@@ -215,11 +215,11 @@ def run_experiment(
         folds = run_on_main(_start_shared_files, ctx, config, out, data, folds, overlaps,
                             cross_validation=cross_validation, recipe=recipe)
         mine = [f for f in folds if f.fold in wanted]
-        for fold in mine:
-            if not (out / _unit(fold.fold) / "predictions.csv").exists():
-                held.enter_context(entered_on_main(hold_unit(out, _unit(fold.fold)), ctx))  # rank 0 holds it
-        if final and not (out / FINAL_DIR / "model.pt").exists():
-            held.enter_context(entered_on_main(hold_unit(out, FINAL_DIR), ctx))
+        # one decision for every rank (the lock is a collective under DDP): the folds still to train
+        pending = run_on_main(lambda: [f.fold for f in mine if not (out / _unit(f.fold) / "predictions.csv").exists()],
+                              ctx)
+        for number in pending:
+            held.enter_context(entered_on_main(hold_unit(out, _unit(number)), ctx))  # rank 0 holds it
         shard = (f" (folds {format_fold_selection(wanted)} of {len(folds)} in this process)"
                  if len(mine) < len(folds) else "")
         logger.info("%d clips, %d subjects, %s%s, model %s on %s", len(data.table), data.table["subject"].nunique(),
@@ -247,8 +247,14 @@ def run_experiment(
                              tracker=tracker.unit(_unit(fold.fold), f"fold {index + 1}/{len(mine)}"), ctx=ctx)
                 metrics = run_on_main(merge_folds, ctx, out, folds, data.class_names, protocol=config.cv.protocol)
             if final:
-                train_final(config, data, out, device=device, progress=progress, tracker=tracker.unit("final", "final"),
-                            ctx=ctx)
+                # locked only now: a shard whose folds are done is not refused because another trains the final model
+                try:
+                    held.enter_context(entered_on_main(hold_unit(out, FINAL_DIR), ctx))
+                except RunLockedError as exc:
+                    logger.warning("final model not trained here: %s", exc)
+                else:
+                    train_final(config, data, out, device=device, progress=progress,
+                                tracker=tracker.unit("final", "final"), ctx=ctx)
         except OutputError as exc:
             raise OutputError(f"{exc}; run state kept: {_kept(out, folds)}") from exc
     return metrics

@@ -100,9 +100,11 @@ def finalize(settings: SweepSettings, base_raw: Mapping[str, Any], *, space: Sea
                         trial.number)
             continue
         with hold_unit(final, fold_dir.name):
-            if fold_dir.exists():
-                shutil.rmtree(fold_dir)
-            fold_dir.mkdir(parents=True)
+            if (fold_dir / "predictions.csv").exists() and _same_run(fold_dir, config, fold):
+                continue  # another shard finished it while this one waited for nothing (checked again under the lock)
+            if fold_dir.exists() and not _same_run(fold_dir, config, fold):
+                shutil.rmtree(fold_dir)  # another trial's fold; the same trial's interrupted fold resumes from last.pt
+            fold_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, fold_dir / "config.yaml")
             write_json(fold_dir / "fold.json", fold.to_dict())
             device = device or select_device(config.device)
