@@ -3,6 +3,7 @@ processes writing one run directory at once leave it valid, overlapping shards a
 holder, ``evaluate`` merges what is complete, the local launcher's CPU workers and submitit's local
 executor (no Slurm needed) run every fold, and a 2-fold study runs through submitit. Tiny data, CPU."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -38,6 +39,25 @@ def _args(annotations, out, *flags):
 
 def _train(annotations, out, *flags):
     return main(["-q", *_args(annotations, out, *flags)])
+
+
+@contextlib.contextmanager
+def _unit_held_elsewhere(run, unit):
+    """Another process holding the lock of ``unit`` (``fold_XX`` or ``final``) of ``run``; yields it."""
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from microexp.engine.experiment import hold_unit
+        with hold_unit(Path({str(run)!r}), {unit!r}):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def _pooled(run):
@@ -103,24 +123,12 @@ def test_two_shard_processes_at_once_leave_one_valid_run(tiny_data, one_process,
 def test_a_shard_whose_fold_another_process_trains_is_refused_naming_it(tiny_data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
-        from pathlib import Path
-        from microexp.engine.experiment import hold_unit
-        with hold_unit(Path({str(run)!r}), "fold_01"):
-            print("held", flush=True)
-            time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with _unit_held_elsewhere(run, "fold_01") as holder:
         assert _train(tiny_data, run, "--folds", "1-2") == 2
         err = capsys.readouterr().err
         assert "fold_01 of run directory" in err and f"pid {holder.pid}" in err
         assert not (run / "fold_02" / "predictions.csv").exists()  # refused before training anything
         assert _train(tiny_data, run, "--folds", "2") == 0  # another fold of the same run is free
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 @pytest.mark.slow
@@ -210,20 +218,8 @@ def test_a_shard_with_final_trains_its_folds_while_another_process_trains_the_fi
                                                                                            capsys):
     run = tmp_path / "run"
     run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
-        from pathlib import Path
-        from microexp.engine.experiment import hold_unit
-        with hold_unit(Path({str(run)!r}), "final"):
-            print("held", flush=True)
-            time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with _unit_held_elsewhere(run, "final") as holder:
         assert main([*_args(tiny_data, run, "--folds", "0", "--final")]) == 0
         assert (run / "fold_00" / "predictions.csv").exists() and not (run / "final" / "model.pt").exists()
         err = capsys.readouterr().err
         assert "final model not trained here" in err and f"pid {holder.pid}" in err
-    finally:
-        holder.kill()
-        holder.wait()

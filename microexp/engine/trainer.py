@@ -158,7 +158,6 @@ def train_one_epoch(
     """
     model.train()
     tally = _Tally(device, check_every=check_every, description=description, what="loss", hint="")
-    use_scaler = scaler is not None and scaler.is_enabled()
     data_seconds = 0.0
     start = waited = time.perf_counter()
     bar = tqdm(_batches(loader), total=_length(loader), desc=description, leave=False, disable=_no_progress(progress))
@@ -169,19 +168,7 @@ def train_one_epoch(
         with _autocast(device, dtype):
             logits = model(videos)
             loss = loss_fn(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        if use_scaler:
-            scaler.scale(loss).backward()  # type: ignore[union-attr]
-            scaler.unscale_(optimizer)  # type: ignore[union-attr]
-            _clip(model, grad_clip)
-            scaler.step(optimizer)  # type: ignore[union-attr]
-            scaler.update()  # type: ignore[union-attr]
-        else:
-            loss.backward()
-            _clip(model, grad_clip)
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        _step(model, loss, optimizer=optimizer, scheduler=scheduler, scaler=scaler, grad_clip=grad_clip)
         tally.add(loss.detach(), labels.shape[0], correct=(logits.detach().argmax(dim=1) == labels).sum())
         if tally.due():
             bar.set_postfix(loss=f"{tally.check():.3f}")
@@ -229,25 +216,12 @@ def pretrain_one_epoch(
     # float32 sums, as before: the logged pretraining loss stays what it was
     tally = _Tally(device, check_every=check_every, description=description, what="reconstruction loss",
                    hint="; lower pretrain.lr", loss_dtype=torch.float32)
-    use_scaler = scaler is not None and scaler.is_enabled()
     bar = tqdm(_batches(loader), total=_length(loader), desc=description, leave=False, disable=_no_progress(progress))
     for batch in bar:
         videos = batch["video"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         with _autocast(device, dtype):
             loss = model(videos, generator=generator).loss.float()
-        optimizer.zero_grad(set_to_none=True)
-        if use_scaler:
-            scaler.scale(loss).backward()  # type: ignore[union-attr]
-            scaler.unscale_(optimizer)  # type: ignore[union-attr]
-            _clip(model, grad_clip)
-            scaler.step(optimizer)  # type: ignore[union-attr]
-            scaler.update()  # type: ignore[union-attr]
-        else:
-            loss.backward()
-            _clip(model, grad_clip)
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        _step(model, loss, optimizer=optimizer, scheduler=scheduler, scaler=scaler, grad_clip=grad_clip)
         tally.add(loss.detach(), videos.shape[0])
         if tally.due():
             bar.set_postfix(loss=f"{tally.check():.3f}")
@@ -378,6 +352,24 @@ def _length(loader: Iterable[Any]) -> int | None:
         return len(loader)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+def _step(model: nn.Module, loss: torch.Tensor, *, optimizer: torch.optim.Optimizer, scheduler: Any,
+          scaler: torch.amp.GradScaler | None, grad_clip: float | None) -> None:
+    """Backward, clip, optimizer and scheduler step; through ``scaler`` when it is enabled (fp16 on CUDA)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients
+        _clip(model, grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        _clip(model, grad_clip)
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
 
 
 def _clip(model: nn.Module, max_norm: float | None) -> None:
