@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from microexp.splits import format_fold_selection
 
     run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.yaml (is it a directory written by microexp train?)")
     config = load_config(run_dir / "config.yaml")
     if (run_dir / "folds.json").is_file() and any(run_dir.glob("fold_*/predictions.csv")):
         with shared_files(run_dir):  # a shard finishing meanwhile merges before or after, never in between
