@@ -14,7 +14,9 @@ Reductions follow the reference implementations:
 * weighted cross-entropies (``weighted_ce``, ``cb_ce``, ``ldam`` with DRW) use PyTorch's weighted
   mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` (``F.cross_entropy(weight=...)``);
 * focal losses (``focal``, ``cb_focal``) use the plain batch mean ``mean_i alpha_{y_i} l_i`` as in
-  Lin et al. 2017 and Cui et al. 2019.
+  Lin et al. 2017 and Cui et al. 2019;
+* the coupled focal-LDAM loss (``focal_ldam``) reduces like ``ldam`` (so that it is exactly ``ldam`` at
+  ``gamma = 0``, ``reg_weight = 0``) and adds its batch-level regulation term once.
 
 Never imports ``microexp.data``, the engine or the CLI.
 """
@@ -37,6 +39,7 @@ __all__ = [
     "LOSSES",
     "BalancedSoftmaxLoss",
     "CrossEntropyLoss",
+    "FocalLDAMLoss",
     "FocalLoss",
     "ImbalanceLoss",
     "LDAMLoss",
@@ -288,6 +291,81 @@ class LDAMLoss(ImbalanceLoss):
         return F.cross_entropy(self.s * (logits - margin), targets, weight=self.current_weight)
 
 
+class FocalLDAMLoss(LDAMLoss):
+    """Coupled focal + LDAM loss with a prior-regulation term (``focal_ldam``).
+
+    With ``q_i = softmax(s * (z_i - m_{y_i} e_{y_i}))_{y_i}`` the LDAM margin-adjusted probability of the
+    target (margins ``m_c = max_m * (n_min / n_c)^(1/4)``, :func:`ldam_margins`), ``w`` the DRW weights in
+    force this epoch (all 1 before ``drw_epoch``), ``u`` the uniform distribution over the C classes and
+    ``pbar = mean_i softmax(s * z_i)`` the batch-mean prediction on the unmodified logits::
+
+        l_i  = -(1 - q_i)^gamma * log q_i                          (focal modulation of the LDAM term)
+        L    = sum_i w_{y_i} l_i / sum_i w_{y_i}  +  reg_weight * KL(u || pbar)
+        KL(u || pbar) = sum_c (1/C) log((1/C) / pbar_c) = -log C - (1/C) sum_c log pbar_c   (>= 0)
+
+    The coupling is multiplicative: the focal factor is taken on the margin-adjusted probability, so a
+    rare-class sample stays "hard" until it clears its larger margin. LMFLoss (Sadi et al. 2022,
+    arXiv:2212.12741) instead adds the two losses, ``a * LDAM + b * Focal``, each on its own logits; Cao et
+    al. 2019 (LDAM-DRW) give the margins, the scale and DRW. The regulation term is microexp's own choice
+    (no single published definition of the facial-expression papers' term was found): it penalises the
+    batch's average prediction drifting away from uniform, the classifier bias towards the majority
+    classes that imbalance causes, and it is uniform because micro-expression results are reported as UAR
+    / UF1, which weigh every class equally. It depends only on the logits, not on the targets or DRW
+    weights, and is 0 exactly when the batch-mean prediction is uniform.
+
+    ``gamma = 0`` and ``reg_weight = 0`` give :class:`LDAMLoss` exactly (same margins, scale, DRW, reduction).
+
+    Args:
+        num_classes: C.
+        margins: ``(C,)`` per-class margins (in logit units with ``s = 1``).
+        gamma: focusing parameter (>= 0).
+        reg_weight: weight of the regulation term (>= 0).
+        s: logit scale (see :class:`LDAMLoss`; 1 for raw logits).
+        drw_weight: ``(C,)`` weights used from ``drw_epoch`` on.
+        drw_epoch: first epoch with weights; ``None`` never re-weights.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        margins: torch.Tensor,
+        gamma: float = 2.0,
+        reg_weight: float = 0.1,
+        s: float = 1.0,
+        drw_weight: torch.Tensor | None = None,
+        drw_epoch: int | None = None,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes, margins=margins, s=s, drw_weight=drw_weight, drw_epoch=drw_epoch
+        )
+        self.gamma = gamma
+        self.reg_weight = reg_weight
+
+    def regulation(self, logits: torch.Tensor) -> torch.Tensor:
+        """``KL(u || mean_i softmax(s * z_i))`` for ``logits (B, C)``: a scalar >= 0."""
+        log_p = F.log_softmax(self.s * logits.float(), dim=1)
+        log_pbar = torch.logsumexp(log_p, dim=0) - math.log(log_p.shape[0])
+        return -math.log(self.num_classes) - log_pbar.mean()
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return the scalar loss for ``logits (B, C)`` and ``targets (B,)``."""
+        self._check(logits, targets)
+        one_hot = F.one_hot(targets, self.num_classes).to(logits.dtype)
+        margin = one_hot * self.margins[targets][:, None]
+        log_q = F.log_softmax(self.s * (logits - margin), dim=1).gather(1, targets[:, None]).squeeze(1)
+        per_sample = -((1.0 - log_q.exp()).clamp_min(0.0) ** self.gamma) * log_q
+        weight = self.current_weight
+        if weight is None:
+            loss = per_sample.mean()
+        else:
+            w = weight.to(per_sample.dtype)[targets]
+            loss = (w * per_sample).sum() / w.sum()
+        if self.reg_weight:
+            loss = loss + self.reg_weight * self.regulation(logits)
+        return loss
+
+
 # --------------------------------------------------------------------------- builders
 
 
@@ -344,6 +422,15 @@ def _cb_focal(counts: Sequence[int], *, gamma: float = 2.0, beta: float = 0.999)
     return FocalLoss(num_classes=len(w), gamma=_check_gamma(gamma), alpha=w)
 
 
+def _check_ldam_options(*, s: float, drw_epoch: int | None) -> None:
+    if drw_epoch is not None and (
+        isinstance(drw_epoch, bool) or int(drw_epoch) != drw_epoch or drw_epoch < 0
+    ):
+        raise ConfigError(f"drw_epoch must be None or an int >= 0, got {drw_epoch!r}")
+    if not float(s) > 0.0:
+        raise ConfigError(f"s must be > 0, got {s!r}")
+
+
 def _ldam(
     counts: Sequence[int],
     *,
@@ -352,17 +439,41 @@ def _ldam(
     drw_epoch: int | None = None,
     beta: float = 0.999,
 ) -> ImbalanceLoss:
-    if drw_epoch is not None and (
-        isinstance(drw_epoch, bool) or int(drw_epoch) != drw_epoch or drw_epoch < 0
-    ):
-        raise ConfigError(f"drw_epoch must be None or an int >= 0, got {drw_epoch!r}")
-    if not float(s) > 0.0:
-        raise ConfigError(f"s must be > 0, got {s!r}")
+    _check_ldam_options(s=s, drw_epoch=drw_epoch)
     m = ldam_margins(counts, max_m=max_m)
     w = class_balanced_weights(counts, beta=beta) if drw_epoch is not None else None
     return LDAMLoss(
         num_classes=len(m),
         margins=m,
+        s=float(s),
+        drw_weight=w,
+        drw_epoch=None if drw_epoch is None else int(drw_epoch),
+    )
+
+
+def _focal_ldam(
+    counts: Sequence[int],
+    *,
+    gamma: float = 2.0,
+    reg_weight: float = 0.1,
+    max_m: float = 0.5,
+    s: float = 1.0,
+    drw_epoch: int | None = None,
+    beta: float = 0.999,
+) -> ImbalanceLoss:
+    if isinstance(reg_weight, bool) or not isinstance(reg_weight, (int, float)):
+        raise ConfigError(f"reg_weight must be a number >= 0, got {reg_weight!r}")
+    if not (math.isfinite(reg_weight) and reg_weight >= 0.0):
+        raise ConfigError(f"reg_weight must be a finite number >= 0, got {reg_weight!r}")
+    _check_ldam_options(s=s, drw_epoch=drw_epoch)
+    _check_beta(beta)  # checked even without DRW, so a bad value never waits for drw_epoch to be set
+    m = ldam_margins(counts, max_m=max_m)
+    w = class_balanced_weights(counts, beta=beta) if drw_epoch is not None else None
+    return FocalLDAMLoss(
+        num_classes=len(m),
+        margins=m,
+        gamma=_check_gamma(gamma),
+        reg_weight=float(reg_weight),
         s=float(s),
         drw_weight=w,
         drw_epoch=None if drw_epoch is None else int(drw_epoch),
@@ -385,6 +496,7 @@ _BUILDERS: dict[str, Callable[..., ImbalanceLoss]] = {
     "cb_ce": _cb_ce,
     "ldam": _ldam,
     "balanced_softmax": _balanced_softmax,
+    "focal_ldam": _focal_ldam,
 }
 
 #: Names accepted by :func:`build_loss`.
@@ -413,8 +525,9 @@ def build_loss(name: str, class_counts: Sequence[int], **kwargs: object) -> Imba
         name: one of :data:`LOSSES`.
         class_counts: samples per class in the TRAINING fold only; its length fixes C.
         **kwargs: the loss's options: ``label_smoothing`` (ce, weighted_ce, cb_ce,
-            balanced_softmax), ``gamma`` (focal, cb_focal), ``alpha`` (focal), ``beta`` (cb_ce,
-            cb_focal, ldam's DRW weights), ``max_m``, ``s``, ``drw_epoch`` (ldam).
+            balanced_softmax), ``gamma`` (focal, cb_focal, focal_ldam), ``alpha`` (focal), ``beta``
+            (cb_ce, cb_focal, the DRW weights of ldam and focal_ldam), ``max_m``, ``s``, ``drw_epoch``
+            (ldam, focal_ldam), ``reg_weight`` (focal_ldam).
 
     Returns:
         An :class:`ImbalanceLoss` mapping ``(logits (B, C), targets (B,))`` to a scalar.
