@@ -104,12 +104,15 @@ def _shape_error(name: str, tensor: torch.Tensor, expected: str) -> ValueError:
     return ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
 
 
-def _check_labels(name: str, labels: torch.Tensor, n: int, num_classes: int) -> None:
+def _check_labels(
+    name: str, labels: torch.Tensor, n: int, num_classes: int, *, values: bool = True
+) -> None:
+    """Shape and dtype of ``labels (n,)``; with ``values`` also their range (a device sync on GPU)."""
     if labels.ndim != 1 or labels.shape[0] != n:
         raise _shape_error(name, labels, f"({n},)")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got dtype {labels.dtype}")
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+    if values and n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(
             f"{name} must be class indices in [0, {num_classes}), got values in "
             f"[{int(labels.min())}, {int(labels.max())}]"
@@ -462,7 +465,7 @@ def confidence_weighted_loss(
     if logits.ndim != 2:
         raise _shape_error("logits", logits, "(B, K)")
     b = logits.shape[0]
-    _check_labels("targets", targets, b, logits.shape[1])
+    _check_labels("targets", targets, b, logits.shape[1], values=False)  # per step: no device sync
     if alpha.shape != (b,):
         raise _shape_error("alpha", alpha, f"({b},)")
     weighted = loss_fn(alpha[:, None].to(logits.dtype) * logits, targets)
