@@ -81,6 +81,10 @@ class DataConfig:
     in_memory: str = "auto"
     in_memory_limit_mb: int = 1024
     strict: bool = False
+    #: learn the clips' action units too: multi-hot targets over the AUs seen at least data.au_min_count
+    #: times among each fold's training clips (laterality ignored); model.au_head adds the AU head
+    aus: bool = False
+    au_min_count: int = 5
 
 
 @dataclass
@@ -90,6 +94,9 @@ class ModelConfig:
     name: str = "tsm_tiny"
     pretrained: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: with data.aus: linear (one layer on the pooled feature) or graph (a GCN over AU nodes on the training
+    #: clips' AU co-occurrence, coupled to the emotion logits); see microexp.models.multitask
+    au_head: str = "linear"
 
 
 @dataclass
@@ -131,6 +138,10 @@ class LossConfig:
     max_m: float = 0.5
     scale: float = 1.0  # LDAM's s: 1 for the raw logits microexp's models emit (30 is for cosine logits)
     drw_epoch: int | None = None
+    #: focal_ldam: weight of the regulation term KL(uniform || batch-mean softmax)
+    reg_weight: float = 0.1
+    #: weight of the AU term (binary cross-entropy, positive weights from the training clips) with data.aus
+    au_weight: float = 1.0
 
 
 @dataclass
@@ -348,7 +359,8 @@ PRETRAIN_RECORD = "pretrain.json"
 MIN_SIZE, MAX_SIZE = 16, 1024
 #: model arguments the engine sets from other keys (so they cannot disagree with the data)
 _ENGINE_MODEL_ARGS = {"num_classes": "the class map (data.class_map)", "num_frames": "data.num_frames",
-                      "input_size": "data.size"}
+                      "input_size": "data.size", "aus": "data.aus (the training folds' AUs)",
+                      "au_head": "model.au_head", "confidence_head": "the engine (loss options that need it)"}
 
 
 class _Where:
@@ -404,6 +416,7 @@ def _validate_choices(config: ExperimentConfig, where: _Where) -> None:
     from microexp.data.video import BACKENDS
     from microexp.losses import LOSSES
     from microexp.models.masked_video import TARGETS
+    from microexp.models.multitask import AU_HEADS
 
     choices = {
         "data.format": (config.data.format, FORMATS),
@@ -424,6 +437,7 @@ def _validate_choices(config: ExperimentConfig, where: _Where) -> None:
         "train.selection_metric": (config.train.selection_metric, METRICS),
         "train.amp_dtype": (config.train.amp_dtype, AMP_DTYPES),
         "data.in_memory": (config.data.in_memory, IN_MEMORY),
+        "model.au_head": (config.model.au_head, AU_HEADS),
     }
     if config.data.modality is not None:  # null: the model's own modality
         choices["data.modality"] = (config.data.modality, ("apex_flow",))
@@ -492,6 +506,9 @@ def _validate_ranges(config: ExperimentConfig, where: _Where) -> None:
                " (the side of the onset and apex frames the flow is computed on)")
     _check_int(where, "data.num_workers", d.num_workers, 0, None, " (0 loads in the main process)")
     _check_int(where, "data.in_memory_limit_mb", d.in_memory_limit_mb, 0, None, " (0 never holds clips in memory)")
+    _check_int(where, "data.au_min_count", d.au_min_count, 1, None,
+               " (AUs seen fewer times among a fold's training clips are not learnt)")
+    _check_float(where, "loss.au_weight", loss.au_weight, 0.0)
     slurm = config.slurm
     _check_int(where, "slurm.time_min", slurm.time_min, 1)
     _check_int(where, "slurm.gpus_per_task", slurm.gpus_per_task, 0)
@@ -514,6 +531,7 @@ def _validate_ranges(config: ExperimentConfig, where: _Where) -> None:
     _check_float(where, "loss.label_smoothing", loss.label_smoothing, 0.0, 1.0, high_open=True)
     _check_float(where, "loss.max_m", loss.max_m, 0.0, low_open=True)
     _check_float(where, "loss.scale", loss.scale, 0.0, low_open=True)
+    _check_float(where, "loss.reg_weight", loss.reg_weight, 0.0)
     if loss.drw_epoch is not None:
         _check_int(where, "loss.drw_epoch", loss.drw_epoch, 0, t.epochs - 1,
                    f" or null (the re-weighting must start within train.epochs={t.epochs})")

@@ -20,6 +20,13 @@ When every class occurs in ``y_true`` -- the pooled predictions of a full protoc
 
 Per dataset (a table mixing source datasets, e.g. the MEGC 2019 composite): each dataset's rows of the same
 pooled predictions, then one metric; a class a dataset lacks follows the convention above.
+
+Action units (:func:`au_summary`): an AU is detected when its probability is at least the threshold (0.5);
+``F1_AU = 2 TP / (2 TP + FP + FN)`` over clips, per AU (scikit-learn's ``f1_score(average=None)``), and the
+mean AU F1 averages over the AUs that occur in ``y_true`` (an AU that never occurs has no defined F1). Each
+fold learns the AUs of its own training clips, so the pooled figures cover the union of the folds' AUs; a
+fold that did not learn an AU counts as never detecting it there (its test clips still carry it). A fold's
+mean covers the AUs it learnt that occur among its test clips.
 """
 
 from __future__ import annotations
@@ -29,9 +36,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score
 
-__all__ = ["ClassificationMetrics", "compute_metrics", "cross_validation_summary", "per_dataset_metrics"]
+__all__ = ["AU_PROB_PREFIX", "AU_THRESHOLD", "ClassificationMetrics", "au_f1_scores", "au_summary", "compute_metrics",
+           "cross_validation_summary", "per_dataset_metrics"]
+
+#: predictions.csv column prefix of AU probabilities (``au_prob_12``; never ``prob_``, the class prefix)
+AU_PROB_PREFIX = "au_prob_"
+#: an AU counts as present when its probability is at least this (predictions.csv, metrics, predict)
+AU_THRESHOLD = 0.5
 
 DEFINITIONS = {
     "pooled": "all folds' predictions concatenated, then one metric",
@@ -278,3 +291,95 @@ def cross_validation_summary(
     if by_dataset:
         summary["per_dataset"] = by_dataset
     return summary
+
+
+# --------------------------------------------------------------------------- action units
+
+AU_DEFINITIONS = {
+    "f1": "per AU over clips: 2TP/(2TP+FP+FN), an AU detected when its probability >= threshold",
+    "mean_f1": "mean of the per-AU F1 over the AUs present in y_true",
+    "pooled": "all folds' test clips together, over the union of the AUs the folds learnt (a fold that did not "
+              "learn an AU never detects it)",
+    "fold_mean": "mean (and ddof=0 std) over folds of each fold's mean F1 over the AUs it learnt that occur in its "
+                 "test clips",
+}
+
+
+def au_f1_scores(y_true: Any, y_pred: Any) -> dict[str, np.ndarray]:
+    """Per-AU ``f1``, ``precision``, ``recall`` and ``support`` of multi-hot ``(N, A)`` truths and decisions.
+
+    F1 of an AU absent from ``y_true`` is NaN when it is never predicted either, 0 when it is (false alarms
+    count); precision is NaN for an AU never predicted, recall NaN for one never true.
+    """
+    yt = np.asarray(y_true, dtype=bool)
+    yp = np.asarray(y_pred, dtype=bool)
+    if yt.ndim != 2 or yt.shape != yp.shape:
+        raise ValueError(f"y_true and y_pred must be (N, A) of equal shape, got {yt.shape} and {yp.shape}")
+    support = yt.sum(axis=0)
+    predicted = yp.sum(axis=0)
+    if not yt.shape[0]:
+        nan = np.full(yt.shape[1], np.nan)
+        return {"f1": nan, "precision": nan, "recall": nan, "support": support}
+    f1 = f1_score(yt, yp, average=None, zero_division=np.nan)
+    precision = precision_score(yt, yp, average=None, zero_division=np.nan)
+    recall = recall_score(yt, yp, average=None, zero_division=np.nan)
+    return {"f1": np.asarray(f1, dtype=float), "precision": np.where(predicted > 0, precision, np.nan),
+            "recall": np.where(support > 0, recall, np.nan), "support": support}
+
+
+def _mean_present(f1: np.ndarray, support: np.ndarray, learnt: np.ndarray | None = None) -> float:
+    keep = support > 0
+    if learnt is not None:
+        keep &= learnt
+    return float(np.mean(f1[keep])) if keep.any() else float("nan")
+
+
+def au_summary(y_true: Any, probabilities: Any, folds: Any, *, au_names: Sequence[str],
+               threshold: float = AU_THRESHOLD) -> dict[str, Any]:
+    """Pooled and per-fold AU detection metrics of a cross-validation run.
+
+    Args:
+        y_true: ``(N, A)`` multi-hot true AUs of every test clip (over ``au_names``).
+        probabilities: ``(N, A)`` AU probabilities; NaN where the clip's fold did not learn that AU.
+        folds: ``(N,)`` fold of each clip.
+        au_names: the ``A`` AU names (``AU1``, ...).
+        threshold: probability at or above which an AU is detected.
+
+    Returns:
+        JSON-ready: ``definitions``, ``threshold``, ``aus``, ``pooled`` ({mean_f1, per_au: {name: {f1,
+        precision, recall, support}}}), ``fold_mean`` / ``fold_std`` ({mean_f1}), ``per_fold`` (list of
+        {fold, num_samples, aus_learnt, mean_f1}); None where undefined.
+    """
+    yt = np.asarray(y_true, dtype=bool)
+    prob = np.asarray(probabilities, dtype=float)
+    fold_ids = np.asarray(folds)
+    if prob.shape != yt.shape or fold_ids.shape != (yt.shape[0],) or yt.shape[1] != len(au_names):
+        raise ValueError(f"y_true {yt.shape}, probabilities {prob.shape}, folds {fold_ids.shape} and "
+                         f"{len(au_names)} AU names do not agree")
+    detected = np.nan_to_num(prob, nan=0.0) >= threshold
+    pooled = au_f1_scores(yt, detected)
+    per_fold = []
+    for f in np.unique(fold_ids):
+        mask = fold_ids == f
+        learnt = ~np.isnan(prob[mask]).all(axis=0)
+        scores = au_f1_scores(yt[mask], detected[mask])
+        per_fold.append({"fold": f.item(), "num_samples": int(mask.sum()), "aus_learnt": int(learnt.sum()),
+                         "mean_f1": _none(_mean_present(scores["f1"], scores["support"], learnt))})
+    means = np.array([np.nan if row["mean_f1"] is None else row["mean_f1"] for row in per_fold], dtype=float)
+    defined = means[~np.isnan(means)]
+    return {
+        "definitions": dict(AU_DEFINITIONS),
+        "threshold": float(threshold),
+        "aus": list(au_names),
+        "pooled": {"mean_f1": _none(_mean_present(pooled["f1"], pooled["support"])),
+                   "per_au": {name: {"f1": _none(pooled["f1"][i]), "precision": _none(pooled["precision"][i]),
+                                     "recall": _none(pooled["recall"][i]), "support": int(pooled["support"][i])}
+                              for i, name in enumerate(au_names)}},
+        "fold_mean": {"mean_f1": _none(defined.mean()) if len(defined) else None},
+        "fold_std": {"mean_f1": _none(defined.std(ddof=0)) if len(defined) else None},
+        "per_fold": per_fold,
+    }
+
+
+def _none(value: float) -> float | None:
+    return None if value is None or np.isnan(value) else float(value)

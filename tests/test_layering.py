@@ -36,7 +36,7 @@ PACKAGE = Path(microexp.__file__).parent
 LOWER = (
     "microexp.data", "microexp.synth", "microexp.models", "microexp.losses", "microexp.metrics",
     "microexp.splits", "microexp.config", "microexp.errors", "microexp.fileio", "microexp.workers",
-    "microexp.seed", "microexp.checkpoint",
+    "microexp.seed", "microexp.checkpoint", "microexp.label_noise",
 )
 UPPER = ("microexp.engine", "microexp.sweep", "microexp.inference", "microexp.studies", "microexp.benchmark",
          "microexp.cli")
@@ -48,6 +48,7 @@ def _rules() -> dict[str, tuple[str, ...]]:
     rules = {layer: UPPER for layer in LOWER}
     rules["microexp.data"] += ("microexp.models",)
     rules["microexp.models"] += ("microexp.data",)
+    rules["microexp.label_noise"] += ("microexp.data", "microexp.models")  # tensor maths the engine wires
     rules["microexp.inference"] = UPPER[:2] + UPPER[3:]  # everything upper but itself
     for layer in ("microexp.engine", "microexp.sweep", "microexp.studies", "microexp.benchmark"):
         rules[layer] = ("microexp.cli",)

@@ -271,15 +271,21 @@ def write_csv(rows: list[dict[str, Any]], class_names: Sequence[str], target: st
     columns = ["clip", "label", *(["true"] if any("true" in r for r in rows) else []),
                *(f"prob_{c}" for c in class_names), "onset", "apex", "offset",
                "onset_estimated", "apex_estimated", "offset_estimated", "face_box", "model", "checkpoint"]
+    au_names = list(rows[0]["aus"]["probabilities"]) if rows and "aus" in rows[0] else []
+    if au_names:
+        columns += ["aus_detected", *(f"au_prob_{name}" for name in au_names)]
     if rows and "motion_curve" in rows[0]:
         columns.append("motion_curve")
     flat = []
     for row in rows:
         record = {k: v for k, v in json_safe(row).items()
-                  if k not in ("probabilities", "face_box", "motion_curve", "estimated")}
+                  if k not in ("probabilities", "face_box", "motion_curve", "estimated", "aus")}
         record.update({f"prob_{c}": p for c, p in json_safe(row["probabilities"]).items()})
         record.update({f"{k}_estimated": v for k, v in row["estimated"].items()})
         record["face_box"] = "" if row["face_box"] is None else " ".join(str(v) for v in row["face_box"])
+        if "aus" in row:
+            record["aus_detected"] = "+".join(row["aus"]["detected"])
+            record.update({f"au_prob_{k}": v for k, v in json_safe(row["aus"]["probabilities"]).items()})
         if "motion_curve" in row:
             record["motion_curve"] = " ".join(str(v) for v in row["motion_curve"] or [])
         flat.append(record)
@@ -298,13 +304,16 @@ def format_table(predictions: list) -> str:
     if not predictions:
         return "no clip predicted"
     width = min(48, max(4, *(len(p.clip) for p in predictions)))
-    lines = [f"{'clip':<{width}}  {'label':<12}{'prob':>6}  {'onset':>6}{'apex':>6}{'offset':>7}  face box"]
+    with_aus = any(p.au_probabilities for p in predictions)
+    lines = [f"{'clip':<{width}}  {'label':<12}{'prob':>6}  {'onset':>6}{'apex':>6}{'offset':>7}  face box"
+             + ("  AUs detected" if with_aus else "")]
     for p in predictions:
         clip = p.clip if len(p.clip) <= width else "..." + p.clip[-(width - 3):]
         star = lambda name: "*" if name in p.estimated_fields else " "  # noqa: E731
         box = "-" if p.face_box is None else "x".join(str(v) for v in p.face_box)
         lines.append(f"{clip:<{width}}  {p.label:<12}{p.probabilities[p.label]:>6.3f}  {p.onset:>5}{star('onset')}"
-                     f"{p.apex:>5}{star('apex')}{p.offset:>6}{star('offset')}  {box}")
+                     f"{p.apex:>5}{star('apex')}{p.offset:>6}{star('offset')}  {box}"
+                     + (f"  {'+'.join(p.detected_aus) or 'none'}" if with_aus else ""))
     if any(p.estimated for p in predictions):
         lines.append("* estimated: spotted from the motion signal (or an estimated apex in the clip table)")
     return "\n".join(lines)

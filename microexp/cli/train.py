@@ -104,4 +104,20 @@ def format_results(metrics: dict) -> str:
     for name, values in metrics["per_class"].items():
         recall = values["recall"]
         lines.append(f"  {name:<14}{'n/a' if recall is None else format(recall, '.3f'):>8}")
+    if "aus" in metrics:
+        lines += format_au_results(metrics["aus"])
     return "\n".join(lines)
+
+
+def format_au_results(aus: dict) -> list[str]:
+    """The AU rows of the results table: mean AU F1 pooled and fold mean ± std, then each AU's F1."""
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    mean, spread = aus["fold_mean"]["mean_f1"], aus["fold_std"]["mean_f1"]
+    lines = [f"action units (detected at p >= {aus['threshold']:g}): mean AU F1 pooled "
+             f"{number(aus['pooled']['mean_f1'])}, fold mean {number(mean)} ± {number(spread)}",
+             "per-AU F1 (pooled, clips with the AU):"]
+    lines += [f"  {name:<14}{number(values['f1']):>8}{values['support']:>6}"
+              for name, values in aus["pooled"]["per_au"].items()]
+    return lines

@@ -11,6 +11,11 @@ DFME challenge sheets write in the AU cell, are real annotations but not AUs: :f
 them (never an error) and :func:`parse_action_descriptors` returns them (``'AD31+M57'``), ascending by
 number, without duplicates.
 
+For AU learning, :class:`AUVocabulary` (:func:`build_au_vocabulary`) turns normalised AU strings into
+multi-hot targets over the AUs seen often enough in a fold's *training* clips, and :func:`au_cooccurrence`
+estimates the conditional probabilities ``P(AU j | AU i)`` an AU-relation graph is built from; both take
+the training rows only, so a test clip can never shape them.
+
 Pure functions, no I/O.
 """
 
@@ -18,9 +23,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 __all__ = [
     "AU_SEPARATORS",
+    "AUVocabulary",
+    "au_cooccurrence",
+    "au_positive_weights",
+    "build_au_vocabulary",
     "format_aus",
     "invalid_au_tokens",
     "is_action_descriptor",
@@ -172,3 +186,90 @@ def format_aus(codes: list[str] | tuple[str, ...]) -> str:
 def normalise_aus(value: object, *, keep_laterality: bool = False, strict: bool = True) -> str:
     """Parse an AU cell and write it in normal form, e.g. ``'R12+4+L10'`` -> ``'4+10+12'``."""
     return format_aus(parse_aus(value, keep_laterality=keep_laterality, strict=strict))
+
+
+# --------------------------------------------------------------------------- AU targets
+
+
+@dataclass(frozen=True)
+class AUVocabulary:
+    """The AUs a model learns, in target order, with how often each occurs among the training clips.
+
+    ``codes`` are normalised AU numbers (``'1'``, ``'12'``), ascending; ``counts[i]`` is the number of
+    training clips carrying ``codes[i]``; ``min_count`` is the threshold the vocabulary was cut at and
+    ``dropped`` the rarer AUs left out (with their counts), for the run's log.
+    """
+
+    codes: tuple[str, ...]
+    counts: tuple[int, ...]
+    clips: int
+    min_count: int
+    dropped: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        """``['AU1', 'AU12', ...]``: the column names of tables and reports."""
+        return [f"AU{code}" for code in self.codes]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def encode(self, aus: Iterable[object]) -> np.ndarray:
+        """Multi-hot targets ``(N, A)`` float32 of AU cells (strings as in the clip table; other AUs ignored)."""
+        index = {code: i for i, code in enumerate(self.codes)}
+        cells = list(aus)
+        targets = np.zeros((len(cells), len(self.codes)), dtype=np.float32)
+        for row, cell in enumerate(cells):
+            for code in parse_aus(cell, strict=False):
+                if code in index:
+                    targets[row, index[code]] = 1.0
+        return targets
+
+
+def build_au_vocabulary(aus: Iterable[object], *, min_count: int = 1) -> AUVocabulary:
+    """The AUs carried by at least ``min_count`` of the given clips (pass the training clips only).
+
+    Args:
+        aus: the AU cells of the training clips (laterality is ignored: ``'L12'`` counts as ``'12'``).
+        min_count: AUs seen fewer times are dropped (too rare to learn or to score).
+
+    Raises:
+        ValueError: ``min_count`` is not an integer >= 1.
+    """
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise ValueError(f"min_count={min_count!r}: expected an integer >= 1")
+    counts: Counter[str] = Counter()
+    clips = 0
+    for cell in aus:
+        clips += 1
+        counts.update(parse_aus(cell, strict=False))
+    ordered = sorted(counts, key=_sort_key)
+    kept = [c for c in ordered if counts[c] >= min_count]
+    return AUVocabulary(codes=tuple(kept), counts=tuple(counts[c] for c in kept), clips=clips, min_count=min_count,
+                        dropped=tuple((c, counts[c]) for c in ordered if counts[c] < min_count))
+
+
+def au_cooccurrence(targets: np.ndarray) -> np.ndarray:
+    """Conditional co-occurrence ``P[i, j] = P(AU j | AU i) = n_ij / n_i`` of multi-hot targets ``(N, A)``.
+
+    The diagonal is 1 for every AU that occurs; a row of an AU that never occurs is all zero.
+    Pass the training clips' targets only.
+    """
+    t = np.asarray(targets, dtype=np.float64)
+    if t.ndim != 2:
+        raise ValueError(f"targets: expected an (N, A) array, got shape {t.shape}")
+    joint = t.T @ t  # n_ij
+    occurrences = np.diag(joint).copy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conditional = np.where(occurrences[:, None] > 0, joint / occurrences[:, None], 0.0)
+    return conditional.astype(np.float32)
+
+
+def au_positive_weights(targets: np.ndarray, *, max_weight: float = 50.0) -> np.ndarray:
+    """BCE positive weights ``negatives / positives`` per AU (at most ``max_weight``; 1 for an AU never seen)."""
+    t = np.asarray(targets, dtype=np.float64)
+    positives = t.sum(axis=0)
+    negatives = len(t) - positives
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weights = np.where(positives > 0, negatives / positives, 1.0)
+    return np.clip(weights, 1e-3, max_weight).astype(np.float32)

@@ -361,7 +361,8 @@ def gather_predictions(predictions: Predictions, ctx: DistributedContext, *, ind
         raise RuntimeError(f"rank {ctx.rank}: {len(predictions.clips)} predictions for {len(indices)} indices")
     piece = {"indices": [int(i) for i in indices], "clips": list(predictions.clips),
              "subjects": list(predictions.subjects), "labels": np.asarray(predictions.labels),
-             "probabilities": np.asarray(predictions.probabilities), "loss": float(predictions.loss)}
+             "probabilities": np.asarray(predictions.probabilities), "loss": float(predictions.loss),
+             "au_probabilities": predictions.au_probabilities, "aus": list(predictions.aus)}
     if ctx.distributed:
         pieces: list[Any] = [None] * ctx.world_size
         dist.all_gather_object(pieces, piece)
@@ -386,8 +387,16 @@ def gather_predictions(predictions: Predictions, ctx: DistributedContext, *, ind
     weighted = [(p["loss"], len(p["indices"])) for p in full if np.isfinite(p["loss"])]
     count = sum(n for _, n in weighted)
     loss = sum(value * n for value, n in weighted) / count if count else float("nan")
+    au_probabilities, aus = None, []
+    if predictions.au_codes:  # the same AU head on every rank
+        width = len(predictions.au_codes)
+        au_probabilities = (np.concatenate([p["au_probabilities"] for p in full])[rank_of] if full
+                            else np.zeros((0, width), dtype=np.float32))
+        aus = [a for p in pieces for a in p["aus"]]
+        aus = [aus[i] for i in rank_of]
     return Predictions(clips=[clips[i] for i in rank_of], subjects=[subjects[i] for i in rank_of],
-                       labels=labels[rank_of], probabilities=probabilities[rank_of], loss=loss)
+                       labels=labels[rank_of], probabilities=probabilities[rank_of], loss=loss,
+                       au_probabilities=au_probabilities, au_codes=predictions.au_codes, aus=aus)
 
 
 def gather_epoch_stats(stats: EpochStats, ctx: DistributedContext) -> EpochStats:

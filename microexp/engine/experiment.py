@@ -43,6 +43,9 @@ from microexp.config import ExperimentConfig, config_differences, load_config, s
 from microexp.data.annotations import load_clip_table
 from microexp.data.class_maps import apply_class_map, get_class_map, summarise_left_out
 from microexp.data.apex_flow import ApexFlowSpec
+from microexp.data.aus import (
+    AUVocabulary, au_cooccurrence, au_positive_weights, build_au_vocabulary, normalise_aus,
+)
 from microexp.data.dataset import EpochIndexSampler, MicroExpressionDataset, check_clip_inputs
 from microexp.data.in_memory import InMemoryClips, in_memory_plan
 from microexp.data.pipeline import ClipPipeline
@@ -55,6 +58,7 @@ from microexp.engine.distributed import (
 from microexp.engine.precision import (
     autocast_dtype, configure_backends, dtype_name, make_grad_scaler, memory_format_for, prepare_model,
 )
+from microexp.engine.objectives import Objective
 from microexp.engine.pretrain_record import OVERLAP_NAME, check_pretrained_subjects, encoder_for_fold
 from microexp.engine.progress import RunProgress, UnitProgress, format_seconds  # noqa: F401 - re-exported
 from microexp.engine.results import (  # noqa: F401 - read_run_predictions re-exported for callers of this module
@@ -67,7 +71,7 @@ from microexp.engine.trainer import build_optimizer, build_scheduler, evaluate, 
 from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import OutputError, write_json
 from microexp.losses import build_loss, loss_options
-from microexp.metrics import compute_metrics
+from microexp.metrics import AU_PROB_PREFIX, AU_THRESHOLD, compute_metrics
 from microexp.models import create_model, get_model_spec
 from microexp.seed import seed_everything, seed_worker
 from microexp.splits import (
@@ -81,7 +85,7 @@ logger = logging.getLogger(__name__)
 SPLITS_PROTOCOL = {"kfold": "kfold", "loso": "loso", "lodo": "lodo", "split": "fixed"}
 
 LOSS_FIELDS = {"gamma": "gamma", "beta": "beta", "label_smoothing": "label_smoothing", "max_m": "max_m",
-               "scale": "s", "drw_epoch": "drw_epoch"}
+               "scale": "s", "drw_epoch": "drw_epoch", "reg_weight": "reg_weight"}
 
 #: the folder of the final all-subjects model inside a run directory
 FINAL_DIR = "final"
@@ -499,6 +503,8 @@ def run_fold(
         frame.insert(2, "dataset", frame["clip"].map(dict(zip(test_table["clip"].astype(str), test_table["dataset"]))))
     for index, name in enumerate(data.class_names):
         frame[f"prob_{name}"] = predictions.probabilities[:, index]
+    if predictions.au_probabilities is not None:
+        frame = pd.concat([frame, au_prediction_columns(predictions)], axis=1)
     if ctx.is_main:
         write_csv(frame, fold_dir / "predictions.csv")  # its presence marks the fold complete
     barrier()  # no rank goes on before the fold is marked complete
@@ -543,9 +549,15 @@ def _train_model(
                        "data.class_map=identity): the model cannot learn them", name, ", ".join(absent))
 
     model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
+    vocabulary = fold_au_vocabulary(config, train_table, name=name)  # None unless data.aus
+    if vocabulary is not None:
+        model_kwargs.update(aus=list(vocabulary.codes), au_head=config.model.au_head)
     spec = model_spec(config)
     pretrained = encoder_for_fold(config.model.pretrained, fold)  # a pretraining folder: this fold's encoder
     net = create_model(config.model.name, num_classes=num_classes, pretrained=pretrained, **model_kwargs)
+    au_targets = vocabulary.encode(train_table["aus"]) if vocabulary is not None else None
+    if au_targets is not None and config.model.au_head == "graph":  # the training clips' co-occurrence only
+        net.set_au_cooccurrence(torch.from_numpy(au_cooccurrence(au_targets)))
     # the GPU path (engine/precision.py): autocast type and its GradScaler, the family's memory format, compile
     configure_backends(device, deterministic=config.deterministic)
     dtype = autocast_dtype(device, amp=config.train.amp, amp_dtype=config.train.amp_dtype)
@@ -589,6 +601,9 @@ def _train_model(
     else:
         val_loader = torch.utils.data.DataLoader(val_part, **loader_args) if val_part is not None else None
     loss_fn = build_loss(config.loss.name, class_counts, **_loss_kwargs(config)).to(device)  # weight buffers
+    objective = Objective(loss_fn, au_vocabulary=vocabulary, au_weight=config.loss.au_weight,
+                          au_pos_weight=None if au_targets is None else torch.from_numpy(au_positive_weights(au_targets))
+                          ).to(device)
     optimizer = build_optimizer(model, name=config.train.optimizer, lr=config.train.lr,
                                 weight_decay=config.train.weight_decay, momentum=config.train.momentum)
     scheduler = build_scheduler(optimizer, name=config.train.schedule, epochs=config.train.epochs,
@@ -614,9 +629,9 @@ def _train_model(
         epoch_seed = int(np.random.SeedSequence([config.seed, stream, epoch]).generate_state(1)[0])
         sampler_generator.manual_seed(epoch_seed)
         torch.manual_seed(epoch_seed)
-        for part in (sampler, loss_fn, train_set):
+        for part in (sampler, objective, train_set):
             part.set_epoch(epoch)
-        stats = train_one_epoch(model, train_loader, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
+        stats = train_one_epoch(model, train_loader, loss_fn=objective, optimizer=optimizer, scheduler=scheduler,
                                 device=device, grad_clip=config.train.grad_clip, dtype=dtype,
                                 memory_format=memory_format, scaler=scaler, progress=progress,
                                 description=f"{name} epoch {epoch + 1}/{config.train.epochs}")
@@ -662,6 +677,38 @@ def _train_model(
         save_checkpoint(work_dir / "model.pt", model=net, class_names=data.class_names, data=data_config,
                         epoch=config.train.epochs - 1, fold=fold, extra=dict(model_extra or {}))
     return net, spec, loader_args
+
+
+def fold_au_vocabulary(config: ExperimentConfig, train_table: pd.DataFrame, *, name: str) -> AUVocabulary | None:
+    """The AUs a fold learns, from its training clips alone (None unless ``data.aus``).
+
+    Raises:
+        ConfigError: no AU reaches ``data.au_min_count`` among the training clips.
+    """
+    if not config.data.aus:
+        return None
+    vocabulary = build_au_vocabulary(train_table["aus"], min_count=config.data.au_min_count)
+    if not len(vocabulary):
+        seen = ", ".join(f"AU{c} x{n}" for c, n in vocabulary.dropped) or "none"
+        raise ConfigError(f"{name}: data.aus=true but no AU occurs data.au_min_count={config.data.au_min_count} "
+                          f"times among the {vocabulary.clips} training clips (seen: {seen}); lower data.au_min_count "
+                          "or check the table's aus column")
+    if vocabulary.dropped:
+        logger.info("%s: %d AUs learnt (%s); %d rarer than %d dropped (%s)", name, len(vocabulary),
+                    ", ".join(vocabulary.names), len(vocabulary.dropped), vocabulary.min_count,
+                    ", ".join(f"AU{c} x{n}" for c, n in vocabulary.dropped))
+    return vocabulary
+
+
+def au_prediction_columns(predictions: Any) -> pd.DataFrame:
+    """``aus`` (true, normalised), ``aus_pred`` (probability >= :data:`AU_THRESHOLD`) and ``au_prob_<code>``."""
+    probabilities = predictions.au_probabilities
+    codes = list(predictions.au_codes)
+    present = probabilities >= AU_THRESHOLD
+    columns = {"aus": [normalise_aus(a, strict=False) for a in predictions.aus],
+               "aus_pred": ["+".join(c for c, on in zip(codes, row) if on) for row in present]}
+    columns.update({f"{AU_PROB_PREFIX}{code}": probabilities[:, i] for i, code in enumerate(codes)})
+    return pd.DataFrame(columns)
 
 
 def _unit(fold: int) -> str:

@@ -14,7 +14,8 @@ import pandas as pd
 
 from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import atomic_open, atomic_path, write_json
-from microexp.metrics import cross_validation_summary
+from microexp.data.aus import parse_aus
+from microexp.metrics import AU_PROB_PREFIX, au_summary, cross_validation_summary
 from microexp.splits import Fold, load_folds
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ def write_metrics(out: Path, predictions: pd.DataFrame, class_names: list[str], 
                                        predictions["fold"].to_numpy(), num_classes=len(class_names),
                                        class_names=class_names, datasets=datasets, subjects=subjects)
     metrics = {"protocol": protocol, **summary}
+    aus = au_metrics(predictions)
+    if aus is not None:
+        metrics["aus"] = aus
     write_json(out / "metrics.json", metrics)
     (out / PARTIAL_METRICS).unlink(missing_ok=True)  # what evaluate merged while shards ran is outdated now
     from microexp.engine.plots import plot_run
@@ -71,8 +75,31 @@ def write_partial_metrics(out: Path, folds: list[Fold], missing: list[int], *, p
                                        predictions["fold"].to_numpy(), num_classes=len(classes), class_names=classes)
     metrics = {"protocol": protocol, "complete": False, "folds_complete": present, "folds_missing": list(missing),
                "note": "partial: only the complete folds are counted", **summary}
+    aus = au_metrics(predictions)
+    if aus is not None:
+        metrics["aus"] = aus
     write_json(out / PARTIAL_METRICS, metrics)
     return metrics
+
+
+def au_metrics(predictions: pd.DataFrame) -> dict[str, Any] | None:
+    """The AU detection metrics (:func:`microexp.metrics.au_summary`) of predictions with ``au_prob_`` columns.
+
+    The true AUs are the ``aus`` column; an AU column a fold lacks (the fold did not learn it) is NaN there.
+    Returns None when there are no AU columns.
+    """
+    columns = [c for c in predictions.columns if c.startswith(AU_PROB_PREFIX)]
+    if not columns or "aus" not in predictions.columns:
+        return None
+    codes = sorted((c[len(AU_PROB_PREFIX):] for c in columns), key=lambda code: (int(code.lstrip("LR")), code))
+    index = {code: i for i, code in enumerate(codes)}
+    truth = np.zeros((len(predictions), len(codes)), dtype=bool)
+    for row, cell in enumerate(predictions["aus"].tolist()):
+        for code in parse_aus(cell, strict=False):
+            if code in index:
+                truth[row, index[code]] = True
+    probabilities = predictions[[f"{AU_PROB_PREFIX}{c}" for c in codes]].to_numpy(dtype=float)
+    return au_summary(truth, probabilities, predictions["fold"].to_numpy(), au_names=[f"AU{c}" for c in codes])
 
 
 def read_run_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:

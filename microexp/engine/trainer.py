@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from microexp.engine.objectives import Objective
 from microexp.errors import ConfigError
 
 
@@ -54,10 +55,19 @@ class Predictions:
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     loss: float = float("nan")
+    #: ``(N, A)`` AU probabilities (sigmoid) of a model with an AU head, in the order of ``au_codes``; else None
+    au_probabilities: np.ndarray | None = None
+    au_codes: tuple[str, ...] = ()
+    #: the clips' AU strings as the loader gave them (the true AUs), when the model has an AU head
+    aus: list[str] = field(default_factory=list)
 
     @property
     def predicted(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1) if len(self.probabilities) else np.zeros(0, dtype=np.int64)
+        if not len(self.probabilities):
+            return np.zeros(0, dtype=np.int64)
+        if not self.probabilities.shape[1]:  # an AU-only model: no emotion predicted
+            return np.full(len(self.probabilities), -1, dtype=np.int64)
+        return self.probabilities.argmax(axis=1)
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -125,7 +135,7 @@ def train_one_epoch(
     model: nn.Module,
     loader: Iterable[dict[str, Any]],
     *,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | Objective,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
@@ -140,6 +150,8 @@ def train_one_epoch(
     """One pass over ``loader`` (batches ``video (B, C, T, H, W)``, ``label (B,)``).
 
     Args:
+        loss_fn: ``(logits, labels) -> loss``, or an :class:`~microexp.engine.objectives.Objective` (the AU
+            term and the uncertain-label methods), which computes the step's loss from the model itself.
         dtype: the autocast type (:func:`microexp.engine.precision.autocast_dtype`); None = fp32.
         memory_format: the input's memory format, the model's own
             (:func:`~microexp.engine.precision.memory_format_for`, applied by ``prepare_model``).
@@ -157,6 +169,7 @@ def train_one_epoch(
             should stop, not continue).
     """
     model.train()
+    objective = loss_fn if isinstance(loss_fn, Objective) else Objective(loss_fn)
     tally = _Tally(device, check_every=check_every, description=description, what="loss", hint="")
     data_seconds = 0.0
     start = waited = time.perf_counter()
@@ -166,10 +179,9 @@ def train_one_epoch(
         videos = batch["video"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         labels = batch["label"].to(device, non_blocking=True)
         with _autocast(device, dtype):
-            logits = model(videos)
-            loss = loss_fn(logits.float(), labels)
-        _step(model, loss, optimizer=optimizer, scheduler=scheduler, scaler=scaler, grad_clip=grad_clip)
-        tally.add(loss.detach(), labels.shape[0], correct=(logits.detach().argmax(dim=1) == labels).sum())
+            step = objective(model, videos, batch, labels)
+        _step(model, step.loss, optimizer=optimizer, scheduler=scheduler, scaler=scaler, grad_clip=grad_clip)
+        tally.add(step.loss.detach(), step.samples, correct=step.correct)
         if tally.due():
             bar.set_postfix(loss=f"{tally.check():.3f}")
         waited = time.perf_counter()
@@ -242,13 +254,17 @@ def evaluate(
 ) -> Predictions:
     """Class probabilities for every clip of ``loader`` (softmax of the fp32 logits), with clip ids.
 
+    A model with an AU head (:class:`~microexp.models.multitask.MultiTaskVideoModel`) also gives AU
+    probabilities (sigmoid); an AU-only model gives no class probabilities (``(N, 0)``).
     ``dtype`` and ``memory_format`` as in :func:`train_one_epoch` (pass the training run's). Probabilities,
     labels and the loss stay on the device until the end: one transfer, no per-batch wait.
     """
     model.eval()
+    au_codes = tuple(getattr(model, "au_codes", ()))
     clips: list[str] = []
     subjects: list[int] = []
-    labels, probabilities = [], []
+    aus: list[str] = []
+    labels, probabilities, au_probabilities = [], [], []
     total_loss = torch.zeros((), dtype=_sum_dtype(device), device=device)
     samples = 0
     for batch in tqdm(_batches(loader), total=_length(loader), desc=description, leave=False,
@@ -256,8 +272,15 @@ def evaluate(
         videos = batch["video"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         targets = batch["label"].to(device, non_blocking=True)
         with _autocast(device, dtype):
-            logits = model(videos).float()
-        if loss_fn is not None:
+            if au_codes:
+                out = model(videos, outputs=True)
+                au_probabilities.append(torch.sigmoid(out.au_logits.float()))
+                aus += [str(a) for a in batch["aus"]]
+                logits = (out.logits.float() if out.logits is not None
+                          else torch.zeros(targets.shape[0], 0, device=videos.device))
+            else:
+                logits = model(videos).float()
+        if loss_fn is not None and logits.shape[1]:
             total_loss += loss_fn(logits, targets).to(total_loss.dtype) * targets.shape[0]
         samples += targets.shape[0]
         probabilities.append(torch.softmax(logits, dim=1))
@@ -265,13 +288,20 @@ def evaluate(
         clips += [str(c) for c in batch["clip"]]
         subjects += [int(s) for s in batch["subject"]]
     num_classes = probabilities[0].shape[1] if probabilities else 0
+    au_array = None
+    if au_codes:
+        au_array = (torch.cat(au_probabilities).cpu().numpy() if au_probabilities
+                    else np.zeros((0, len(au_codes)), np.float32))
     return Predictions(
         clips=clips,
         subjects=subjects,
         labels=torch.cat(labels).cpu().numpy() if labels else np.zeros(0, dtype=np.int64),
         probabilities=(torch.cat(probabilities).cpu().numpy() if probabilities
                        else np.zeros((0, num_classes), np.float32)),
-        loss=float(total_loss) / samples if loss_fn is not None and samples else float("nan"),
+        loss=float(total_loss) / samples if loss_fn is not None and samples and num_classes else float("nan"),
+        au_probabilities=au_array,
+        au_codes=au_codes,
+        aus=aus,
     )
 
 

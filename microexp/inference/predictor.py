@@ -43,6 +43,7 @@ from microexp.data.transforms import resize_frames
 from microexp.data.video import open_video
 from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import OutputError, write_bytes
+from microexp.metrics import AU_THRESHOLD
 from microexp.data.face import DEFAULT_MARGIN, FaceBox, NoFaceError, crop_frames, probe_positions, stable_face_box
 from microexp.inference.spotting import Phases, default_sigma, motion_signal, spot_phases
 from microexp.models import ModelSpec
@@ -100,6 +101,13 @@ class Prediction:
     motion_curve: list[float] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     true: str | None = None
+    #: AU probabilities (``{'AU1': 0.93, ...}``) of a model with an AU head; empty otherwise
+    au_probabilities: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def detected_aus(self) -> list[str]:
+        """The AUs whose probability reaches :data:`AU_THRESHOLD` (``['AU1', 'AU2']``)."""
+        return [name for name, p in self.au_probabilities.items() if p >= AU_THRESHOLD]
 
     def to_dict(self, *, motion_curve: bool = False) -> dict[str, Any]:
         """The JSON fields; ``estimated`` holds one flag per phase (``{"onset": .., "apex": .., "offset": ..}``,
@@ -110,6 +118,9 @@ class Prediction:
                "face_box": self.face_box, "model": self.model, "checkpoint": self.checkpoint}
         if self.true is not None:
             out["true"] = self.true
+        if self.au_probabilities:
+            out["aus"] = {"detected": self.detected_aus, "threshold": AU_THRESHOLD,
+                          "probabilities": dict(self.au_probabilities)}
         if motion_curve:
             out["motion_curve"] = self.motion_curve
         return out
@@ -184,6 +195,8 @@ class ClipPredictor:
         face_crop: detect the face and crop one stable box per clip (False for already cropped clips).
         face_margin: enlargement of the detected face box (see :mod:`microexp.data.face`).
         backend: video backend for files ('auto', 'decord', 'pyav').
+        au_codes: the AUs of a model with an AU head; its ``runner`` then returns the emotion logits followed
+            by the AU logits, ``(B, num_classes + A)``.
     """
 
     def __init__(
@@ -199,8 +212,10 @@ class ClipPredictor:
         face_margin: float = DEFAULT_MARGIN,
         backend: str = "auto",
         seen_subjects: Sequence[int] = (),
+        au_codes: Sequence[str] = (),
     ) -> None:
         self.runner = runner
+        self.au_names = [f"AU{code}" for code in au_codes]
         #: subjects whose clips trained or selected the model (from the checkpoint; empty when unknown)
         self.seen_subjects = frozenset(int(s) for s in seen_subjects)
         self.spec = spec
@@ -237,15 +252,20 @@ class ClipPredictor:
         dev = _check_device(device)
         payload = load_checkpoint(path)
         model = model_from_checkpoint(payload, source=str(path)).to(dev).eval()
+        au_codes = tuple(getattr(model, "au_codes", ()))
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
+                if au_codes:  # emotion logits, then the AU logits
+                    out = model(x.to(dev), outputs=True)
+                    return torch.cat([out.logits.float(), out.au_logits.float()], dim=1).cpu()
                 return model(x.to(dev)).float().cpu()
 
         extra = payload.get("extra") or {}
         seen = [*extra.get("subjects", ()), *extra.get("train_subjects", ()), *extra.get("val_subjects", ())]
         return cls(run, spec=model.spec, data=payload.get("data") or {}, class_names=payload["class_names"],
-                   model_name=payload["model_name"], source=str(path), seen_subjects=seen, **options)
+                   model_name=payload["model_name"], source=str(path), seen_subjects=seen, au_codes=au_codes,
+                   **options)
 
     @classmethod
     def from_exported(cls, path: str | Path, *, device: str | torch.device = "cpu", **options: Any) -> "ClipPredictor":
@@ -488,12 +508,14 @@ class ClipPredictor:
     def _finish(self, prepared: list[_Prepared]) -> list[Prediction | ClipFailure]:
         """Run the model on a batch; a clip whose logits are not finite is a failure, not a NaN result."""
         tick = time.perf_counter()
-        logits = self.runner(torch.stack([p.video for p in prepared]))
-        finite = torch.isfinite(logits).all(dim=1).tolist()
+        outputs = self.runner(torch.stack([p.video for p in prepared]))
+        finite = torch.isfinite(outputs).all(dim=1).tolist()
+        logits, au_logits = outputs[:, :len(self.class_names)], outputs[:, len(self.class_names):]
         probabilities = torch.softmax(logits.double(), dim=1).numpy()
+        au_probabilities = torch.sigmoid(au_logits.double()).numpy()
         model_seconds = (time.perf_counter() - tick) / len(prepared)
         out: list[Prediction | ClipFailure] = []
-        for p, probs, ok in zip(prepared, probabilities, finite):
+        for p, probs, au_probs, ok in zip(prepared, probabilities, au_probabilities, finite):
             if not ok:
                 out.append(ClipFailure(p.name, f"the model's output is not finite (NaN or infinite logits) for this "
                                                 f"clip: {self.source} is damaged or diverged"))
@@ -509,6 +531,7 @@ class ClipPredictor:
                 face_box=p.box.as_list() if p.box is not None else None, model=self.model_name,
                 checkpoint=self.source, motion_curve=None if curve is None else [round(float(v), 4) for v in curve],
                 timings=timings, true=p.true,
+                au_probabilities={name: float(v) for name, v in zip(self.au_names, au_probs)},
             ))
         return out
 

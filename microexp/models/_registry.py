@@ -40,6 +40,8 @@ class ModelInfo:
 
 
 _ENTRYPOINTS: dict[str, Callable[..., VideoClassifier]] = {}
+#: arguments of every model that add task heads (:mod:`microexp.models.multitask`) instead of reaching the family
+TASK_ARGUMENTS = ("aus", "au_head", "confidence_head")
 _INFO: dict[str, ModelInfo] = {}
 
 #: the modules whose import registers the built-in models (one per family)
@@ -214,7 +216,9 @@ def create_model(
         input_size: square input side in pixels; ``None`` keeps the model's default.
         pretrained: path of a local checkpoint to initialise from (see :mod:`microexp.models.pretrained`);
             the classifier is always freshly initialised for ``num_classes``. Nothing is downloaded.
-        **kwargs: family-specific constructor arguments (plain types).
+        **kwargs: family-specific constructor arguments (plain types); the task arguments
+            (:data:`TASK_ARGUMENTS`: ``aus`` AU codes, ``au_head`` ``linear``/``graph``, ``confidence_head``)
+            wrap the model in a :class:`~microexp.models.multitask.MultiTaskVideoModel`.
 
     Returns:
         The model; ``model.spec`` describes its input and rebuilds it with ``create_model(spec.name, **spec.kwargs)``.
@@ -226,6 +230,7 @@ def create_model(
         ValueError: an argument value the family's constructor rejects.
     """
     _check_name(name)
+    tasks = {key: kwargs.pop(key) for key in TASK_ARGUMENTS if key in kwargs}
     kwargs["num_classes"] = num_classes
     if num_frames is not None:
         kwargs["num_frames"] = num_frames
@@ -236,6 +241,14 @@ def create_model(
         from .pretrained import load_pretrained
 
         load_pretrained(model, pretrained)
+    if tasks:  # the task heads around the backbone; the spec records them, so checkpoints rebuild them
+        from .multitask import MultiTaskVideoModel
+
+        for key, value in tasks.items():
+            _check_plain(name, key, value)
+        aus = tasks.get("aus") or []
+        model = MultiTaskVideoModel(model, aus=[str(a) for a in aus], au_head=str(tasks.get("au_head", "linear")),
+                                    confidence_head=bool(tasks.get("confidence_head", False)))
     return model
 
 
