@@ -145,6 +145,29 @@ class LossConfig:
 
 
 @dataclass
+class NoisyLabelsConfig:
+    """Methods for uncertain labels, each off by default (the maths: microexp.label_noise)."""
+
+    #: EAC: weight of the flip-consistency term of the class activation maps of randomly erased clips
+    #: (families with an average-pooled linear classifier: 3D CNN, TSM, the flow and frame CNNs); 0 = off
+    eac_weight: float = 0.0
+    #: re-label a training clip whose feature is much closer to another class's template than to its own's,
+    #: with high confidence, after relabel_warmup epochs (logged to fold_XX/relabelled.csv)
+    relabel: bool = False
+    relabel_warmup: int = 3
+    relabel_confidence: float = 0.9
+    relabel_distance_ratio: float = 1.5
+    #: a learnt per-clip confidence weighting the logits, with rank regularisation (SCN / MTAC)
+    confidence: bool = False
+    confidence_beta: float = 0.7
+    confidence_margin: float = 0.15
+    #: uncertainty-feature mixing: the fraction of each batch's most uncertain clips whose pooled features
+    #: are mixed with another clip's (mixup weights from Beta(mix_alpha, mix_alpha)); 0 = off
+    mix_fraction: float = 0.0
+    mix_alpha: float = 1.0
+
+
+@dataclass
 class CVConfig:
     """The evaluation protocol."""
 
@@ -208,6 +231,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     cv: CVConfig = field(default_factory=CVConfig)
+    noisy_labels: NoisyLabelsConfig = field(default_factory=NoisyLabelsConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     seed: int = 0
@@ -509,6 +533,17 @@ def _validate_ranges(config: ExperimentConfig, where: _Where) -> None:
     _check_int(where, "data.au_min_count", d.au_min_count, 1, None,
                " (AUs seen fewer times among a fold's training clips are not learnt)")
     _check_float(where, "loss.au_weight", loss.au_weight, 0.0)
+    n = config.noisy_labels
+    _check_float(where, "noisy_labels.eac_weight", n.eac_weight, 0.0)
+    if n.relabel:
+        _check_int(where, "noisy_labels.relabel_warmup", n.relabel_warmup, 1, max(1, t.epochs - 1),
+                   " (epochs trained before the first re-labelling, fewer than train.epochs)")
+    _check_float(where, "noisy_labels.relabel_confidence", n.relabel_confidence, 0.0, 1.0, low_open=True)
+    _check_float(where, "noisy_labels.relabel_distance_ratio", n.relabel_distance_ratio, 1.0)
+    _check_float(where, "noisy_labels.confidence_beta", n.confidence_beta, 0.0, 1.0, low_open=True, high_open=True)
+    _check_float(where, "noisy_labels.confidence_margin", n.confidence_margin, 0.0)
+    _check_float(where, "noisy_labels.mix_fraction", n.mix_fraction, 0.0, 1.0)
+    _check_float(where, "noisy_labels.mix_alpha", n.mix_alpha, 0.0, low_open=True)
     slurm = config.slurm
     _check_int(where, "slurm.time_min", slurm.time_min, 1)
     _check_int(where, "slurm.gpus_per_task", slurm.gpus_per_task, 0)
@@ -606,12 +641,33 @@ def _validate_model(config: ExperimentConfig, where: _Where) -> None:
             f"data.size={d.size}{', ' + given if given else ''}) rejects its arguments: {_first_line(exc)}"
         ) from exc
     modality = d.modality or (spec.modality if spec is not None else None)
+    _validate_noisy_labels(config, modality, where)
     if modality == "apex_flow" and spec is not None:
         _validate_apex_flow_input(config, spec, where)
     elif spec is not None and spec.family == "frame":
         _validate_apex_pairing(config, spec.apex_index, arguments.get("apex_index"), where)
     if m.pretrained is not None:
         _validate_pretrained(m.pretrained, where)
+
+
+def _validate_noisy_labels(config: ExperimentConfig, modality: str | None, where: _Where) -> None:
+    """EAC and feature mixing need an average-pooled linear classifier (and EAC a flip of the model's input)."""
+    from microexp.models._registry import build_on_meta
+    from microexp.models.multitask import pooled_classifier
+
+    n, m, d = config.noisy_labels, config.model, config.data
+    for key, on in (("noisy_labels.eac_weight", n.eac_weight > 0), ("noisy_labels.mix_fraction", n.mix_fraction > 0)):
+        if not on:
+            continue
+        if key.endswith("eac_weight") and modality == "apex_flow":
+            raise ConfigError(f"{where(key)}: {key}={getattr(n, key.split('.')[1])}: EAC flips clips, and an "
+                              "apex_flow input has no flip here; use noisy_labels.relabel or confidence")
+        model = build_on_meta(m.name, num_classes=7, num_frames=d.num_frames, input_size=d.size, **m.kwargs)
+        if pooled_classifier(model) is None:
+            raise ConfigError(f"{where(key)}: {key}={getattr(n, key.split('.')[1])}: model {m.name} has no "
+                              "average-pooled linear classifier (class activation maps and feature mixing need "
+                              "one: 3D CNN, TSM, the flow and frame CNNs have it; transformers and the two-stream "
+                              "fusion do not)")
 
 
 def _validate_apex_flow_input(config: ExperimentConfig, spec: Any, where: _Where) -> None:

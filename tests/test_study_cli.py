@@ -22,7 +22,7 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_the_names_are_the_studies_of_the_library():
-    from microexp.studies.dfme import STUDIES
+    from microexp.studies.catalog import STUDIES
 
     assert list(study_cli.STUDIES) == list(STUDIES)
 

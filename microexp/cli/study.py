@@ -1,6 +1,6 @@
 """``microexp study NAME``: run (or resume) one of the DFME studies and print its table.
 
-NAME is one of :data:`STUDIES` (the builders are :data:`microexp.studies.dfme.STUDIES`). The study's
+NAME is one of :data:`STUDIES` (the builders are :data:`microexp.studies.catalog.STUDIES`). The study's
 log is one timestamped line per finished cell: the engine's per-epoch lines are hidden unless ``-v``.
 ``recipes/dfme_*.py`` are shortcuts that call this command with ``--recipes-dir`` set to their folder.
 """
@@ -22,7 +22,7 @@ from microexp.studies.options import DEFAULT_DATA, QUICK_OVERRIDES, StudyOptions
 
 
 #: study name -> what it compares (for ``--help``); the names are those of
-#: :data:`microexp.studies.dfme.STUDIES` (``tests/test_study_cli.py`` checks).
+#: :data:`microexp.studies.catalog.STUDIES` (``tests/test_study_cli.py`` checks).
 STUDIES: dict[str, str] = {
     "dfme_models": "every model family (two-stream, 3D CNN, TSM, video transformer, single\n"
                    "frame) under one protocol",
@@ -30,6 +30,8 @@ STUDIES: dict[str, str] = {
                      "frame-rate normalisation (data.reference_fps), for one model",
     "dfme_imbalance": "every sampler (with cross-entropy) and every loss (with plain shuffling)\n"
                       "against ce + none, over 3 seeds, with per-class recall, for one model",
+    "dfme_au": "emotion only vs + AU head vs + AU graph (data.aus, model.au_head), over\n"
+               "3 seeds, with mean AU F1, for one model",
 }
 DEFAULT_RECIPES_DIR = Path("recipes")
 INTERRUPTED_EXIT = 130
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--no-wait: a study waits for its cells to write its tables; use it with microexp train")
     options = study_options(args)
     configure_study_logging(verbose=args.verbose, quiet=args.quiet or args.study_quiet)
-    from microexp.studies.dfme import STUDIES as BUILDERS
+    from microexp.studies.catalog import STUDIES as BUILDERS
     from microexp.studies.grid import IncompleteGrid
     from microexp.studies.study import run_study
 

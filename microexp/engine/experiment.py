@@ -58,7 +58,7 @@ from microexp.engine.distributed import (
 from microexp.engine.precision import (
     autocast_dtype, configure_backends, dtype_name, make_grad_scaler, memory_format_for, prepare_model,
 )
-from microexp.engine.objectives import Objective
+from microexp.engine.objectives import NoisyLabelMethods, Objective, flip_model_input
 from microexp.engine.pretrain_record import OVERLAP_NAME, check_pretrained_subjects, encoder_for_fold
 from microexp.engine.progress import RunProgress, UnitProgress, format_seconds  # noqa: F401 - re-exported
 from microexp.engine.results import (  # noqa: F401 - read_run_predictions re-exported for callers of this module
@@ -70,6 +70,7 @@ from microexp.engine.run_dir import (  # noqa: F401 - RunLockedError re-exported
 from microexp.engine.trainer import build_optimizer, build_scheduler, evaluate, select_device, train_one_epoch
 from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import OutputError, write_json
+from microexp.label_noise import class_templates, relabel
 from microexp.losses import build_loss, loss_options
 from microexp.metrics import AU_PROB_PREFIX, AU_THRESHOLD, compute_metrics
 from microexp.models import create_model, get_model_spec
@@ -550,8 +551,10 @@ def _train_model(
 
     model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
     vocabulary = fold_au_vocabulary(config, train_table, name=name)  # None unless data.aus
-    if vocabulary is not None:
-        model_kwargs.update(aus=list(vocabulary.codes), au_head=config.model.au_head)
+    methods = noisy_label_methods(config)
+    if vocabulary is not None or methods.any:  # task heads: the AU head, the confidence head
+        model_kwargs.update(aus=list(vocabulary.codes) if vocabulary is not None else [],
+                            au_head=config.model.au_head, confidence_head=methods.confidence)
     spec = model_spec(config)
     pretrained = encoder_for_fold(config.model.pretrained, fold)  # a pretraining folder: this fold's encoder
     net = create_model(config.model.name, num_classes=num_classes, pretrained=pretrained, **model_kwargs)
@@ -601,9 +604,11 @@ def _train_model(
     else:
         val_loader = torch.utils.data.DataLoader(val_part, **loader_args) if val_part is not None else None
     loss_fn = build_loss(config.loss.name, class_counts, **_loss_kwargs(config)).to(device)  # weight buffers
+    relabel_log = work_dir / RELABEL_LOG
     objective = Objective(loss_fn, au_vocabulary=vocabulary, au_weight=config.loss.au_weight,
-                          au_pos_weight=None if au_targets is None else torch.from_numpy(au_positive_weights(au_targets))
-                          ).to(device)
+                          au_pos_weight=None if au_targets is None else torch.from_numpy(au_positive_weights(au_targets)),
+                          methods=methods, flip=(flip_model_input(modality=spec.modality, flow_channels=spec.flow_channels)
+                                                 if methods.eac_weight > 0 else None)).to(device)
     optimizer = build_optimizer(model, name=config.train.optimizer, lr=config.train.lr,
                                 weight_decay=config.train.weight_decay, momentum=config.train.momentum)
     scheduler = build_scheduler(optimizer, name=config.train.schedule, epochs=config.train.epochs,
@@ -618,6 +623,9 @@ def _train_model(
     rows = read_log(log_path, before=start_epoch)
     if log_path.exists() and ctx.is_main:
         write_log(log_path, rows)
+    relabel_rows = read_relabelled(relabel_log, before=start_epoch) if config.noisy_labels.relabel else []
+    objective.relabelled.update({r["clip"]: data.class_names.index(r["new_label"]) for r in relabel_rows})
+    relabel_loader = _relabel_loader(config, train_table, spec, store, loader_args) if config.noisy_labels.relabel else None
     if tracker is None:
         tracker = RunProgress(logger).unit(name, name)
     tracker.begin(config.train.epochs - start_epoch)
@@ -631,14 +639,22 @@ def _train_model(
         torch.manual_seed(epoch_seed)
         for part in (sampler, objective, train_set):
             part.set_epoch(epoch)
+        objective.reseed(epoch_seed + ctx.rank)  # erasing boxes and mixing partners: per rank, per epoch
         stats = train_one_epoch(model, train_loader, loss_fn=objective, optimizer=optimizer, scheduler=scheduler,
                                 device=device, grad_clip=config.train.grad_clip, dtype=dtype,
                                 memory_format=memory_format, scaler=scaler, progress=progress,
                                 description=f"{name} epoch {epoch + 1}/{config.train.epochs}")
         stats = gather_epoch_stats(stats, ctx)  # over every clip of the epoch, the same on every rank
+        if relabel_loader is not None and epoch + 1 >= config.noisy_labels.relabel_warmup:
+            relabel_rows += relabel_training_clips(net, relabel_loader, objective.relabelled, config, data.class_names,
+                                                   epoch=epoch, device=device, dtype=dtype, memory_format=memory_format)
+            if ctx.is_main:
+                write_csv(pd.DataFrame(relabel_rows, columns=list(RELABEL_COLUMNS)), relabel_log)
         record = {"fold": fold if fold is not None else "final", "epoch": epoch, "train_loss": stats.loss,
                   "train_acc": stats.accuracy, "lr": stats.lr, "seconds": round(stats.seconds, 3),
                   "data_seconds": round(stats.data_seconds, 3)}
+        if relabel_loader is not None:
+            record["relabelled"] = len(objective.relabelled)
         if val_loader is not None:
             val = gather_predictions(evaluate(net, val_loader, device=device, loss_fn=loss_fn, dtype=dtype,
                                               memory_format=memory_format, progress=False, description=f"{name} val"),
@@ -677,6 +693,65 @@ def _train_model(
         save_checkpoint(work_dir / "model.pt", model=net, class_names=data.class_names, data=data_config,
                         epoch=config.train.epochs - 1, fold=fold, extra=dict(model_extra or {}))
     return net, spec, loader_args
+
+
+#: a fold's record of re-labelled training clips (``noisy_labels.relabel``), in its folder
+RELABEL_LOG = "relabelled.csv"
+RELABEL_COLUMNS = ("clip", "subject", "label", "new_label", "epoch")
+
+
+def noisy_label_methods(config: ExperimentConfig) -> NoisyLabelMethods:
+    n = config.noisy_labels
+    return NoisyLabelMethods(eac_weight=n.eac_weight, confidence=n.confidence, confidence_beta=n.confidence_beta,
+                             confidence_margin=n.confidence_margin, mix_fraction=n.mix_fraction,
+                             mix_alpha=n.mix_alpha)
+
+
+def read_relabelled(path: Path, *, before: int) -> list[dict[str, Any]]:
+    """The rows of a fold's ``relabelled.csv`` from epochs ``< before`` (what a resumed fold keeps)."""
+    if before <= 0 or not path.is_file():
+        return []
+    frame = pd.read_csv(path, dtype={"clip": str, "label": str, "new_label": str})
+    return [row for row in frame.to_dict("records") if int(row["epoch"]) < before]
+
+
+def _relabel_loader(config: ExperimentConfig, train_table: pd.DataFrame, spec: Any, store: InMemoryClips | None,
+                    loader_args: dict[str, Any]) -> Any:
+    """The training clips as evaluation sees them (no augmentation), for the re-labelling pass."""
+    if store is not None:
+        return store.loader(train_table, batch_size=config.train.batch_size)
+    return torch.utils.data.DataLoader(build_dataset(config, train_table, spec, train=False), **loader_args)
+
+
+def relabel_training_clips(model: torch.nn.Module, loader: Any, relabelled: dict[str, int], config: ExperimentConfig,
+                           class_names: list[str], *, epoch: int, device: torch.device, dtype: Any,
+                           memory_format: Any) -> list[dict[str, Any]]:
+    """One pass over the training clips: re-label those the template rule names (:func:`microexp.label_noise.relabel`).
+
+    Templates are the class means of the confident clips' normalised features under the current labels; a clip
+    already re-labelled keeps its new label for the rest of training. Adds to ``relabelled`` (clip -> label)
+    and returns the new rows of ``relabelled.csv``. Only training clips are ever passed here.
+    """
+    n = config.noisy_labels
+    seen = evaluate(model, loader, device=device, dtype=dtype, memory_format=memory_format, progress=False,
+                    description="re-labelling pass", features=True)
+    current = np.asarray([relabelled.get(c, int(label)) for c, label in zip(seen.clips, seen.labels)], dtype=np.int64)
+    features = torch.from_numpy(seen.features).float()
+    probabilities = torch.from_numpy(seen.probabilities).float()
+    labels = torch.from_numpy(current)
+    templates, has_template = class_templates(features, labels, probabilities, num_classes=len(class_names),
+                                              min_confidence=n.relabel_confidence)
+    new = relabel(features, labels, probabilities, templates, has_template, min_confidence=n.relabel_confidence,
+                  distance_ratio=n.relabel_distance_ratio).numpy()
+    rows = []
+    for clip, subject, annotated, old, label in zip(seen.clips, seen.subjects, seen.labels, current, new):
+        if label != old and clip not in relabelled:
+            relabelled[clip] = int(label)
+            rows.append({"clip": clip, "subject": int(subject), "label": class_names[int(annotated)],
+                         "new_label": class_names[int(label)], "epoch": epoch})
+    if rows:
+        logger.info("epoch %d: %d training clip(s) re-labelled (%d in all)", epoch + 1, len(rows), len(relabelled))
+    return rows
 
 
 def fold_au_vocabulary(config: ExperimentConfig, train_table: pd.DataFrame, *, name: str) -> AUVocabulary | None:

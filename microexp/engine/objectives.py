@@ -18,8 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from microexp.data.aus import AUVocabulary
+from microexp.label_noise import (
+    class_activation_maps, confidence_weighted_loss, eac_consistency_loss, mixed_loss, random_erase_clips,
+    uncertainty_feature_mix,
+)
+from microexp.models.multitask import pooled_classifier
 
-__all__ = ["Objective", "StepLoss"]
+__all__ = ["NoisyLabelMethods", "Objective", "StepLoss", "flip_model_input"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,30 @@ class StepLoss:
     correct: torch.Tensor
 
 
+@dataclass(frozen=True)
+class NoisyLabelMethods:
+    """The uncertain-label methods an objective applies (see :class:`microexp.config.NoisyLabelsConfig`).
+
+    ``eac_weight`` > 0: EAC (needs ``flip``, the model input's horizontal flip, and an average-pooled
+    classifier); ``confidence``: SCN/MTAC confidence weighting with ``confidence_beta``/``confidence_margin``
+    (needs the model's confidence head); ``mix_fraction`` > 0: uncertainty-feature mixing.
+    """
+
+    eac_weight: float = 0.0
+    confidence: bool = False
+    confidence_beta: float = 0.7
+    confidence_margin: float = 0.15
+    mix_fraction: float = 0.0
+    mix_alpha: float = 1.0
+
+    @property
+    def any(self) -> bool:
+        return self.eac_weight > 0 or self.confidence or self.mix_fraction > 0
+
+
 class Objective:
-    """The training loss of a step: ``loss_fn`` on the emotion logits, plus ``au_weight`` x BCE on the AUs.
+    """The training loss of a step: ``loss_fn`` on the emotion logits, plus ``au_weight`` x BCE on the AUs,
+    plus the uncertain-label methods.
 
     Args:
         loss_fn: the emotion loss ``(logits (B, C), labels (B,)) -> scalar`` (None for an AU-only model).
@@ -44,22 +71,45 @@ class Objective:
             ``aus`` strings with it.
         au_pos_weight: BCE positive weights ``(A,)`` from the training clips (None: 1).
         au_weight: weight of the AU term.
+        methods: the uncertain-label methods (:class:`NoisyLabelMethods`).
+        flip: the horizontal flip of a batch of model inputs (EAC's second view).
+        relabelled: clip id -> the label re-labelling gave it (read at every step; the engine adds to it).
+
+    Methods in a step (``B`` clips):
+
+    * EAC (Zhang et al. 2022): the batch is randomly erased (one box per clip, fixed over its frames) and
+      the model sees ``[erased, flip(erased)]`` in one forward; the emotion and AU terms use the first half,
+      and ``eac_weight * MSE(CAM(erased), flip(CAM(flip(erased))))`` is added (CAMs with the classifier
+      weight detached, as the reference code).
+    * confidence (SCN): ``loss_fn(alpha * logits, labels) + L_RR`` with ``alpha`` the model's confidence.
+    * mixing: the pooled features of the ``mix_fraction`` most uncertain clips (``1 - alpha`` with the
+      confidence head, else the normalised softmax entropy) are mixed with a random partner's and classified
+      by the model's own linear classifier; the emotion term becomes ``lam CE(y_i) + (1 - lam) CE(y_j)``
+      (per-clip cross-entropy; ``loss_fn``'s class weights and margins do not apply to the mixed term).
     """
 
     def __init__(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, *,
                  au_vocabulary: AUVocabulary | None = None, au_pos_weight: torch.Tensor | None = None,
-                 au_weight: float = 1.0) -> None:
+                 au_weight: float = 1.0, methods: NoisyLabelMethods | None = None,
+                 flip: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 relabelled: dict[str, int] | None = None) -> None:
         if loss_fn is None and au_vocabulary is None:
             raise ValueError("an objective needs an emotion loss or an AU vocabulary")
         self.loss_fn = loss_fn
         self.au_vocabulary = au_vocabulary
         self.au_pos_weight = au_pos_weight
         self.au_weight = float(au_weight)
+        self.methods = methods or NoisyLabelMethods()
+        if self.methods.eac_weight > 0 and flip is None:
+            raise ValueError("EAC needs the flip of the model's input")
+        self.flip = flip
+        self.relabelled = relabelled if relabelled is not None else {}
+        self.generator = torch.Generator().manual_seed(0)  # erasing boxes and mixing draws; reseeded per epoch
 
     @property
     def needs_outputs(self) -> bool:
         """Whether the model must return :class:`~microexp.models.multitask.TaskOutputs`."""
-        return self.au_vocabulary is not None
+        return self.au_vocabulary is not None or self.methods.any
 
     def to(self, device: torch.device) -> "Objective":
         if isinstance(self.loss_fn, nn.Module):
@@ -72,29 +122,118 @@ class Objective:
         if self.loss_fn is not None and hasattr(self.loss_fn, "set_epoch"):
             self.loss_fn.set_epoch(epoch)
 
+    def reseed(self, seed: int) -> None:
+        """Seed the objective's own draws (erasing, mixing) for an epoch: a resumed fold draws the same."""
+        self.generator.manual_seed(int(seed))
+
     def au_targets(self, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
         """``(B, A)`` float multi-hot AU targets of the batch."""
         assert self.au_vocabulary is not None
         return torch.from_numpy(self.au_vocabulary.encode(batch["aus"])).to(device, non_blocking=True)
 
+    def labels(self, batch: dict[str, Any], labels: torch.Tensor) -> torch.Tensor:
+        """The batch's labels with re-labelled clips' new labels (training only; the batch is not changed)."""
+        if not self.relabelled:
+            return labels
+        changed = [(i, self.relabelled[str(c)]) for i, c in enumerate(batch["clip"]) if str(c) in self.relabelled]
+        if not changed:
+            return labels
+        rows, values = zip(*changed)
+        out = labels.clone()
+        out[torch.tensor(rows, device=labels.device)] = torch.tensor(values, dtype=labels.dtype, device=labels.device)
+        return out
+
     def __call__(self, model: nn.Module, videos: torch.Tensor, batch: dict[str, Any],
                  labels: torch.Tensor) -> StepLoss:
         """The step's loss on ``videos`` (already on the device, in the model's memory format)."""
+        labels = self.labels(batch, labels)
         if not self.needs_outputs:
             logits = model(videos)
             assert self.loss_fn is not None
             loss = self.loss_fn(logits.float(), labels)
             return StepLoss(loss, labels.shape[0], (logits.detach().argmax(dim=1) == labels).sum())
-        out = model(videos, outputs=True)
+        m = self.methods
+        consistency = None
+        if m.eac_weight > 0:
+            assert self.flip is not None
+            erased = random_erase_clips(videos, generator=self.generator)
+            both = model(torch.cat([erased, self.flip(erased)]), outputs=True)
+            out, flipped = _halves(both, videos.shape[0])
+            weight = pooled_classifier(_unwrap(model)).weight.detach()
+            consistency = eac_consistency_loss(class_activation_maps(out.feature_maps.float(), weight.float()),
+                                               class_activation_maps(flipped.feature_maps.float(), weight.float()))
+        else:
+            out = model(videos, outputs=True)
         terms = []
-        correct: torch.Tensor
+        correct = torch.zeros((), device=videos.device)
         if self.loss_fn is not None and out.logits is not None:
-            terms.append(self.loss_fn(out.logits.float(), labels))
+            terms.append(self._emotion_loss(model, out, labels))
             correct = (out.logits.detach().argmax(dim=1) == labels).sum()
-        targets = self.au_targets(batch, videos.device)
-        au_logits = out.au_logits.float()
-        au_loss = F.binary_cross_entropy_with_logits(au_logits, targets, pos_weight=self.au_pos_weight)
-        terms.append(self.au_weight * au_loss if self.loss_fn is not None else au_loss)
-        if self.loss_fn is None or out.logits is None:
-            correct = ((au_logits.detach() > 0) == (targets > 0.5)).float().mean(dim=1).sum()
+        if self.au_vocabulary is not None:
+            targets = self.au_targets(batch, videos.device)
+            au_logits = out.au_logits.float()
+            au_loss = F.binary_cross_entropy_with_logits(au_logits, targets, pos_weight=self.au_pos_weight)
+            terms.append(self.au_weight * au_loss if self.loss_fn is not None else au_loss)
+            if self.loss_fn is None or out.logits is None:
+                correct = ((au_logits.detach() > 0) == (targets > 0.5)).float().mean(dim=1).sum()
+        if consistency is not None:
+            terms.append(m.eac_weight * consistency)
         return StepLoss(sum(terms[1:], terms[0]), labels.shape[0], correct)
+
+    def _emotion_loss(self, model: nn.Module, out: Any, labels: torch.Tensor) -> torch.Tensor:
+        m = self.methods
+        assert self.loss_fn is not None
+        logits = out.logits.float()
+        if m.confidence:  # SCN: logit-weighted loss and rank regularisation of the confidences
+            weighted, regularisation = confidence_weighted_loss(
+                logits, labels, out.confidence.float(), loss_fn=self.loss_fn, beta=m.confidence_beta,
+                margin=m.confidence_margin)
+        if m.mix_fraction <= 0:
+            return weighted + regularisation if m.confidence else self.loss_fn(logits, labels)
+        if out.confidence is not None:
+            uncertainty = 1.0 - out.confidence.detach()
+        else:
+            probabilities = torch.softmax(logits.detach(), dim=1)
+            uncertainty = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(dim=1)
+        mixed = uncertainty_feature_mix(out.features, labels, uncertainty, fraction=m.mix_fraction,
+                                        alpha=m.mix_alpha, generator=self.generator)
+        mixed_logits = pooled_classifier(_unwrap(model))(mixed.features).float()
+        if m.confidence:  # the confidence weights the mixed clips' logits too
+            mixed_logits = out.confidence[:, None].float() * mixed_logits
+        loss = mixed_loss(mixed_logits, mixed, lambda z, y: F.cross_entropy(z, y, reduction="none"))
+        return loss + regularisation if m.confidence else loss
+
+
+def flip_model_input(*, modality: str, flow_channels: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The horizontal flip of a batch of model inputs ``(B, C, T, H, W)``, as the training flip makes it:
+    RGB mirrored; flow mirrored with its horizontal displacement (the first flow channel) negated.
+
+    Raises:
+        ValueError: a modality without a flip here (``apex_flow``: encoded flows).
+    """
+    if modality == "rgb":
+        return lambda x: x.flip(-1)
+    if modality in ("flow", "rgb+flow"):
+        dx = 0 if modality == "flow" else 3
+
+        def flip(x: torch.Tensor) -> torch.Tensor:
+            out = x.flip(-1)
+            sign = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
+            sign[dx] = -1
+            return out * sign.view(1, -1, 1, 1, 1)
+
+        return flip
+    raise ValueError(f"modality {modality!r}: no input flip (EAC needs rgb, flow or rgb+flow)")
+
+
+def _halves(out: Any, size: int) -> tuple[Any, Any]:
+    """Split :class:`TaskOutputs` of a doubled batch into its two halves."""
+    def part(value: Any, index: slice) -> Any:
+        return value[index] if isinstance(value, torch.Tensor) else None
+
+    first, second = slice(0, size), slice(size, None)
+    return (type(out)(*(part(v, first) for v in out)), type(out)(*(part(v, second) for v in out)))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model

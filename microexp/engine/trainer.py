@@ -60,6 +60,8 @@ class Predictions:
     au_codes: tuple[str, ...] = ()
     #: the clips' AU strings as the loader gave them (the true AUs), when the model has an AU head
     aus: list[str] = field(default_factory=list)
+    #: ``(N, D)`` pooled features, when :func:`evaluate` was asked for them (``features=True``)
+    features: np.ndarray | None = None
 
     @property
     def predicted(self) -> np.ndarray:
@@ -251,20 +253,23 @@ def evaluate(
     memory_format: torch.memory_format = torch.contiguous_format,
     progress: bool | None = None,
     description: str = "eval",
+    features: bool = False,
 ) -> Predictions:
     """Class probabilities for every clip of ``loader`` (softmax of the fp32 logits), with clip ids.
 
     A model with an AU head (:class:`~microexp.models.multitask.MultiTaskVideoModel`) also gives AU
-    probabilities (sigmoid); an AU-only model gives no class probabilities (``(N, 0)``).
+    probabilities (sigmoid); an AU-only model gives no class probabilities (``(N, 0)``). ``features=True``
+    also keeps each clip's pooled feature (``forward_head(..., pre_logits=True)``; the model must be a
+    registered one, not DDP-wrapped).
     ``dtype`` and ``memory_format`` as in :func:`train_one_epoch` (pass the training run's). Probabilities,
     labels and the loss stay on the device until the end: one transfer, no per-batch wait.
     """
     model.eval()
-    au_codes = tuple(getattr(model, "au_codes", ()))
+    au_codes = () if features else tuple(getattr(model, "au_codes", ()))  # a features pass reads emotion only
     clips: list[str] = []
     subjects: list[int] = []
     aus: list[str] = []
-    labels, probabilities, au_probabilities = [], [], []
+    labels, probabilities, au_probabilities, pooled = [], [], [], []
     total_loss = torch.zeros((), dtype=_sum_dtype(device), device=device)
     samples = 0
     for batch in tqdm(_batches(loader), total=_length(loader), desc=description, leave=False,
@@ -272,7 +277,11 @@ def evaluate(
         videos = batch["video"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         targets = batch["label"].to(device, non_blocking=True)
         with _autocast(device, dtype):
-            if au_codes:
+            if features:
+                maps = model.forward_features(videos)
+                pooled.append(model.forward_head(maps, pre_logits=True).float())
+                logits = model.forward_head(maps).float()
+            elif au_codes:
                 out = model(videos, outputs=True)
                 au_probabilities.append(torch.sigmoid(out.au_logits.float()))
                 aus += [str(a) for a in batch["aus"]]
@@ -302,6 +311,7 @@ def evaluate(
         au_probabilities=au_array,
         au_codes=au_codes,
         aus=aus,
+        features=torch.cat(pooled).cpu().numpy() if pooled else None,
     )
 
 

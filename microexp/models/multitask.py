@@ -29,8 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import VideoClassifier
+from .layers import ClassifierHead
 
-__all__ = ["AU_HEADS", "AUGraphHead", "LinearAUHead", "MultiTaskVideoModel", "TaskOutputs", "graph_adjacency"]
+__all__ = ["AU_HEADS", "AUGraphHead", "LinearAUHead", "MultiTaskVideoModel", "TaskOutputs", "graph_adjacency",
+           "pooled_classifier"]
 
 #: ``au_head`` values
 AU_HEADS = ("linear", "graph")
@@ -78,6 +80,20 @@ def graph_adjacency(conditional: torch.Tensor, *, threshold: float = GRAPH_THRES
         has, torch.full_like(degree, 1 - reweight), torch.ones_like(degree))
     d = adjacency.sum(dim=1).rsqrt()
     return d[:, None] * adjacency * d[None, :]
+
+
+def pooled_classifier(model: nn.Module) -> nn.Linear | None:
+    """The emotion classifier of a model whose head average-pools a tensor feature map, else None.
+
+    Class activation maps (EAC) and feature mixing need it: ``logits = fc(mean over positions of the map)``,
+    so ``fc.weight`` applied at each position is the map's class activation. Families whose head is a token,
+    a fusion of two streams or a flatten have none.
+    """
+    backbone = model.backbone if isinstance(model, MultiTaskVideoModel) else model
+    head = getattr(backbone, "head", None)
+    if isinstance(head, ClassifierHead) and head.pool == "avg" and isinstance(head.fc, nn.Linear):
+        return head.fc
+    return None
 
 
 class LinearAUHead(nn.Module):

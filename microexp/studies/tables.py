@@ -6,7 +6,8 @@ plots leaves the caller's matplotlib state alone and no figure stays registered 
 
 Column names of :func:`results_frame` (one row per cell): the cell's axes, ``cell``, ``seed``,
 ``pooled_acc|uf1|uar`` (all folds' predictions concatenated, then one metric), ``fold_mean_*`` and
-``fold_std_*`` (per-fold metrics, std with ddof 0), ``recall_<class>`` (pooled per-class recall, NaN
+``fold_std_*`` (per-fold metrics, std with ddof 0; ``*_au_f1``, the mean AU F1, for runs with an AU head),
+``recall_<class>`` (pooled per-class recall, NaN
 when the class has no test clip), ``num_params``, ``train_seconds``, ``wall_seconds``.
 """
 
@@ -59,11 +60,20 @@ def results_frame(results: Sequence[CellResult]) -> pd.DataFrame:
         for name, values in metrics.get("per_class", {}).items():
             recall = values.get("recall")
             row[f"recall_{name}"] = float("nan") if recall is None else float(recall)
+        aus = metrics.get("aus")
+        if aus is not None:  # runs with an AU head: mean AU F1, pooled and fold mean
+            row["pooled_au_f1"] = _nan(aus["pooled"]["mean_f1"])
+            row["fold_mean_au_f1"] = _nan(aus["fold_mean"]["mean_f1"])
+            row["fold_std_au_f1"] = _nan(aus["fold_std"]["mean_f1"])
         row["num_params"] = result.num_params
         row["train_seconds"] = result.train_seconds
         row["wall_seconds"] = float("nan") if result.wall_seconds is None else result.wall_seconds
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def recall_columns(frame: pd.DataFrame) -> list[str]:
@@ -73,7 +83,7 @@ def recall_columns(frame: pd.DataFrame) -> list[str]:
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     """Every numeric result column that is averaged over seeds."""
-    fixed = [f"{p}_{k}" for p in ("pooled", "fold_mean", "fold_std") for k in METRICS]
+    fixed = [f"{p}_{k}" for p in ("pooled", "fold_mean", "fold_std") for k in (*METRICS, "au_f1")]
     return [c for c in fixed if c in frame] + recall_columns(frame) + ["num_params", "train_seconds", "wall_seconds"]
 
 

@@ -1,0 +1,146 @@
+"""The uncertain-label methods in training: the objective against reference computations, re-labelling
+touches training clips only, and the options are checked by name."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from microexp.cli import main
+from microexp.config import load_config
+from microexp.engine.experiment import RELABEL_LOG, read_relabelled
+from microexp.engine.objectives import NoisyLabelMethods, Objective, flip_model_input
+from microexp.errors import ConfigError
+from microexp.label_noise import class_activation_maps, random_erase_clips
+from microexp.models import create_model
+from microexp.synth import generate_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    generate_dataset(out, clips=28, subjects=6, size=32, fmt="frames", seed=2, workers=1, progress=False)
+    return out / "annotations.csv"
+
+
+def _model(**tasks):
+    torch.manual_seed(0)
+    return create_model("r3d_tiny", num_classes=3, num_frames=4, input_size=32, aus=[], **tasks).eval()
+
+
+def test_eac_objective_is_ce_on_the_erased_clips_plus_the_flip_consistency_of_their_cams():
+    model = _model()
+    videos, labels = torch.randn(3, 3, 4, 32, 32), torch.tensor([0, 2, 1])
+    flip = flip_model_input(modality="rgb", flow_channels=0)
+    objective = Objective(F.cross_entropy, methods=NoisyLabelMethods(eac_weight=5.0), flip=flip)
+    objective.reseed(7)
+    step = objective(model, videos, {"clip": ["a", "b", "c"]}, labels)
+
+    erased = random_erase_clips(videos, generator=torch.Generator().manual_seed(7))
+    assert not torch.equal(erased, videos)
+    maps = model.forward_features(torch.cat([erased, erased.flip(-1)]))
+    logits = model.forward_head(maps[:3])
+    weight = model.backbone.head.fc.weight
+    cams, cams_flipped = class_activation_maps(maps[:3], weight), class_activation_maps(maps[3:], weight)
+    expected = F.cross_entropy(logits, labels) + 5.0 * ((cams - cams_flipped.flip(-1)) ** 2).mean()
+    torch.testing.assert_close(step.loss, expected)
+
+
+def test_the_flow_flip_negates_horizontal_displacement():
+    flip = flip_model_input(modality="flow", flow_channels=2)
+    flow = torch.randn(1, 2, 3, 4, 5)
+    flipped = flip(flow)
+    torch.testing.assert_close(flipped[:, 0], -flow[:, 0].flip(-1))
+    torch.testing.assert_close(flipped[:, 1], flow[:, 1].flip(-1))
+    torch.testing.assert_close(flip(flipped), flow)  # an involution
+    with pytest.raises(ValueError, match="apex_flow"):
+        flip_model_input(modality="apex_flow", flow_channels=3)
+
+
+def test_confidence_objective_weights_the_logits_and_adds_the_rank_regularisation():
+    model = _model(confidence_head=True)
+    videos, labels = torch.randn(4, 3, 4, 32, 32), torch.tensor([0, 2, 1, 1])
+    objective = Objective(F.cross_entropy, methods=NoisyLabelMethods(confidence=True, confidence_beta=0.5,
+                                                                     confidence_margin=0.9))
+    step = objective(model, videos, {"clip": list("abcd")}, labels)
+    out = model(videos, outputs=True)
+    alpha = out.confidence
+    ranked = alpha.sort(descending=True).values
+    expected = F.cross_entropy(alpha[:, None] * out.logits, labels) + F.relu(0.9 - (ranked[:2].mean()
+                                                                                    - ranked[2:].mean()))
+    torch.testing.assert_close(step.loss, expected)
+
+
+def test_mixing_nothing_is_the_plain_loss_and_mixing_changes_it():
+    model = _model()
+    videos, labels = torch.randn(4, 3, 4, 32, 32), torch.tensor([0, 2, 1, 1])
+    plain = F.cross_entropy(model(videos), labels)
+    none = Objective(F.cross_entropy, methods=NoisyLabelMethods(mix_fraction=0.2))  # floor(0.2 * 4) = 0 mixed
+    torch.testing.assert_close(none(model, videos, {"clip": list("abcd")}, labels).loss, plain)
+    mixing = Objective(F.cross_entropy, methods=NoisyLabelMethods(mix_fraction=1.0, mix_alpha=1.0))
+    mixing.reseed(3)
+    assert not torch.allclose(mixing(model, videos, {"clip": list("abcd")}, labels).loss, plain)
+
+
+def test_relabelled_clips_train_with_their_new_label():
+    model = _model()
+    videos, labels = torch.randn(2, 3, 4, 32, 32), torch.tensor([0, 1])
+    objective = Objective(F.cross_entropy, relabelled={"b": 2})
+    step = objective(model, videos, {"clip": ["a", "b"]}, labels)
+    torch.testing.assert_close(step.loss, F.cross_entropy(model(videos), torch.tensor([0, 2])))
+    assert labels.tolist() == [0, 1]  # the batch itself is left alone
+
+
+def test_relabelling_changes_training_labels_only(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    values = {"data.annotations": str(tiny_data), "cv.folds": 2, "train.epochs": 3, "data.size": 32,
+              "data.num_frames": 4, "data.sampling": "uniform", "model.name": "tsm_tiny", "data.num_workers": 0,
+              "train.batch_size": 4, "seed": 5, "noisy_labels.relabel": "true", "noisy_labels.relabel_warmup": 1,
+              "noisy_labels.relabel_confidence": 0.01, "noisy_labels.relabel_distance_ratio": 1.0}
+    args = ["train", "--out", str(out), "--no-progress"]
+    for key, value in values.items():
+        args += ["--set", f"{key}={value}"]
+    assert main(args) == 0
+    folds = json.loads((out / "folds.json").read_text())
+    table = pd.read_csv(tiny_data)
+    relabelled = 0
+    for fold in folds:
+        log = out / f"fold_{fold['fold']:02d}" / RELABEL_LOG
+        if not log.exists():
+            continue
+        rows = pd.read_csv(log, dtype={"clip": str})
+        relabelled += len(rows)
+        assert set(rows["subject"]) <= set(fold["train_subjects"])  # never a test (or validation) subject
+        assert (rows["label"] != rows["new_label"]).all() and not rows["clip"].duplicated().any()
+        history = pd.read_csv(out / f"fold_{fold['fold']:02d}" / "log.csv")
+        assert history["relabelled"].iloc[-1] == len(rows)
+    assert relabelled > 0  # the settings above make the rule fire: otherwise this test proves nothing
+    predictions = pd.read_csv(out / "predictions.csv")
+    classes = json.loads((out / "metrics.json").read_text())["classes"]
+    annotated = dict(zip(table["clip"], table["emotion"]))
+    assert [classes[i] for i in predictions["label"]] == [annotated[c] for c in predictions["clip"]]
+
+
+def test_a_resumed_fold_keeps_the_relabels_of_its_finished_epochs(tmp_path):
+    path = tmp_path / RELABEL_LOG
+    pd.DataFrame([{"clip": "a", "subject": 1, "label": "anger", "new_label": "fear", "epoch": 2},
+                  {"clip": "b", "subject": 1, "label": "fear", "new_label": "anger", "epoch": 4}]).to_csv(path,
+                                                                                                  index=False)
+    assert [r["clip"] for r in read_relabelled(path, before=4)] == ["a"]
+    assert read_relabelled(path, before=0) == [] and read_relabelled(tmp_path / "none.csv", before=9) == []
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["noisy_labels.eac_weight=5", "model.name=timesformer_tiny"], "has no average-pooled linear classifier"),
+    (["noisy_labels.mix_fraction=0.5", "model.name=timesformer_tiny"], "has no average-pooled linear classifier"),
+    (["noisy_labels.relabel=true", "train.epochs=4", "noisy_labels.relabel_warmup=4"],
+     "noisy_labels.relabel_warmup=4: expected an integer in \\[1, 3\\]"),
+    (["noisy_labels.relabel_distance_ratio=0.5"], "expected a number >= 1"),
+    (["noisy_labels.confidence_beta=1"], "expected a number in \\(0.0, 1.0\\)"),
+    (["noisy_labels.mix_fraction=1.5"], "expected a number in \\[0.0, 1.0\\]"),
+])
+def test_bad_noisy_label_settings_are_refused_by_name(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
