@@ -32,7 +32,7 @@ def test_an_unknown_name_is_one_line_listing_the_valid_ones(capsys, name, hint):
     assert cli.main(["study", name, "--quick"]) == 2
     err = capsys.readouterr().err
     assert err == (f"microexp study: error: unknown study {name!r}{hint}; "
-                   "expected one of dfme_models, dfme_sampling, dfme_imbalance\n")
+                   "expected one of dfme_models, dfme_sampling, dfme_imbalance, dfme_au, dfme_noise\n")
 
 
 def test_options_reach_the_study_as_the_scripts_gave_them():
@@ -99,7 +99,9 @@ def test_recipe_script_runs_the_command_from_any_folder(tmp_path, name):
     proc = subprocess.run([sys.executable, str(script), "--data", "missing.csv", "--out", "o"], capture_output=True,
                           text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "microexp study: error: --data missing.csv: no such file or folder"
+    expected = ("--data: dfme_noise generates its own synthetic datasets" if name == "dfme_noise"
+                else "--data missing.csv: no such file or folder")
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"microexp study: error: {expected}")
     assert not (tmp_path / "o").exists()
 
 

@@ -32,6 +32,8 @@ STUDIES: dict[str, str] = {
                       "against ce + none, over 3 seeds, with per-class recall, for one model",
     "dfme_au": "emotion only vs + AU head vs + AU graph (data.aus, model.au_head), over\n"
                "3 seeds, with mean AU F1, for one model",
+    "dfme_noise": "label noise 0/10/20/30 % (synthetic datasets it generates) x no method,\n"
+                  "EAC, re-labelling, confidence weighting; UF1 against the true labels",
 }
 DEFAULT_RECIPES_DIR = Path("recipes")
 INTERRUPTED_EXIT = 130
