@@ -114,6 +114,10 @@ class TrainConfig:
     step_size: int = 10
     grad_clip: float | None = 1.0
     sampler: str = "none"
+    #: a staged schedule: the last N epochs retrain the emotion classifier alone (re-initialised, every other
+    #: weight and batch-norm statistic frozen) on class-balanced sampling (cRT, Kang et al. 2020), after
+    #: train.sampler (none, or progressive for a smooth move towards balance) learnt the representation
+    classifier_epochs: int = 0
     model_selection: str = "last"
     selection_metric: str = "uf1"
     amp: bool = True
@@ -559,6 +563,8 @@ def _validate_ranges(config: ExperimentConfig, where: _Where) -> None:
     _check_float(where, "train.weight_decay", t.weight_decay, 0.0)
     _check_float(where, "train.momentum", t.momentum, 0.0, 1.0, high_open=True)
     _check_int(where, "train.warmup_epochs", t.warmup_epochs, 0, t.epochs, " (at most train.epochs)")
+    _check_int(where, "train.classifier_epochs", t.classifier_epochs, 0, t.epochs - 1,
+               " (the last epochs that retrain the classifier alone; the others learn the representation)")
     _check_int(where, "train.step_size", t.step_size, 1)
     _check_float(where, "train.grad_clip", t.grad_clip, 0.0, low_open=True, null=True)
     _check_float(where, "loss.gamma", loss.gamma, 0.0)

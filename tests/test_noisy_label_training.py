@@ -3,6 +3,7 @@ touches training clips only, and the options are checked by name."""
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -144,3 +145,30 @@ def test_a_resumed_fold_keeps_the_relabels_of_its_finished_epochs(tmp_path):
 def test_bad_noisy_label_settings_are_refused_by_name(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_the_classifier_stage_trains_the_classifier_alone_with_frozen_statistics():
+    from microexp.data.samplers import StagedSampler, build_sampler
+    from microexp.engine.experiment import retrain_classifier_only
+    from microexp.engine.trainer import train_one_epoch
+
+    model = create_model("r3d_tiny", num_classes=3, num_frames=4, input_size=32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    retrain_classifier_only(model, fresh=True, name="fold 0")
+    assert {k for k, p in model.named_parameters() if p.requires_grad} == {"head.fc.weight", "head.fc.bias"}
+    assert not torch.equal(model.head.fc.weight, before["head.fc.weight"])  # re-initialised in place
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.5)
+    batches = [{"video": torch.randn(4, 3, 4, 32, 32), "label": torch.tensor([0, 1, 2, 0])} for _ in range(2)]
+    train_one_epoch(model, batches, loss_fn=F.cross_entropy, optimizer=optimizer, device=torch.device("cpu"),
+                    frozen_normalisation=True, progress=False)
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed == {"head.fc.weight", "head.fc.bias"}  # no other weight, no batch-norm statistic moved
+
+    labels = np.array([0] * 9 + [1])
+    staged = StagedSampler(build_sampler("progressive", labels, epochs=2), build_sampler("class_balanced", labels),
+                           switch_epoch=2)
+    staged.set_epoch(1)
+    assert staged.active is staged.first
+    staged.set_epoch(2)
+    assert staged.active is staged.then and len(list(staged)) == 10

@@ -131,10 +131,16 @@ def test_fps_scaled_strategies_are_exactly_those_reference_fps_changes():
 
 def test_imbalance_study_varies_one_axis_at_a_time_over_seeds(tmp_path):
     study = dfme.imbalance_study(_options(tmp_path), RECIPES)
-    pairs = {(c.axes["sampler"], c.axes["loss"]) for c in study.cells}
+    pairs = {(c.axes["sampler"], c.axes["loss"]) for c in study.cells if c.axes["varied"] in ("baseline", "sampler",
+                                                                                               "loss")}
     assert pairs == {("none", "ce")} | {(s, "ce") for s in SAMPLERS} | {("none", loss) for loss in LOSSES}
     assert sorted({c.seed for c in study.cells}) == [0, 1, 2]
-    assert len(study.cells) == 3 * (len(SAMPLERS) + len(LOSSES) - 1)
+    assert len(study.cells) == 3 * (len(SAMPLERS) + len(LOSSES) - 1 + len(dfme.SCHEDULES))
+    staged = [c for c in study.cells if c.axes["varied"] == "schedule"]
+    assert staged and all("train.classifier_epochs=3" in c.overrides for c in staged)
+    quick = [c for c in dfme.imbalance_study(_options(tmp_path, quick=True), RECIPES).cells
+             if c.axes["varied"] == "schedule"]
+    assert all("train.classifier_epochs=1" in c.overrides for c in quick)  # --quick trains 2 epochs
     assert [c.seed for c in dfme.imbalance_study(_options(tmp_path, quick=True), RECIPES).cells][:2] == [0, 0]
     assert {c.seed for c in dfme.imbalance_study(_options(tmp_path, seeds=2), RECIPES).cells} == {0, 1}
 
@@ -258,7 +264,7 @@ def test_imbalance_recipe_quick(tiny_data, tmp_path):
     assert _run_script("dfme_imbalance", tiny_data, tmp_path) == 0
     out = tmp_path / "dfme_imbalance"
     table = pd.read_csv(out / "imbalance.csv")
-    assert len(table) == len(SAMPLERS) + len(LOSSES) - 1 and (table["seeds"] == 1).all()
+    assert len(table) == len(SAMPLERS) + len(LOSSES) - 1 + len(dfme.SCHEDULES) and (table["seeds"] == 1).all()
     assert set(zip(table["sampler"], table["loss"])) >= {("none", "ce"), ("progressive", "ce"), ("none", "ldam")}
     assert [c for c in table.columns if c.startswith("recall_") and c.endswith("_mean")]
     markdown = (out / "imbalance.md").read_text()

@@ -35,6 +35,7 @@ __all__ = [
     "DistributedBatchSampler",
     "DistributedShard",
     "ShuffleSampler",
+    "StagedSampler",
     "build_sampler",
     "class_sampling_probabilities",
 ]
@@ -193,6 +194,36 @@ class ClassRebalancingSampler(WeightedRandomSampler):
             self.weights = self._weights(int(epoch))
         else:
             self.epoch = int(epoch)
+
+
+class StagedSampler(Sampler[int]):
+    """``first`` for epochs ``< switch_epoch``, then ``then``: a schedule that moves from one stream to another
+    (e.g. instance sampling for the representation, then class-balanced sampling for the classifier).
+
+    ``set_epoch`` reaches the stage of that epoch (a progressive first stage runs over ``switch_epoch``
+    epochs), and that stage is iterated.
+    """
+
+    def __init__(self, first: Sampler[int], then: Sampler[int], *, switch_epoch: int) -> None:
+        if len(first) != len(then):
+            raise ValueError(f"StagedSampler: the stages draw {len(first)} and {len(then)} indices per epoch")
+        self.first, self.then, self.switch_epoch = first, then, int(switch_epoch)
+        self.epoch = 0
+
+    @property
+    def active(self) -> Sampler[int]:
+        return self.first if self.epoch < self.switch_epoch else self.then
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.active, "set_epoch"):
+            self.active.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.active)
+
+    def __len__(self) -> int:
+        return len(self.first)
 
 
 def build_sampler(

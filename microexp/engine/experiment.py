@@ -49,7 +49,7 @@ from microexp.data.aus import (
 from microexp.data.dataset import EpochIndexSampler, MicroExpressionDataset, check_clip_inputs
 from microexp.data.in_memory import InMemoryClips, in_memory_plan
 from microexp.data.pipeline import ClipPipeline
-from microexp.data.samplers import build_sampler
+from microexp.data.samplers import StagedSampler, build_sampler
 from microexp.checkpoint import load_checkpoint, save_checkpoint
 from microexp.engine.distributed import (
     DistributedContext, barrier, entered_on_main, gather_epoch_stats, gather_predictions, run_on_main, shard_dataset,
@@ -577,12 +577,21 @@ def _train_model(
     # would only triple the live workers (and their memory) while the train loader's are alive too
     loader_args = {"batch_size": config.train.batch_size, "num_workers": config.data.num_workers,
                    "worker_init_fn": seed_worker, "persistent_workers": False, "pin_memory": device.type == "cuda"}
-    sampler_kwargs = {"epochs": config.train.epochs} if config.train.sampler == "progressive" else {}
+    # a classifier-only last stage (train.classifier_epochs): the representation stage ends before it, and a
+    # progressive sampler reaches class balance when it does
+    retrain_from = config.train.epochs - config.train.classifier_epochs
+    if config.train.classifier_epochs and ctx.distributed:  # DDP keeps the set of trained parameters fixed
+        raise ConfigError("train.classifier_epochs: the classifier-only stage does not run under torchrun (DDP); "
+                          "run it in one process per fold (microexp train --folds F, or --launcher)")
+    sampler_kwargs = {"epochs": retrain_from} if config.train.sampler == "progressive" else {}
     # the sampler draws from its own generator: the DataLoader's one also feeds worker base seeds, and how
     # often it is drawn from depends on num_workers and persistent workers
     sampler_generator = torch.Generator()
-    sampler = EpochIndexSampler(build_sampler(config.train.sampler, train_set.labels, generator=sampler_generator,
-                                              **sampler_kwargs))
+    stream = build_sampler(config.train.sampler, train_set.labels, generator=sampler_generator, **sampler_kwargs)
+    if config.train.classifier_epochs:
+        stream = StagedSampler(stream, build_sampler("class_balanced", train_set.labels, generator=sampler_generator),
+                               switch_epoch=retrain_from)
+    sampler = EpochIndexSampler(stream)
     # every clip trains each epoch: one process drops only a last batch of one (batch norm cannot train on it);
     # under DDP each rank takes its share of the same stream, in the same number of batches on every rank
     batching = train_batches(sampler, ctx, batch_size=config.train.batch_size)  # sampler or batch_sampler
@@ -640,10 +649,14 @@ def _train_model(
         for part in (sampler, objective, train_set):
             part.set_epoch(epoch)
         objective.reseed(epoch_seed + ctx.rank)  # erasing boxes and mixing partners: per rank, per epoch
+        classifier_stage = epoch >= retrain_from
+        if classifier_stage:
+            retrain_classifier_only(net, fresh=epoch == retrain_from, name=name)
         stats = train_one_epoch(model, train_loader, loss_fn=objective, optimizer=optimizer, scheduler=scheduler,
                                 device=device, grad_clip=config.train.grad_clip, dtype=dtype,
                                 memory_format=memory_format, scaler=scaler, progress=progress,
-                                description=f"{name} epoch {epoch + 1}/{config.train.epochs}")
+                                description=f"{name} epoch {epoch + 1}/{config.train.epochs}",
+                                frozen_normalisation=classifier_stage)
         stats = gather_epoch_stats(stats, ctx)  # over every clip of the epoch, the same on every rank
         if relabel_loader is not None and epoch + 1 >= config.noisy_labels.relabel_warmup:
             relabel_rows += relabel_training_clips(net, relabel_loader, objective.relabelled, config, data.class_names,
@@ -698,6 +711,29 @@ def _train_model(
 #: a fold's record of re-labelled training clips (``noisy_labels.relabel``), in its folder
 RELABEL_LOG = "relabelled.csv"
 RELABEL_COLUMNS = ("clip", "subject", "label", "new_label", "epoch")
+
+
+def retrain_classifier_only(model: torch.nn.Module, *, fresh: bool, name: str) -> None:
+    """Freeze every weight but the emotion classifier's (``classifier_prefixes``); ``fresh`` re-initialises
+    the classifier in place (normal std 0.01, zero bias: the optimizer keeps its parameters).
+
+    Idempotent, so a fold resumed inside the classifier stage freezes the same weights again.
+    """
+    prefixes = model.classifier_prefixes()
+    trained = []
+    for key, parameter in model.named_parameters():
+        keep = key.startswith(prefixes)
+        parameter.requires_grad_(keep)
+        if keep:
+            trained.append(key)
+            if fresh:
+                with torch.no_grad():
+                    torch.nn.init.normal_(parameter, std=0.01) if parameter.ndim > 1 else parameter.zero_()
+    if not trained:
+        raise ConfigError(f"{name}: train.classifier_epochs: model {model.spec.name} has no classifier weights "
+                          f"under {', '.join(prefixes)}")
+    if fresh:
+        logger.info("%s: classifier stage: %s retrained alone on class-balanced sampling", name, ", ".join(trained))
 
 
 def noisy_label_methods(config: ExperimentConfig) -> NoisyLabelMethods:

@@ -148,6 +148,7 @@ def train_one_epoch(
     check_every: int = CHECK_EVERY,
     progress: bool | None = None,
     description: str = "train",
+    frozen_normalisation: bool = False,
 ) -> EpochStats:
     """One pass over ``loader`` (batches ``video (B, C, T, H, W)``, ``label (B,)``).
 
@@ -159,6 +160,8 @@ def train_one_epoch(
             (:func:`~microexp.engine.precision.memory_format_for`, applied by ``prepare_model``).
         scaler: a ``GradScaler`` for fp16 (:func:`~microexp.engine.precision.make_grad_scaler`); a disabled
             one or None steps the optimizer directly.
+        frozen_normalisation: keep batch-norm layers in eval mode (their statistics frozen), for a stage
+            that trains the classifier alone.
         check_every: the loss and accuracy are summed on the device; every ``check_every`` steps and at the
             end the sum is read on the host, checked finite and shown in the progress bar. No other step
             waits for the device (an enabled ``GradScaler`` does, inside ``scaler.step``).
@@ -171,6 +174,10 @@ def train_one_epoch(
             should stop, not continue).
     """
     model.train()
+    if frozen_normalisation:  # a classifier-only stage: the frozen backbone's batch-norm statistics stay as they are
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
     objective = loss_fn if isinstance(loss_fn, Objective) else Objective(loss_fn)
     tally = _Tally(device, check_every=check_every, description=description, what="loss", hint="")
     data_seconds = 0.0

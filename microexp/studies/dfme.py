@@ -14,6 +14,7 @@ Recipes are files; a study only adds ``--set`` overrides for its axes and the se
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,8 @@ from microexp.studies.tables import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FAMILIES", "FPS_SCALED", "REFERENCE_FPS", "STUDIES", "Family", "imbalance_study", "models_study",
-           "sampling_study"]
+__all__ = ["FAMILIES", "FPS_SCALED", "REFERENCE_FPS", "SCHEDULES", "STUDIES", "Family", "imbalance_study",
+           "models_study", "sampling_study"]
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,17 @@ def _sampling_report(results: list[CellResult], out: Path) -> Report:
 
 
 BASELINE = ("none", "ce")
+#: the imbalance study's staged and combined settings, beyond one sampler or one loss: (varied, sampler label,
+#: loss label, overrides). cRT (Kang et al. 2020): the last 3 of the recipe's epochs retrain the classifier alone on
+#: class-balanced sampling, after plain or progressive sampling; the ResNet+CBAM recipe (Fan et al. 2022):
+#: class-weighted cross-entropy, CBAM attention in the backbone and mixing of the most uncertain clips' features.
+SCHEDULES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("schedule", "none -> cRT", "ce", ("train.sampler=none", "loss.name=ce", "train.classifier_epochs=3")),
+    ("schedule", "progressive -> cRT", "ce",
+     ("train.sampler=progressive", "loss.name=ce", "train.classifier_epochs=3")),
+    ("combination", "none", "weighted_ce + CBAM + feature mixing",
+     ("train.sampler=none", "loss.name=weighted_ce", "model.kwargs.attention=cbam", "noisy_labels.mix_fraction=0.3")),
+)
 
 
 def imbalance_study(options: StudyOptions, recipes_dir: Path) -> Study:
@@ -286,9 +298,18 @@ def imbalance_study(options: StudyOptions, recipes_dir: Path) -> Study:
         for sampler, loss in pairs
         for seed in _seeds(options, 3, 1)
     ]
+    def staged(overrides: tuple[str, ...]) -> tuple[str, ...]:  # --quick trains 2 epochs: the last one is cRT's
+        return tuple("train.classifier_epochs=1" if options.quick and o.startswith("train.classifier_epochs=") else o
+                     for o in overrides)
+
+    cells += [Cell(name=f"{_slug(sampler)}+{_slug(loss)}_s{seed}", recipe=recipe, overrides=staged(overrides),
+                   seed=seed, axes={"varied": varied, "sampler": sampler, "loss": loss})
+              for varied, sampler, loss, overrides in SCHEDULES for seed in _seeds(options, 3, 1)]
     notes = [
         f"One model (`{recipe.name}`); one axis at a time: each sampler with cross-entropy, each loss with plain "
-        "shuffling (sampler `none`), against the baseline `none` + `ce`. Combinations are not run.",
+        "shuffling (sampler `none`), against the baseline `none` + `ce`; then two staged schedules (cRT: the last 3 "
+        "epochs retrain the classifier alone on class-balanced sampling, after plain or progressive sampling) and "
+        "one combination (class-weighted CE + CBAM attention + uncertainty-feature mixing, after Fan et al. 2022).",
         "Each seed also reshuffles the subject folds; mean ± std over seeds (ddof 1). Per-class recall: pooled "
         "over folds, mean over seeds (the std is in imbalance.csv).",
     ]
@@ -325,6 +346,11 @@ def _imbalance_report(results: list[CellResult], out: Path) -> Report:
         files.append(heatmap(out / "imbalance_recall.png", matrix, labels, [c[len("recall_"):] for c in recalls],
                              title="Per-class recall (pooled, mean over seeds)"))
     return Report(markdown=markdown, files=files)
+
+
+def _slug(label: str) -> str:
+    """A cell-name part of a label: ``'+ AU head'`` -> ``'au_head'``."""
+    return re.sub(r"_+", "_", "".join(c if c.isalnum() else "_" for c in label.lower())).strip("_")
 
 
 #: study name -> builder ``(options, recipes_dir) -> Study``

@@ -19,7 +19,7 @@ import pandas as pd
 
 from microexp.errors import ConfigError
 from microexp.metrics import compute_metrics
-from microexp.studies.dfme import _chance, _one_recipe, _seeds
+from microexp.studies.dfme import _chance, _one_recipe, _seeds, _slug
 from microexp.studies.options import DEFAULT_SYNTH
 from microexp.studies.grid import Cell, CellResult
 from microexp.studies.study import Report, Study, StudyOptions
@@ -93,10 +93,6 @@ def _maybe(row: pd.Series, key: str) -> str:
     if mean is None or (isinstance(mean, float) and np.isnan(mean)):
         return "–"
     return format_mean_std(mean, row.get(f"{key}_std"))
-
-
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_").replace("__", "_")
 
 
 # ----------------------------------------------------------------------------------------------------
