@@ -97,6 +97,8 @@ class ModelConfig:
     #: with data.aus: linear (one layer on the pooled feature) or graph (a GCN over AU nodes on the training
     #: clips' AU co-occurrence, coupled to the emotion logits); see microexp.models.multitask
     au_head: str = "linear"
+    #: false = AU detection alone, as MEB evaluates it: no emotion classifier, no emotion metrics; needs data.aus
+    emotion_head: bool = True
 
 
 @dataclass
@@ -592,6 +594,8 @@ def _validate_ranges(config: ExperimentConfig, where: _Where) -> None:
 
 def _validate_protocol(config: ExperimentConfig, where: _Where) -> None:
     cv = config.cv
+    if not config.model.emotion_head:
+        _validate_au_only(config, where)
     if config.train.model_selection == "val" and cv.val_fraction <= 0:
         raise ConfigError(
             f"{where('train.model_selection')}: train.model_selection=val needs cv.val_fraction > 0 (validation "
@@ -605,6 +609,23 @@ def _validate_protocol(config: ExperimentConfig, where: _Where) -> None:
     if repeated:
         raise ConfigError(f"{where('cv.test_subjects')}: cv.test_subjects={cv.test_subjects}: subjects {repeated} "
                           "are listed more than once")
+
+
+def _validate_au_only(config: ExperimentConfig, where: _Where) -> None:
+    """AU detection alone: AU targets, and nothing that needs an emotion classifier."""
+    if not config.data.aus:
+        raise ConfigError(f"{where('model.emotion_head')}: model.emotion_head=false (AU detection alone) needs "
+                          "data.aus=true: the model would have nothing to learn")
+    n = config.noisy_labels
+    needs_emotion = {"train.model_selection": config.train.model_selection == "val",
+                     "train.classifier_epochs": config.train.classifier_epochs > 0,
+                     "noisy_labels.eac_weight": n.eac_weight > 0, "noisy_labels.relabel": n.relabel,
+                     "noisy_labels.confidence": n.confidence, "noisy_labels.mix_fraction": n.mix_fraction > 0}
+    for key, used in needs_emotion.items():
+        if used:
+            section, name = key.split(".")
+            raise ConfigError(f"{where(key)}: {key}={getattr(getattr(config, section), name)!r} works on the emotion "
+                              "classifier, but model.emotion_head=false (AU detection alone)")
 
 
 def _validate_model(config: ExperimentConfig, where: _Where) -> None:

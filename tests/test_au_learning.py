@@ -195,3 +195,37 @@ def test_no_au_reaching_min_count_is_a_one_line_error(tiny_data, tmp_path, capsy
 def test_bad_au_settings_are_refused_by_name(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_config(None, [override])
+
+
+def test_au_detection_alone_trains_no_emotion_head_and_reports_aus_only(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(tiny_data, run, **{"model.emotion_head": "false"}) == 0
+    out = capsys.readouterr().out
+    assert "AU detection alone" in out and "UF1" not in out.split("AU detection alone")[1].split("\n")[0]
+    predictions = pd.read_csv(run / "predictions.csv")
+    assert "pred" not in predictions.columns and not [c for c in predictions.columns if c.startswith("prob_")]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "au" and "pooled" not in metrics and metrics["aus"]["pooled"]["mean_f1"] is not None
+    checkpoint = load_checkpoint(run / "fold_00" / "model.pt")
+    assert checkpoint["model_kwargs"]["num_classes"] == 0
+    (run / "metrics.json").unlink()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    capsys.readouterr()
+    clip = pd.read_csv(tiny_data).iloc[0]
+    assert main(["predict", "--checkpoint", str(run / "fold_00" / "model.pt"), str(tiny_data.parent / clip["path"]),
+                 "--no-face-crop", "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert result["label"] is None and result["probabilities"] == {} and result["aus"]["probabilities"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.emotion_head=false"], "needs data.aus=true"),
+    (["model.emotion_head=false", "data.aus=true", "cv.val_fraction=0.3", "train.model_selection=val"],
+     "train.model_selection='val' works on the emotion classifier"),
+    (["model.emotion_head=false", "data.aus=true", "noisy_labels.relabel=true"],
+     "noisy_labels.relabel=True works on the emotion classifier"),
+])
+def test_au_detection_alone_refuses_what_needs_an_emotion_head(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)

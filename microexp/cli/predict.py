@@ -219,7 +219,7 @@ def label_summary(predictions: Sequence[Any], class_names: Sequence[str]) -> str
     """Accuracy, UF1 and UAR over the predicted clips with a true class (None when none has one)."""
     from microexp.metrics import compute_metrics
 
-    known = [p for p in predictions if p.true is not None]
+    known = [p for p in predictions if p.true is not None and p.label is not None]  # (none for AU detection alone)
     if not known:
         return None
     index = {c: i for i, c in enumerate(class_names)}
@@ -311,7 +311,8 @@ def format_table(predictions: list) -> str:
         clip = p.clip if len(p.clip) <= width else "..." + p.clip[-(width - 3):]
         star = lambda name: "*" if name in p.estimated_fields else " "  # noqa: E731
         box = "-" if p.face_box is None else "x".join(str(v) for v in p.face_box)
-        lines.append(f"{clip:<{width}}  {p.label:<12}{p.probabilities[p.label]:>6.3f}  {p.onset:>5}{star('onset')}"
+        label, prob = (p.label, f"{p.probabilities[p.label]:>6.3f}") if p.label is not None else ("-", f"{'-':>6}")
+        lines.append(f"{clip:<{width}}  {label:<12}{prob}  {p.onset:>5}{star('onset')}"
                      f"{p.apex:>5}{star('apex')}{p.offset:>6}{star('offset')}  {box}"
                      + (f"  {'+'.join(p.detected_aus) or 'none'}" if with_aus else ""))
     if any(p.estimated for p in predictions):

@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
 
 def format_results(metrics: dict) -> str:
     """The results table: pooled (then each source dataset's share, for mixed tables), fold mean ± std, recall."""
+    if metrics.get("task") == "au":  # AU detection alone: no emotion rows
+        lines = [f"protocol {metrics['protocol']}, {metrics['num_folds']} folds, {metrics['num_samples']} test clips, "
+                 f"AU detection alone{'' if metrics.get('complete', True) else ' (complete folds only)'}"]
+        return "\n".join(lines + format_au_results(metrics["aus"]))
     keys = ("acc", "uf1", "uar")
     rows = [("pooled (all folds)" if metrics.get("complete", True) else "pooled (complete folds)", metrics["pooled"])]
     rows += [(f"  {name} (pooled, {values['clips']} clips)", values["pooled"])

@@ -500,9 +500,11 @@ def run_fold(
                                      ctx, indices=test_indices, total=len(test_set))
     frame = pd.DataFrame({"clip": predictions.clips, "subject": predictions.subjects, "fold": fold.fold,
                           "label": predictions.labels, "pred": predictions.predicted})
+    if not config.model.emotion_head:  # AU detection alone: the annotated emotion is kept, nothing predicted
+        frame = frame.drop(columns="pred")
     if "dataset" in test_table.columns:  # the source dataset of each clip: per-dataset metrics of mixed tables
         frame.insert(2, "dataset", frame["clip"].map(dict(zip(test_table["clip"].astype(str), test_table["dataset"]))))
-    for index, name in enumerate(data.class_names):
+    for index, name in enumerate(data.class_names[:predictions.probabilities.shape[1]]):
         frame[f"prob_{name}"] = predictions.probabilities[:, index]
     if predictions.au_probabilities is not None:
         frame = pd.concat([frame, au_prediction_columns(predictions)], axis=1)
@@ -550,6 +552,7 @@ def _train_model(
                        "data.class_map=identity): the model cannot learn them", name, ", ".join(absent))
 
     model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
+    emotion = config.model.emotion_head  # false: AU detection alone (no emotion classifier)
     vocabulary = fold_au_vocabulary(config, train_table, name=name)  # None unless data.aus
     methods = noisy_label_methods(config)
     if vocabulary is not None or methods.any:  # task heads: the AU head, the confidence head
@@ -557,7 +560,8 @@ def _train_model(
                             au_head=config.model.au_head, confidence_head=methods.confidence)
     spec = model_spec(config)
     pretrained = encoder_for_fold(config.model.pretrained, fold)  # a pretraining folder: this fold's encoder
-    net = create_model(config.model.name, num_classes=num_classes, pretrained=pretrained, **model_kwargs)
+    net = create_model(config.model.name, num_classes=num_classes if emotion else 0, pretrained=pretrained,
+                       **model_kwargs)
     au_targets = vocabulary.encode(train_table["aus"]) if vocabulary is not None else None
     if au_targets is not None and config.model.au_head == "graph":  # the training clips' co-occurrence only
         net.set_au_cooccurrence(torch.from_numpy(au_cooccurrence(au_targets)))
@@ -614,7 +618,7 @@ def _train_model(
         val_loader = torch.utils.data.DataLoader(val_part, **loader_args) if val_part is not None else None
     loss_fn = build_loss(config.loss.name, class_counts, **_loss_kwargs(config)).to(device)  # weight buffers
     relabel_log = work_dir / RELABEL_LOG
-    objective = Objective(loss_fn, au_vocabulary=vocabulary, au_weight=config.loss.au_weight,
+    objective = Objective(loss_fn if emotion else None, au_vocabulary=vocabulary, au_weight=config.loss.au_weight,
                           au_pos_weight=None if au_targets is None else torch.from_numpy(au_positive_weights(au_targets)),
                           methods=methods, flip=(flip_model_input(modality=spec.modality, flow_channels=spec.flow_channels)
                                                  if methods.eac_weight > 0 else None)).to(device)
@@ -668,7 +672,7 @@ def _train_model(
                   "data_seconds": round(stats.data_seconds, 3)}
         if relabel_loader is not None:
             record["relabelled"] = len(objective.relabelled)
-        if val_loader is not None:
+        if val_loader is not None and emotion:  # (an AU-only model has no emotion to validate)
             val = gather_predictions(evaluate(net, val_loader, device=device, loss_fn=loss_fn, dtype=dtype,
                                               memory_format=memory_format, progress=False, description=f"{name} val"),
                                      ctx, indices=val_indices, total=len(val_set))

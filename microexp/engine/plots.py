@@ -42,8 +42,10 @@ def plot_run(out: Path, metrics: dict[str, Any]) -> list[Path]:
     """
     out = Path(out)
     title = describe_run(out, metrics)
-    written = [plot_confusion(out / "confusion_matrix.png", metrics, title=title),
-               plot_recall(out / "per_class_recall.png", metrics, title=title)]
+    written = []
+    if "confusion_matrix" in metrics:  # (an AU-only run has no emotion predictions)
+        written = [plot_confusion(out / "confusion_matrix.png", metrics, title=title),
+                   plot_recall(out / "per_class_recall.png", metrics, title=title)]
     logs = read_logs(out)
     if logs:
         written.append(plot_curves(out / "training_curves.png", logs, title=title))

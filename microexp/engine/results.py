@@ -38,7 +38,17 @@ def write_metrics(out: Path, predictions: pd.DataFrame, class_names: list[str], 
     """metrics.json (pooled and fold-mean, labelled; strict JSON, atomic) and the plots, from predictions alone.
 
     A ``dataset`` column naming more than one dataset adds ``per_dataset`` (pooled over each dataset's rows).
+    AU columns (``au_prob_<code>``) add ``aus``; predictions without ``pred`` (AU detection alone) give the AU
+    metrics only (``task: au``).
     """
+    if "pred" not in predictions.columns:
+        metrics = {"protocol": protocol, **au_only_summary(predictions)}
+        write_json(out / "metrics.json", metrics)
+        (out / PARTIAL_METRICS).unlink(missing_ok=True)
+        from microexp.engine.plots import plot_run
+
+        plot_run(out, metrics)
+        return metrics
     datasets = subjects = None
     if "dataset" in predictions.columns:
         if predictions["dataset"].isna().any():  # fold files of an older version, resumed: no names for some clips
@@ -70,6 +80,11 @@ def write_partial_metrics(out: Path, folds: list[Fold], missing: list[int], *, p
     present = [f.fold for f in folds if f.fold not in missing]
     frames = [_read_predictions_csv(out / f"fold_{f:02d}" / "predictions.csv") for f in present]
     predictions = pd.concat(frames, ignore_index=True)
+    if "pred" not in predictions.columns:  # AU detection alone
+        metrics = {"protocol": protocol, "complete": False, "folds_complete": present, "folds_missing": list(missing),
+                   "note": "partial: only the complete folds are counted", **au_only_summary(predictions)}
+        write_json(out / PARTIAL_METRICS, metrics)
+        return metrics
     classes = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
     summary = cross_validation_summary(predictions["label"].to_numpy(), predictions["pred"].to_numpy(),
                                        predictions["fold"].to_numpy(), num_classes=len(classes), class_names=classes)
@@ -102,6 +117,19 @@ def au_metrics(predictions: pd.DataFrame) -> dict[str, Any] | None:
     return au_summary(truth, probabilities, predictions["fold"].to_numpy(), au_names=[f"AU{c}" for c in codes])
 
 
+def au_only_summary(predictions: pd.DataFrame) -> dict[str, Any]:
+    """The metrics of AU detection alone (no emotion predicted): ``task``, counts and ``aus``.
+
+    Raises:
+        ConfigError: the predictions have neither ``pred`` nor AU columns.
+    """
+    aus = au_metrics(predictions)
+    if aus is None:
+        raise ConfigError("predictions.csv has no pred column and no au_prob_<code> columns: nothing to score")
+    return {"task": "au", "num_samples": int(len(predictions)), "num_folds": int(predictions["fold"].nunique()),
+            "aus": aus}
+
+
 def read_run_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """``RUN/predictions.csv``, checked against ``RUN/folds.json`` before anything is computed from it.
 
@@ -123,10 +151,12 @@ def read_run_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
         raise FileNotFoundError(f"{path}: no predictions (is {run} a finished microexp train run?)")
     predictions = _read_predictions_csv(path)
     classes = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
-    missing = [c for c in ("clip", "subject", "fold", "label", "pred") if c not in predictions.columns]
-    if missing or not classes:
+    au_only = "pred" not in predictions.columns and any(c.startswith(AU_PROB_PREFIX) for c in predictions.columns)
+    required = ("clip", "subject", "fold") if au_only else ("clip", "subject", "fold", "label", "pred")
+    missing = [c for c in required if c not in predictions.columns]
+    if missing or not (classes or au_only):
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing or ['prob_<class>'])}")
-    numeric = ["subject", "fold", "label", "pred", *(f"prob_{c}" for c in classes)]
+    numeric = ["subject", "fold"] if au_only else ["subject", "fold", "label", "pred", *(f"prob_{c}" for c in classes)]
     bad = predictions["clip"].isna()
     for column in numeric:
         bad |= pd.to_numeric(predictions[column], errors="coerce").isna()
@@ -134,7 +164,7 @@ def read_run_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
         rows = [int(i) + 2 for i in np.flatnonzero(bad.to_numpy())[:5]]
         raise ConfigError(f"{path}: empty or unreadable values on line(s) {', '.join(map(str, rows))} (a truncated "
                           "file?); nothing was written")
-    for column in ("label", "pred"):
+    for column in () if au_only else ("label", "pred"):
         out_of_range = ~predictions[column].astype("int64").between(0, len(classes) - 1)
         if out_of_range.any():
             raise ConfigError(f"{path}: {column} {predictions[column][out_of_range].iloc[0]} on line "

@@ -337,13 +337,14 @@ class _Tally:
             raise ValueError(f"check_every={check_every!r}: expected an integer >= 1 (steps between checks)")
         self.check_every, self.description, self.what, self.hint = check_every, description, what, hint
         self.loss = torch.zeros((), dtype=loss_dtype or _sum_dtype(device), device=device)
-        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        # a float sum: an AU-only objective counts each clip's fraction of AU decisions right
+        self.correct = torch.zeros((), dtype=_sum_dtype(device), device=device)
         self.samples = self.steps = self.checked_steps = self.checked_samples = 0
 
     def add(self, loss: torch.Tensor, batch_size: int, *, correct: torch.Tensor | None = None) -> None:
         self.loss += loss.to(self.loss.dtype) * batch_size
         if correct is not None:
-            self.correct += correct
+            self.correct += correct.to(self.correct.dtype)
         self.samples += batch_size
         self.steps += 1
 
@@ -372,7 +373,7 @@ class _Tally:
         if not self.samples:
             return 0.0, 0.0
         mean = self.check()
-        return mean, int(self.correct) / self.samples
+        return mean, float(self.correct) / self.samples
 
 
 def _sum_dtype(device: torch.device) -> torch.dtype:

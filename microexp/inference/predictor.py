@@ -88,7 +88,7 @@ class Prediction:
     """The result for one clip; :meth:`to_dict` gives the JSON fields."""
 
     clip: str
-    label: str
+    label: str | None  # None for a model that detects AUs alone
     probabilities: dict[str, float]
     onset: int
     apex: int
@@ -253,17 +253,19 @@ class ClipPredictor:
         payload = load_checkpoint(path)
         model = model_from_checkpoint(payload, source=str(path)).to(dev).eval()
         au_codes = tuple(getattr(model, "au_codes", ()))
+        class_names = payload["class_names"] if model.num_classes else []  # AU detection alone: no emotion
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
-                if au_codes:  # emotion logits, then the AU logits
+                if au_codes:  # emotion logits (none for AU detection alone), then the AU logits
                     out = model(x.to(dev), outputs=True)
-                    return torch.cat([out.logits.float(), out.au_logits.float()], dim=1).cpu()
+                    parts = [out.au_logits.float()] if out.logits is None else [out.logits.float(), out.au_logits.float()]
+                    return torch.cat(parts, dim=1).cpu()
                 return model(x.to(dev)).float().cpu()
 
         extra = payload.get("extra") or {}
         seen = [*extra.get("subjects", ()), *extra.get("train_subjects", ()), *extra.get("val_subjects", ())]
-        return cls(run, spec=model.spec, data=payload.get("data") or {}, class_names=payload["class_names"],
+        return cls(run, spec=model.spec, data=payload.get("data") or {}, class_names=class_names,
                    model_name=payload["model_name"], source=str(path), seen_subjects=seen, au_codes=au_codes,
                    **options)
 
@@ -524,7 +526,7 @@ class ClipPredictor:
             timings["total"] += model_seconds
             curve = p.phases.curve
             out.append(Prediction(
-                clip=p.name, label=self.class_names[int(np.argmax(probs))],
+                clip=p.name, label=self.class_names[int(np.argmax(probs))] if self.class_names else None,
                 probabilities={c: float(v) for c, v in zip(self.class_names, probs)},
                 onset=p.phases.onset, apex=p.phases.apex, offset=p.phases.offset,
                 estimated=bool(p.phases.estimated), estimated_fields=p.phases.estimated,
