@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from microexp.checkpoint import load_checkpoint
+from microexp.checkpoint import load_checkpoint, model_from_checkpoint
 from microexp.config import ExperimentConfig
 from microexp.engine.experiment import ExperimentData, build_dataset, model_spec, prepare_run, resume_folds, run_fold
 from microexp.engine.precision import autocast_dtype, memory_format_for
@@ -51,7 +51,6 @@ from microexp.engine.trainer import evaluate
 from microexp.errors import ConfigError
 from microexp.fileio import write_json, write_text
 from microexp.metrics import compute_metrics
-from microexp.models import create_model
 from microexp.seed import seed_worker
 from microexp.splits import Fold
 
@@ -120,6 +119,9 @@ def run_audit(
     """
     if oracle_metric not in ORACLE_METRICS:
         raise ConfigError(f"oracle metric {oracle_metric!r}: expected one of {', '.join(ORACLE_METRICS)}")
+    if not config.model.emotion_head:
+        raise ConfigError("model.emotion_head=false: the audit scores emotion predictions, and an AU-only model "
+                          "makes none")
     out = Path(out_dir)
     check_not_a_file(out)
     check_audit_dir(out)
@@ -393,11 +395,9 @@ class _EpochScorer:
         self.config, self.fold_dir, self.device, self.fold, self.label = config, fold_dir, device, fold.fold, label
         self.num_classes = len(data.class_names)
         self.rows = pd.DataFrame()
-        # the same model arguments as experiment._train_model (pretrained weights are replaced by last.pt's)
-        model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
+        # built from the first last.pt scored: its arguments are the fold's (AU vocabulary and task heads included)
+        self.model: torch.nn.Module | None = None
         spec = model_spec(config)
-        with _preserved_random_state(device):
-            self.model = create_model(config.model.name, num_classes=self.num_classes, **model_kwargs).to(device)
         self.test_table = data.table[data.table["subject"].isin(fold.test_subjects)]
         self.loader = torch.utils.data.DataLoader(
             build_dataset(config, self.test_table, spec, train=False), batch_size=config.train.batch_size,
@@ -412,7 +412,11 @@ class _EpochScorer:
         payload = load_checkpoint(self.fold_dir / "last.pt")
         if int(payload["epoch"]) != epoch:
             raise RuntimeError(f"{self.fold_dir / 'last.pt'} holds epoch {payload['epoch']}, expected {epoch}")
-        self.model.load_state_dict(payload["state_dict"])
+        if self.model is None:
+            with _preserved_random_state(self.device):  # building draws initial weights
+                self.model = model_from_checkpoint(payload, source=str(self.fold_dir / "last.pt")).to(self.device)
+        else:
+            self.model.load_state_dict(payload["state_dict"])
         with _preserved_random_state(self.device):
             train = self.config.train
             predictions = evaluate(

@@ -591,11 +591,13 @@ def _train_model(
     # the sampler draws from its own generator: the DataLoader's one also feeds worker base seeds, and how
     # often it is drawn from depends on num_workers and persistent workers
     sampler_generator = torch.Generator()
-    stream = build_sampler(config.train.sampler, train_set.labels, generator=sampler_generator, **sampler_kwargs)
+    index_sampler = build_sampler(config.train.sampler, train_set.labels, generator=sampler_generator,
+                                  **sampler_kwargs)
     if config.train.classifier_epochs:
-        stream = StagedSampler(stream, build_sampler("class_balanced", train_set.labels, generator=sampler_generator),
-                               switch_epoch=retrain_from)
-    sampler = EpochIndexSampler(stream)
+        index_sampler = StagedSampler(index_sampler, build_sampler("class_balanced", train_set.labels,
+                                                                   generator=sampler_generator),
+                                      switch_epoch=retrain_from)
+    sampler = EpochIndexSampler(index_sampler)
     # every clip trains each epoch: one process drops only a last batch of one (batch norm cannot train on it);
     # under DDP each rank takes its share of the same stream, in the same number of batches on every rank
     batching = train_batches(sampler, ctx, batch_size=config.train.batch_size)  # sampler or batch_sampler
@@ -618,10 +620,11 @@ def _train_model(
         val_loader = torch.utils.data.DataLoader(val_part, **loader_args) if val_part is not None else None
     loss_fn = build_loss(config.loss.name, class_counts, **_loss_kwargs(config)).to(device)  # weight buffers
     relabel_log = work_dir / RELABEL_LOG
+    au_pos_weight = None if au_targets is None else torch.from_numpy(au_positive_weights(au_targets))
+    flip = (flip_model_input(modality=spec.modality, flow_channels=spec.flow_channels)
+            if methods.eac_weight > 0 else None)  # EAC's second view
     objective = Objective(loss_fn if emotion else None, au_vocabulary=vocabulary, au_weight=config.loss.au_weight,
-                          au_pos_weight=None if au_targets is None else torch.from_numpy(au_positive_weights(au_targets)),
-                          methods=methods, flip=(flip_model_input(modality=spec.modality, flow_channels=spec.flow_channels)
-                                                 if methods.eac_weight > 0 else None)).to(device)
+                          au_pos_weight=au_pos_weight, methods=methods, flip=flip).to(device)
     optimizer = build_optimizer(model, name=config.train.optimizer, lr=config.train.lr,
                                 weight_decay=config.train.weight_decay, momentum=config.train.momentum)
     scheduler = build_scheduler(optimizer, name=config.train.schedule, epochs=config.train.epochs,
@@ -638,7 +641,8 @@ def _train_model(
         write_log(log_path, rows)
     relabel_rows = read_relabelled(relabel_log, before=start_epoch) if config.noisy_labels.relabel else []
     objective.relabelled.update({r["clip"]: data.class_names.index(r["new_label"]) for r in relabel_rows})
-    relabel_loader = _relabel_loader(config, train_table, spec, store, loader_args) if config.noisy_labels.relabel else None
+    relabel_loader = (_relabel_loader(config, train_table, spec, store, loader_args) if config.noisy_labels.relabel
+                      else None)
     if tracker is None:
         tracker = RunProgress(logger).unit(name, name)
     tracker.begin(config.train.epochs - start_epoch)

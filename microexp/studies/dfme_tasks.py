@@ -162,8 +162,8 @@ def noise_study(options: StudyOptions, recipes_dir: Path) -> Study:
         "Methods at their papers' defaults, fixed before any run: EAC weight 5 (random erasing, flip-consistent "
         "class activation maps); re-labelling after 3 warm-up epochs at confidence 0.9 and distance ratio 1.5; "
         "SCN/MTAC confidence with beta 0.7, margin 0.15.",
-        "Recovered: (method − none) / (none at 0 % − none at this rate), the share of the UF1 lost to noise that the "
-        "method wins back.",
+        "Recovered: (method − none) / (none at 0 % − none at this rate), the share of the UF1 lost to noise that "
+        "the method wins back.",
         "Re-labelling precision: the share of re-labelled training clips whose new label is their true one.",
     ]
     return Study(name="dfme_noise", title=f"Label-noise study ({recipe.stem})", cells=cells, report=_noise_report,
