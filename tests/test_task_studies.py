@@ -77,3 +77,17 @@ def test_au_study_quick_reports_mean_au_f1_for_the_au_variants(tmp_path):
     au = table.set_index("variant")["pooled_au_f1_mean"]
     assert np.isnan(au["emotion only"]) and au[["+ AU head", "+ AU graph"]].between(0, 1).all()
     assert "mean AU F1 (pooled)" in (out / "au.md").read_text() and (out / "au.png").stat().st_size > 0
+
+
+def test_cells_selects_a_subset_by_name_and_refuses_a_pattern_matching_none(tmp_path):
+    from microexp.studies import dfme
+    from microexp.studies.study import select_cells
+
+    study = dfme.imbalance_study(StudyOptions(out=tmp_path), RECIPES)
+    chosen = select_cells(study, ["none+ce_*", "*crt*"])
+    assert {c.name for c in chosen.cells} == {"none+ce_s0", "none+ce_s1", "none+ce_s2", "none_crt+ce_s0",
+                                               "none_crt+ce_s1", "none_crt+ce_s2", "progressive_crt+ce_s0",
+                                               "progressive_crt+ce_s1", "progressive_crt+ce_s2"}
+    assert select_cells(study, []) is study
+    with pytest.raises(ConfigError, match="--cells 'x\\*': no cell of dfme_imbalance matches"):
+        select_cells(study, ["x*"])

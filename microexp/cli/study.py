@@ -77,6 +77,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="dfme_sampling, dfme_imbalance: the model's recipe (default: the flow-tiny recipe); "
                         "dfme_models: FAMILY=PATH replaces a family's recipe (two_stream, 3dcnn, tsm, transformer, "
                         "frame), repeatable")
+    parser.add_argument("--cells", action="append", default=[], metavar="GLOB",
+                        help="run only the cells whose name matches GLOB (shell-style, e.g. 'none+ce_*'; "
+                        "repeatable); the tables then cover those cells")
     parser.add_argument("--recipes-dir", type=Path, default=None, metavar="DIR",
                         help=f"the folder holding the studies' recipes (default: {DEFAULT_RECIPES_DIR}/ of the working "
                         "directory)")
@@ -143,7 +146,8 @@ def study_options(args: argparse.Namespace) -> StudyOptions:
                         data=args.data, format=args.format, root=args.root, device=args.device, quick=args.quick,
                         resume=args.resume, overrides=(*args.overrides, *slurm_overrides(args)), seeds=args.seeds,
                         folds=None if folds is None else tuple(parse_fold_selection(folds)),
-                        recipes=tuple(args.recipes), progress=args.progress, command=command_line(args))
+                        recipes=tuple(args.recipes), progress=args.progress, command=command_line(args),
+                        cells=tuple(getattr(args, "cells", ())))
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -160,7 +164,8 @@ def command_line(args: argparse.Namespace) -> str:
                         ("--seeds", args.seeds)):
         if value is not None:
             parts += [flag, str(value)]
-    for flag, values in (("--recipe", args.recipes), ("--set", args.overrides)):
+    repeated = (("--recipe", args.recipes), ("--set", args.overrides), ("--cells", getattr(args, "cells", ())))
+    for flag, values in repeated:
         for value in values:
             parts += [flag, value]
     if args.recipes_dir is not None and Path(args.recipes_dir).resolve() != DEFAULT_RECIPES_DIR.resolve():

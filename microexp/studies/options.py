@@ -42,3 +42,5 @@ class StudyOptions:
     command: str = ""
     #: a shard: only these folds of every cell (``--folds``); None runs every fold
     folds: tuple[int, ...] | None = None
+    #: only the cells whose names match one of these shell-style patterns (``--cells``); empty: every cell
+    cells: tuple[str, ...] = ()

@@ -9,15 +9,18 @@ command that produced them).
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import logging
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from microexp.errors import ConfigError
 from microexp.fileio import write_json, write_text
 from microexp.studies.grid import Cell, CellResult, run_grid
 from microexp.studies.options import DEFAULT_DATA, DEFAULT_SYNTH, QUICK_OVERRIDES, SMOKE_TEST, StudyOptions
@@ -106,6 +109,23 @@ def machine_summary() -> dict[str, Any]:
     return summary
 
 
+def select_cells(study: Study, patterns: Sequence[str]) -> Study:
+    """``study`` with only the cells whose names match one of ``patterns`` (shell-style); all when empty.
+
+    Raises:
+        ConfigError: a pattern matches no cell (the message lists some of the names).
+    """
+    if not patterns:
+        return study
+    names = [c.name for c in study.cells]
+    for pattern in patterns:
+        if not fnmatch.filter(names, pattern):
+            shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+            raise ConfigError(f"--cells {pattern!r}: no cell of {study.name} matches; its cells are {shown}")
+    kept = [c for c in study.cells if any(fnmatch.fnmatchcase(c.name, p) for p in patterns)]
+    return dataclasses.replace(study, cells=kept)
+
+
 def run_study(study: Study, options: StudyOptions, *, launcher: Callable[[list[Any], Any], Any] | None = None) -> Report:
     """Run (or resume) every cell of ``study`` and write its report into ``options.out``.
 
@@ -113,6 +133,7 @@ def run_study(study: Study, options: StudyOptions, *, launcher: Callable[[list[A
     (see :func:`microexp.studies.grid.run_grid`). Raises ``IncompleteGrid`` while other shards still run.
     """
     start = time.perf_counter()
+    study = select_cells(study, options.cells)
     data = resolve_data(options.data, progress=options.progress)
     overrides = base_overrides(options, data)
     axis_keys = {o.partition("=")[0] for c in study.cells for o in c.overrides} | {"seed"}
