@@ -217,6 +217,9 @@ def test_au_detection_alone_trains_no_emotion_head_and_reports_aus_only(tiny_dat
                  "--no-face-crop", "--json", "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)[0]
     assert result["label"] is None and result["probabilities"] == {} and result["aus"]["probabilities"]
+    assert main(["export", "--checkpoint", str(run / "fold_00" / "model.pt"), "--format", "torchscript",
+                 "--out", str(tmp_path / "m.ts")]) == 2
+    assert "detects AUs alone" in capsys.readouterr().err and not (tmp_path / "m.ts").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -116,6 +116,9 @@ def export_checkpoint(
     target = _check_out(out, fmt)
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload, source=str(checkpoint)).eval()
+    if model.num_classes == 0:  # its outputs are AU logits, which an export's reader would take for classes
+        raise ExportError(f"{checkpoint}: a model that detects AUs alone (model.emotion_head=false) cannot be "
+                          "exported yet (exports carry emotion logits); predict from the checkpoint itself")
     spec = model.spec
     shape = ClipPipeline.from_checkpoint_data(payload.get("data") or {}, spec).input_shape()
     generator = torch.Generator().manual_seed(seed)
