@@ -167,7 +167,7 @@ def noise_study(options: StudyOptions, recipes_dir: Path) -> Study:
         "Re-labelling precision: the share of re-labelled training clips whose new label is their true one.",
     ]
     return Study(name="dfme_noise", title=f"Label-noise study ({recipe.stem})", cells=cells, report=_noise_report,
-                 notes=notes)
+                 notes=notes, data=f"its own synthetic datasets, {Path(options.out) / 'data'}/noise_XX (one per rate)")
 
 
 def scores_against_truth(run_dir: Path, data_dir: Path) -> dict[str, float]:

@@ -51,6 +51,8 @@ class Study:
         cells: the experiments.
         report: ``(results, out_dir) -> Report`` writing tables and plots.
         notes: sentences printed under the tables (protocol, what is compared with what).
+        data: what the cells train on when the study brings its own datasets (each cell sets
+            ``data.annotations``; e.g. the noise study's generated datasets); None: ``--data`` or the benchmark.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Study:
     cells: list[Cell]
     report: Callable[[list[CellResult], Path], Report]
     notes: list[str] = field(default_factory=list)
+    data: str | None = None
 
 
 def resolve_data(data: Path | None, *, progress: bool | None = None) -> Path:
@@ -134,8 +137,12 @@ def run_study(study: Study, options: StudyOptions, *, launcher: Callable[[list[A
     """
     start = time.perf_counter()
     study = select_cells(study, options.cells)
-    data = resolve_data(options.data, progress=options.progress)
-    overrides = base_overrides(options, data)
+    if study.data is None:
+        data: Path | str = resolve_data(options.data, progress=options.progress)
+        overrides = base_overrides(options, Path(data))
+    else:  # the cells name their own datasets
+        data = study.data
+        overrides = [o for o in base_overrides(options, Path(".")) if not o.startswith("data.annotations=")]
     axis_keys = {o.partition("=")[0] for c in study.cells for o in c.overrides} | {"seed"}
     clashes = sorted({o.partition("=")[0] for o in options.overrides} & axis_keys)
     if clashes:
