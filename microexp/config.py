@@ -378,6 +378,8 @@ def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+#: losses whose per-clip cross-entropy feature mixing can weigh between two labels (noisy_labels.mix_fraction)
+MIXABLE_LOSSES = ("ce", "weighted_ce", "cb_ce")
 #: the largest data.num_frames accepted: a micro-expression lasts under 0.5 s, i.e. at most ~250 frames from
 #: onset to offset even at DFME's 500 fps, and every sampled frame is decoded, cached and held per worker
 #: (256 RGB frames at 224 px are 154 MB per clip as float32, times batch size and workers)
@@ -678,11 +680,25 @@ def _validate_model(config: ExperimentConfig, where: _Where) -> None:
 
 
 def _validate_noisy_labels(config: ExperimentConfig, modality: str | None, where: _Where) -> None:
-    """EAC and feature mixing need an average-pooled linear classifier (and EAC a flip of the model's input)."""
+    """EAC and feature mixing need an average-pooled linear classifier (and EAC a flip of the model's input);
+    the classifier stage (train.classifier_epochs) needs classifier weights to retrain."""
+    import torch
+
     from microexp.models._registry import build_on_meta
     from microexp.models.multitask import pooled_classifier
 
     n, m, d = config.noisy_labels, config.model, config.data
+    if n.mix_fraction > 0 and config.loss.name not in MIXABLE_LOSSES:
+        raise ConfigError(f"{where('noisy_labels.mix_fraction')}: noisy_labels.mix_fraction={n.mix_fraction} mixes "
+                          f"the cross-entropy of two labels, but loss.name={config.loss.name!r}; use one of "
+                          f"{', '.join(MIXABLE_LOSSES)}")
+    if config.train.classifier_epochs:
+        model = build_on_meta(m.name, num_classes=7, num_frames=d.num_frames, input_size=d.size, **m.kwargs)
+        prefixes = model.classifier_prefixes()
+        if not any(key.startswith(prefixes) for key, _ in model.named_parameters()):
+            raise ConfigError(f"{where('train.classifier_epochs')}: train.classifier_epochs="
+                              f"{config.train.classifier_epochs}: model {m.name} has no separate classifier weights "
+                              f"({', '.join(prefixes) or 'it has no classifier layer'}) to retrain alone")
     for key, on in (("noisy_labels.eac_weight", n.eac_weight > 0), ("noisy_labels.mix_fraction", n.mix_fraction > 0)):
         if not on:
             continue
@@ -690,11 +706,18 @@ def _validate_noisy_labels(config: ExperimentConfig, modality: str | None, where
             raise ConfigError(f"{where(key)}: {key}={getattr(n, key.split('.')[1])}: EAC flips clips, and an "
                               "apex_flow input has no flip here; use noisy_labels.relabel or confidence")
         model = build_on_meta(m.name, num_classes=7, num_frames=d.num_frames, input_size=d.size, **m.kwargs)
-        if pooled_classifier(model) is None:
+        classifier = pooled_classifier(model)
+        usable = classifier is not None
+        if usable and key.endswith("eac_weight"):  # CAMs: the classifier must read the map itself, channel-first
+            spec = model.spec
+            probe = torch.zeros(1, spec.in_channels, d.num_frames, d.size, d.size, device="meta")
+            maps = model.forward_features(probe)
+            usable = isinstance(maps, torch.Tensor) and maps.ndim >= 3 and maps.shape[1] == classifier.in_features
+        if not usable:
             raise ConfigError(f"{where(key)}: {key}={getattr(n, key.split('.')[1])}: model {m.name} has no "
-                              "average-pooled linear classifier (class activation maps and feature mixing need "
-                              "one: 3D CNN, TSM, the flow and frame CNNs have it; transformers and the two-stream "
-                              "fusion do not)")
+                              "average-pooled linear classifier on its feature map (class activation maps and "
+                              "feature mixing need one: R3D, TSM, the flow and frame CNNs have it; transformers, "
+                              "X3D's projection head and the two-stream fusion do not)")
 
 
 def _validate_apex_flow_input(config: ExperimentConfig, spec: Any, where: _Where) -> None:

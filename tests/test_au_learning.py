@@ -63,9 +63,10 @@ def test_graph_adjacency_binarises_reweights_and_normalises():
     conditional = torch.tensor([[1.0, 0.9, 0.1], [0.5, 1.0, 0.0], [0.2, 0.0, 1.0]])
     adjacency = graph_adjacency(conditional, threshold=0.4, reweight=0.2)
     # edges: 0->1 (0.9), 1->0 (0.5); node 2 has none and keeps itself
-    raw = torch.tensor([[0.8, 0.2, 0.0], [0.2, 0.8, 0.0], [0.0, 0.0, 1.0]])
-    d = raw.sum(dim=1).rsqrt()
-    torch.testing.assert_close(adjacency, d[:, None] * raw * d[None, :])
+    torch.testing.assert_close(adjacency, torch.tensor([[0.8, 0.2, 0.0], [0.2, 0.8, 0.0], [0.0, 0.0, 1.0]]))
+    several = graph_adjacency(torch.tensor([[1.0, 0.9, 0.5], [0.1, 1.0, 0.0], [0.6, 0.7, 1.0]]))
+    torch.testing.assert_close(several[0], torch.tensor([0.8, 0.1, 0.1]))  # the neighbours share the re-weight
+    torch.testing.assert_close(several.sum(dim=1), torch.ones(3))
 
 
 # --------------------------------------------------------------------------- the model and the AU term

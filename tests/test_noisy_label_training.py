@@ -136,6 +136,10 @@ def test_a_resumed_fold_keeps_the_relabels_of_its_finished_epochs(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["noisy_labels.eac_weight=5", "model.name=timesformer_tiny"], "has no average-pooled linear classifier"),
     (["noisy_labels.mix_fraction=0.5", "model.name=timesformer_tiny"], "has no average-pooled linear classifier"),
+    (["noisy_labels.eac_weight=5", "model.name=x3d_xs"], "has no average-pooled linear classifier"),  # projection
+    (["noisy_labels.eac_weight=5", "model.name=videomae_tiny"], "has no average-pooled linear classifier"),
+    (["train.classifier_epochs=2", "model.name=ststnet", "data.num_frames=1", "data.modality=apex_flow"],
+     "has no separate classifier weights"),
     (["noisy_labels.relabel=true", "train.epochs=4", "noisy_labels.relabel_warmup=4"],
      "noisy_labels.relabel_warmup=4: expected an integer in \\[1, 3\\]"),
     (["noisy_labels.relabel_distance_ratio=0.5"], "expected a number >= 1"),
@@ -153,11 +157,16 @@ def test_the_classifier_stage_trains_the_classifier_alone_with_frozen_statistics
     from microexp.engine.trainer import train_one_epoch
 
     model = create_model("r3d_tiny", num_classes=3, num_frames=4, input_size=32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.5)
+    F.cross_entropy(model(torch.randn(2, 3, 4, 32, 32)), torch.tensor([0, 1])).backward()
+    optimizer.step()  # the first stage leaves AdamW moments behind
+    optimizer.zero_grad(set_to_none=True)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    retrain_classifier_only(model, fresh=True, name="fold 0")
+    retrain_classifier_only(model, optimizer, fresh=True, name="fold 0")
     assert {k for k, p in model.named_parameters() if p.requires_grad} == {"head.fc.weight", "head.fc.bias"}
     assert not torch.equal(model.head.fc.weight, before["head.fc.weight"])  # re-initialised in place
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.5)
+    assert model.head.fc.weight not in optimizer.state and model.head.fc.bias not in optimizer.state
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     batches = [{"video": torch.randn(4, 3, 4, 32, 32), "label": torch.tensor([0, 1, 2, 0])} for _ in range(2)]
     train_one_epoch(model, batches, loss_fn=F.cross_entropy, optimizer=optimizer, device=torch.device("cpu"),
                     frozen_normalisation=True, progress=False)
@@ -172,3 +181,31 @@ def test_the_classifier_stage_trains_the_classifier_alone_with_frozen_statistics
     assert staged.active is staged.first
     staged.set_epoch(2)
     assert staged.active is staged.then and len(list(staged)) == 10
+
+
+def test_the_classifier_stage_restarts_the_schedule_from_the_base_rate():
+    from microexp.engine.trainer import build_scheduler
+
+    optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    scheduler = build_scheduler(optimizer, name="cosine", epochs=5, steps_per_epoch=2, warmup_epochs=1,
+                                restart_epoch=3)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:6] == pytest.approx([1 / 3, 2 / 3, 1.0, 0.853553, 0.5, 0.146447], abs=1e-5)  # 3 epochs, warm-up
+    assert rates[6:] == pytest.approx([1.0, 0.853553, 0.5, 0.146447], abs=1e-5)  # the stage: cosine from the base
+
+
+def test_mixing_keeps_the_emotion_losss_class_weights():
+    model = _model()
+    videos, labels = torch.randn(4, 3, 4, 32, 32), torch.tensor([0, 2, 1, 1])
+    weight = torch.tensor([1.0, 3.0, 0.5])
+    loss = torch.nn.CrossEntropyLoss(weight=weight)
+    loss.label_smoothing = 0.0
+    objective = Objective(loss, methods=NoisyLabelMethods(mix_fraction=0.2))  # nothing mixed at B = 4
+    torch.testing.assert_close(objective(model, videos, {"clip": list("abcd")}, labels).loss,
+                               F.cross_entropy(model(videos), labels, weight=weight))
+    with pytest.raises(ConfigError, match="loss.name='focal'; use one of ce, weighted_ce, cb_ce"):
+        load_config(None, ["noisy_labels.mix_fraction=0.3", "loss.name=focal"])

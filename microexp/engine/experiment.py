@@ -575,7 +575,10 @@ def _train_model(
                 str(memory_format).removeprefix("torch."),
                 ", compiled" if config.train.compile and device.type == "cuda" else "")
     # DDP under torchrun (the model itself otherwise); checkpoints read and write the unwrapped ``net``
-    model = wrap_model(net, ctx, device=device, sync_batchnorm=config.train.sync_batchnorm)
+    # feature mixing classifies mixed features (the graph head's emotion coupling sits unused), and an AU-only
+    # model leaves a two-stream fusion weight unused: DDP must look for parameters without gradients there
+    model = wrap_model(net, ctx, device=device, sync_batchnorm=config.train.sync_batchnorm,
+                       find_unused_parameters=methods.mix_fraction > 0 or not emotion)
     train_set = build_dataset(config, train_table, spec, train=True)
     # validation and test loaders are iterated once per epoch or once per fold: persistent workers there
     # would only triple the live workers (and their memory) while the train loader's are alive too
@@ -629,7 +632,9 @@ def _train_model(
                                 weight_decay=config.train.weight_decay, momentum=config.train.momentum)
     scheduler = build_scheduler(optimizer, name=config.train.schedule, epochs=config.train.epochs,
                                 steps_per_epoch=max(1, len(train_loader)), warmup_epochs=config.train.warmup_epochs,
-                                step_size=config.train.step_size)
+                                step_size=config.train.step_size,
+                                # the classifier stage restarts the schedule from the base rate
+                                restart_epoch=retrain_from if config.train.classifier_epochs else None)
     data_config = _data_config(config, spec)
     start_epoch, best = _resume(work_dir / "last.pt", net, optimizer, scheduler, scaler, fold,
                                 name=name)  # on every rank
@@ -659,7 +664,7 @@ def _train_model(
         objective.reseed(epoch_seed + ctx.rank)  # erasing boxes and mixing partners: per rank, per epoch
         classifier_stage = epoch >= retrain_from
         if classifier_stage:
-            retrain_classifier_only(net, fresh=epoch == retrain_from, name=name)
+            retrain_classifier_only(net, optimizer, fresh=epoch == retrain_from, name=name)
         stats = train_one_epoch(model, train_loader, loss_fn=objective, optimizer=optimizer, scheduler=scheduler,
                                 device=device, grad_clip=config.train.grad_clip, dtype=dtype,
                                 memory_format=memory_format, scaler=scaler, progress=progress,
@@ -667,8 +672,12 @@ def _train_model(
                                 frozen_normalisation=classifier_stage)
         stats = gather_epoch_stats(stats, ctx)  # over every clip of the epoch, the same on every rank
         if relabel_loader is not None and epoch + 1 >= config.noisy_labels.relabel_warmup:
-            relabel_rows += relabel_training_clips(net, relabel_loader, objective.relabelled, config, data.class_names,
-                                                   epoch=epoch, device=device, dtype=dtype, memory_format=memory_format)
+            # decided on rank 0 (the ranks' batch-norm statistics differ slightly) and given to every rank
+            new_rows = run_on_main(relabel_training_clips, ctx, net, relabel_loader, dict(objective.relabelled),
+                                   config, data.class_names, epoch=epoch, device=device, dtype=dtype,
+                                   memory_format=memory_format)
+            objective.relabelled.update({r["clip"]: data.class_names.index(r["new_label"]) for r in new_rows})
+            relabel_rows += new_rows
             if ctx.is_main:
                 write_csv(pd.DataFrame(relabel_rows, columns=list(RELABEL_COLUMNS)), relabel_log)
         record = {"fold": fold if fold is not None else "final", "epoch": epoch, "train_loss": stats.loss,
@@ -721,9 +730,11 @@ RELABEL_LOG = "relabelled.csv"
 RELABEL_COLUMNS = ("clip", "subject", "label", "new_label", "epoch")
 
 
-def retrain_classifier_only(model: torch.nn.Module, *, fresh: bool, name: str) -> None:
+def retrain_classifier_only(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, fresh: bool,
+                            name: str) -> None:
     """Freeze every weight but the emotion classifier's (``classifier_prefixes``); ``fresh`` re-initialises
-    the classifier in place (normal std 0.01, zero bias: the optimizer keeps its parameters).
+    the classifier in place (normal std 0.01, zero bias: the optimizer keeps its parameters) and clears
+    their optimizer state (AdamW's moments of the first stage).
 
     Idempotent, so a fold resumed inside the classifier stage freezes the same weights again.
     """
@@ -737,6 +748,7 @@ def retrain_classifier_only(model: torch.nn.Module, *, fresh: bool, name: str) -
             if fresh:
                 with torch.no_grad():
                     torch.nn.init.normal_(parameter, std=0.01) if parameter.ndim > 1 else parameter.zero_()
+                optimizer.state.pop(parameter, None)
     if not trained:
         raise ConfigError(f"{name}: train.classifier_epochs: model {model.spec.name} has no classifier weights "
                           f"under {', '.join(prefixes)}")
@@ -773,8 +785,8 @@ def relabel_training_clips(model: torch.nn.Module, loader: Any, relabelled: dict
     """One pass over the training clips: re-label those the template rule names (:func:`microexp.label_noise.relabel`).
 
     Templates are the class means of the confident clips' normalised features under the current labels; a clip
-    already re-labelled keeps its new label for the rest of training. Adds to ``relabelled`` (clip -> label)
-    and returns the new rows of ``relabelled.csv``. Only training clips are ever passed here.
+    already re-labelled (in ``relabelled``, clip -> label, not changed here) keeps its new label for the rest of
+    training. Returns the new rows of ``relabelled.csv``. Only training clips are ever passed here.
     """
     n = config.noisy_labels
     seen = evaluate(model, loader, device=device, dtype=dtype, memory_format=memory_format, progress=False,
@@ -790,11 +802,11 @@ def relabel_training_clips(model: torch.nn.Module, loader: Any, relabelled: dict
     rows = []
     for clip, subject, annotated, old, label in zip(seen.clips, seen.subjects, seen.labels, current, new):
         if label != old and clip not in relabelled:
-            relabelled[clip] = int(label)
             rows.append({"clip": clip, "subject": int(subject), "label": class_names[int(annotated)],
                          "new_label": class_names[int(label)], "epoch": epoch})
     if rows:
-        logger.info("epoch %d: %d training clip(s) re-labelled (%d in all)", epoch + 1, len(rows), len(relabelled))
+        logger.info("epoch %d: %d training clip(s) re-labelled (%d in all)", epoch + 1, len(rows),
+                    len(relabelled) + len(rows))
     return rows
 
 

@@ -83,9 +83,10 @@ class Objective:
       weight detached, as the reference code).
     * confidence (SCN): ``loss_fn(alpha * logits, labels) + L_RR`` with ``alpha`` the model's confidence.
     * mixing: the pooled features of the ``mix_fraction`` most uncertain clips (``1 - alpha`` with the
-      confidence head, else the normalised softmax entropy) are mixed with a random partner's and classified
-      by the model's own linear classifier; the emotion term becomes ``lam CE(y_i) + (1 - lam) CE(y_j)``
-      (per-clip cross-entropy; ``loss_fn``'s class weights and margins do not apply to the mixed term).
+      confidence head, else the softmax entropy) are mixed with a random partner's and classified by the
+      model's own linear classifier; the emotion term becomes ``lam CE(y_i) + (1 - lam) CE(y_j)`` with the
+      emotion loss's class weights and label smoothing (a cross-entropy loss: ``ce``, ``weighted_ce``,
+      ``cb_ce``; the configuration refuses the others).
     """
 
     def __init__(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, *,
@@ -200,7 +201,15 @@ class Objective:
         mixed_logits = pooled_classifier(_unwrap(model))(mixed.features).float()
         if m.confidence:  # the confidence weights the mixed clips' logits too
             mixed_logits = out.confidence[:, None].float() * mixed_logits
-        loss = mixed_loss(mixed_logits, mixed, lambda z, y: F.cross_entropy(z, y, reduction="none"))
+        # the emotion loss's own cross-entropy (class weights, label smoothing) per clip, then its weighted mean:
+        # lam w_a l_a + (1 - lam) w_b l_b over the batch's lam w_a + (1 - lam) w_b (PyTorch's weighted mean at lam 1)
+        weight = getattr(self.loss_fn, "weight", None)
+        smoothing = float(getattr(self.loss_fn, "label_smoothing", 0.0))
+        loss = mixed_loss(mixed_logits, mixed, lambda z, y: F.cross_entropy(z, y, weight=weight, reduction="none",
+                                                                            label_smoothing=smoothing))
+        if weight is not None:
+            lam = mixed.lam.float()
+            loss = loss / (lam * weight[mixed.targets_a] + (1 - lam) * weight[mixed.targets_b]).mean()
         return loss + regularisation if m.confidence else loss
 
 

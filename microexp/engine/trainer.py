@@ -104,11 +104,25 @@ def build_scheduler(
     warmup_epochs: int = 0,
     step_size: int = 10,
     gamma: float = 0.1,
+    restart_epoch: int | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step schedule: linear warm-up, then cosine to zero, step decay or constant.
 
     Stepped once per optimisation step, so short CPU runs of few epochs still warm up smoothly.
+    ``restart_epoch``: the schedule runs over ``restart_epoch`` epochs, then starts again from the base
+    rate (no warm-up) over the remaining ones (a second training stage, e.g. retraining the classifier alone).
     """
+    if restart_epoch is not None and 0 < restart_epoch < epochs:
+        first = build_scheduler(optimizer, name=name, epochs=restart_epoch, steps_per_epoch=steps_per_epoch,
+                                warmup_epochs=warmup_epochs, step_size=step_size, gamma=gamma)
+        second = build_scheduler(optimizer, name=name, epochs=epochs - restart_epoch,
+                                 steps_per_epoch=steps_per_epoch, step_size=step_size, gamma=gamma)
+        switch = restart_epoch * steps_per_epoch
+        stages = (first.lr_lambdas[0], second.lr_lambdas[0])
+        for group, base in zip(optimizer.param_groups, first.base_lrs):  # the sub-schedulers stepped once each
+            group["lr"] = base
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: stages[0](step) if step < switch else stages[1](step - switch))
     total = max(1, epochs * steps_per_epoch)
     warmup = min(warmup_epochs * steps_per_epoch, total - 1)
 

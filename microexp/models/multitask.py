@@ -58,15 +58,17 @@ class TaskOutputs(NamedTuple):
 
 def graph_adjacency(conditional: torch.Tensor, *, threshold: float = GRAPH_THRESHOLD,
                     reweight: float = GRAPH_REWEIGHT) -> torch.Tensor:
-    """ML-GCN's adjacency from conditional co-occurrence ``P (A, A)`` (``P[i, j] = P(j | i)``).
+    """The propagation matrix of the AU graph from conditional co-occurrence ``P (A, A)`` (``P[i, j] = P(j | i)``),
+    with ML-GCN's binarisation and re-weighting.
 
     Off-diagonal entries ``P >= threshold`` become edges (rarer co-occurrences are noise on a small
     dataset); each node keeps ``1 - reweight`` of its own feature and spreads ``reweight`` evenly over its
-    neighbours (a node without neighbours keeps all of it); then the symmetric normalisation
-    ``D^-1/2 Â D^-1/2``.
+    neighbours (a node without neighbours keeps all of it). Every row sums to 1, so no further normalisation
+    is needed (ML-GCN's code also propagates over the transpose; here node ``i`` gathers from the AUs that
+    co-occur with it given ``i``).
 
     Returns:
-        ``(A, A)`` float32.
+        ``(A, A)`` float32, rows summing to 1.
     """
     p = torch.as_tensor(conditional, dtype=torch.float32)
     if p.ndim != 2 or p.shape[0] != p.shape[1]:
@@ -76,10 +78,8 @@ def graph_adjacency(conditional: torch.Tensor, *, threshold: float = GRAPH_THRES
     edges = ((p >= threshold) & (eye == 0)).float()
     degree = edges.sum(dim=1, keepdim=True)
     has = degree > 0
-    adjacency = torch.where(has, edges * reweight / degree.clamp(min=1), edges) + eye * torch.where(
+    return torch.where(has, edges * reweight / degree.clamp(min=1), edges) + eye * torch.where(
         has, torch.full_like(degree, 1 - reweight), torch.ones_like(degree))
-    d = adjacency.sum(dim=1).rsqrt()
-    return d[:, None] * adjacency * d[None, :]
 
 
 def pooled_classifier(model: nn.Module) -> nn.Linear | None:
