@@ -397,6 +397,8 @@ def prepare_run(config: ExperimentConfig, out: Path, *, cross_validation: bool =
     """
     data = load_experiment_data(config)
     check_num_frames(config, data.table)
+    if config.data.aus:  # a table without AUs fails now, not at its first fold (each fold still counts its own)
+        fold_au_vocabulary(config, data.table, name=str(config.data.annotations), clips="clips of the table")
     pipeline = build_pipeline(config, model_spec(config))
     check_clip_inputs(data.table, pipeline)  # frames, or flow files for apex_flow
     # data.in_memory=on for a pipeline that cannot be served from stored tensors fails now
@@ -810,7 +812,8 @@ def relabel_training_clips(model: torch.nn.Module, loader: Any, relabelled: dict
     return rows
 
 
-def fold_au_vocabulary(config: ExperimentConfig, train_table: pd.DataFrame, *, name: str) -> AUVocabulary | None:
+def fold_au_vocabulary(config: ExperimentConfig, train_table: pd.DataFrame, *, name: str,
+                       clips: str = "training clips") -> AUVocabulary | None:
     """The AUs a fold learns, from its training clips alone (None unless ``data.aus``).
 
     Raises:
@@ -822,9 +825,9 @@ def fold_au_vocabulary(config: ExperimentConfig, train_table: pd.DataFrame, *, n
     if not len(vocabulary):
         seen = ", ".join(f"AU{c} x{n}" for c, n in vocabulary.dropped) or "none"
         raise ConfigError(f"{name}: data.aus=true but no AU occurs data.au_min_count={config.data.au_min_count} "
-                          f"times among the {vocabulary.clips} training clips (seen: {seen}); lower data.au_min_count "
+                          f"times among the {vocabulary.clips} {clips} (seen: {seen}); lower data.au_min_count "
                           "or check the table's aus column")
-    if vocabulary.dropped:
+    if vocabulary.dropped and clips == "training clips":
         logger.info("%s: %d AUs learnt (%s); %d rarer than %d dropped (%s)", name, len(vocabulary),
                     ", ".join(vocabulary.names), len(vocabulary.dropped), vocabulary.min_count,
                     ", ".join(f"AU{c} x{n}" for c, n in vocabulary.dropped))
