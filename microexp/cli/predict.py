@@ -184,6 +184,8 @@ def true_classes(table: Any, class_map: str | None, class_names: Sequence[str]) 
 
     if "emotion" not in table or not table["emotion"].astype(str).str.strip().any():
         return {}
+    if not class_names:  # a model that detects AUs alone predicts no emotion to compare with
+        return {}
     if class_map and class_map != IDENTITY:  # identity classes are emotion names: matched by name below
         try:
             cm = get_class_map(class_map)
