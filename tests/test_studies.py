@@ -261,7 +261,8 @@ def test_sampling_recipe_quick(tiny_data, tmp_path):
 @pytest.mark.slow
 def test_imbalance_recipe_quick(tiny_data, tmp_path):
     # quick runs one seed (the spread over seeds is checked in test_aggregate_over_seeds_...)
-    assert _run_script("dfme_imbalance", tiny_data, tmp_path) == 0
+    # two epochs: the staged cells retrain the classifier alone in the last one
+    assert _run_script("dfme_imbalance", tiny_data, tmp_path, "--set", "train.epochs=2") == 0
     out = tmp_path / "dfme_imbalance"
     table = pd.read_csv(out / "imbalance.csv")
     assert len(table) == len(SAMPLERS) + len(LOSSES) - 1 + len(dfme.SCHEDULES) and (table["seeds"] == 1).all()
