@@ -383,6 +383,35 @@ def test_a_ddp_run_tests_every_clip_once_like_one_process(tmp_path: Path) -> Non
     assert sorted(pooled["clip"].astype(str)) == sorted(pd.read_csv(values["data.annotations"])["clip"].astype(str))
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not _ENGINE_WIRED, reason="run_experiment takes no ctx yet (the engine's DDP wiring)")
+def test_a_ddp_run_with_the_au_graph_and_every_uncertain_label_method(tmp_path: Path) -> None:
+    """Task outputs through DDP's forward, EAC's doubled batch, mixing (parameters unused in the loss) and
+    re-labelling decided on rank 0: the run finishes, the ranks agree and the outputs have their AU parts."""
+    from microexp.synth import generate_dataset
+
+    generate_dataset(tmp_path / "data", clips=28, subjects=6, size=32, fmt="frames", seed=2, workers=1, progress=False)
+    values = {"data.annotations": str(tmp_path / "data" / "annotations.csv"), "cv.folds": 2, "train.epochs": 2,
+              "data.size": 32, "data.num_frames": 4, "data.sampling": "uniform", "model.name": "tsm_tiny",
+              "data.num_workers": 0, "train.batch_size": 4, "seed": 5, "device": "cpu", "data.aus": "true",
+              "data.au_min_count": 2, "model.au_head": "graph", "noisy_labels.eac_weight": 1,
+              "noisy_labels.confidence": "true", "noisy_labels.mix_fraction": 0.5, "noisy_labels.relabel": "true",
+              "noisy_labels.relabel_warmup": 1, "noisy_labels.relabel_confidence": 0.01,
+              "noisy_labels.relabel_distance_ratio": 1.0}
+    overrides = [f"{k}={v}" for k, v in values.items()]
+    (tmp_path / "overrides.json").write_text(json.dumps(overrides))
+    _spawn(_run_experiment, tmp_path, timeout=300)
+    ranks = [torch.load(tmp_path / f"experiment_rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    assert ranks[0]["metrics"] == ranks[1]["metrics"] and ranks[0]["metrics"]["aus"]["pooled"]["mean_f1"] is not None
+    pooled = pd.read_csv(tmp_path / "ddp" / "predictions.csv")
+    assert pooled["clip"].is_unique and any(c.startswith("au_prob_") for c in pooled.columns)
+    folds = json.loads((tmp_path / "ddp" / "folds.json").read_text())
+    for fold in folds:
+        log = tmp_path / "ddp" / f"fold_{fold['fold']:02d}" / "relabelled.csv"
+        if log.exists():  # rank 0's decisions, for training subjects only
+            assert set(pd.read_csv(log)["subject"]) <= set(fold["train_subjects"])
+
+
 # ----------------------------------------------------------------------------------------------------
 # one process: no environment, no process group, every helper passes its input through
 
