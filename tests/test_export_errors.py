@@ -43,7 +43,7 @@ def test_exports_get_normal_permissions_and_leave_no_temporary_file(checkpoint, 
     finally:
         os.umask(old)
     assert (tmp_path / "model.ts").stat().st_mode & 0o777 == 0o644
-    assert [p.name for p in tmp_path.iterdir()] == ["model.ts"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ts", "model.ts.model_card.md"]  # no temporary file
     assert f"wrote {tmp_path / 'model.ts'}" in capsys.readouterr().out
 
 
