@@ -155,7 +155,7 @@ class NoisyLabelsConfig:
     """Methods for uncertain labels, each off by default (the maths: microexp.label_noise)."""
 
     #: EAC: weight of the flip-consistency term of the class activation maps of randomly erased clips
-    #: (families with an average-pooled linear classifier: 3D CNN, TSM, the flow and frame CNNs); 0 = off
+    #: (models whose linear classifier reads the pooled feature map: R3D, TSM, the flow and frame CNNs); 0 = off
     eac_weight: float = 0.0
     #: re-label a training clip whose feature is much closer to another class's template than to its own's,
     #: with high confidence, after relabel_warmup epochs (logged to fold_XX/relabelled.csv)
@@ -687,37 +687,35 @@ def _validate_noisy_labels(config: ExperimentConfig, modality: str | None, where
     from microexp.models._registry import build_on_meta
     from microexp.models.multitask import pooled_classifier
 
-    n, m, d = config.noisy_labels, config.model, config.data
+    n, m, d, t = config.noisy_labels, config.model, config.data, config.train
     if n.mix_fraction > 0 and config.loss.name not in MIXABLE_LOSSES:
         raise ConfigError(f"{where('noisy_labels.mix_fraction')}: noisy_labels.mix_fraction={n.mix_fraction} mixes "
                           f"the cross-entropy of two labels, but loss.name={config.loss.name!r}; use one of "
                           f"{', '.join(MIXABLE_LOSSES)}")
-    if config.train.classifier_epochs:
-        model = build_on_meta(m.name, num_classes=7, num_frames=d.num_frames, input_size=d.size, **m.kwargs)
-        prefixes = model.classifier_prefixes()
-        if not any(key.startswith(prefixes) for key, _ in model.named_parameters()):
-            raise ConfigError(f"{where('train.classifier_epochs')}: train.classifier_epochs="
-                              f"{config.train.classifier_epochs}: model {m.name} has no separate classifier weights "
-                              f"({', '.join(prefixes) or 'it has no classifier layer'}) to retrain alone")
-    for key, on in (("noisy_labels.eac_weight", n.eac_weight > 0), ("noisy_labels.mix_fraction", n.mix_fraction > 0)):
-        if not on:
-            continue
-        if key.endswith("eac_weight") and modality == "apex_flow":
-            raise ConfigError(f"{where(key)}: {key}={getattr(n, key.split('.')[1])}: EAC flips clips, and an "
-                              "apex_flow input has no flip here; use noisy_labels.relabel or confidence")
-        model = build_on_meta(m.name, num_classes=7, num_frames=d.num_frames, input_size=d.size, **m.kwargs)
-        classifier = pooled_classifier(model)
-        usable = classifier is not None
-        if usable and key.endswith("eac_weight"):  # CAMs: the classifier must read the map itself, channel-first
-            spec = model.spec
-            probe = torch.zeros(1, spec.in_channels, d.num_frames, d.size, d.size, device="meta")
-            maps = model.forward_features(probe)
-            usable = isinstance(maps, torch.Tensor) and maps.ndim >= 3 and maps.shape[1] == classifier.in_features
-        if not usable:
-            raise ConfigError(f"{where(key)}: {key}={getattr(n, key.split('.')[1])}: model {m.name} has no "
-                              "average-pooled linear classifier on its feature map (class activation maps and "
-                              "feature mixing need one: R3D, TSM, the flow and frame CNNs have it; transformers, "
-                              "X3D's projection head and the two-stream fusion do not)")
+    if n.eac_weight > 0 and modality == "apex_flow":
+        raise ConfigError(f"{where('noisy_labels.eac_weight')}: noisy_labels.eac_weight={n.eac_weight}: EAC flips "
+                          "clips, and an apex_flow input has no flip here; use noisy_labels.relabel or confidence")
+    if not (t.classifier_epochs or n.eac_weight > 0 or n.mix_fraction > 0):
+        return
+    model = build_on_meta(m.name, num_classes=7, num_frames=d.num_frames, input_size=d.size, **m.kwargs)
+    prefixes = model.classifier_prefixes()
+    if t.classifier_epochs and not any(key.startswith(prefixes) for key, _ in model.named_parameters()):
+        found = ", ".join(prefixes) or "it has no classifier layer"
+        raise ConfigError(f"{where('train.classifier_epochs')}: train.classifier_epochs={t.classifier_epochs}: model "
+                          f"{m.name} has no separate classifier weights ({found}) to retrain alone")
+    classifier = pooled_classifier(model)
+    reads_map = False
+    if classifier is not None and n.eac_weight > 0:  # CAMs: the classifier must read the map itself, channel-first
+        probe = torch.zeros(1, model.spec.in_channels, d.num_frames, d.size, d.size, device="meta")
+        maps = model.forward_features(probe)
+        reads_map = isinstance(maps, torch.Tensor) and maps.ndim >= 3 and maps.shape[1] == classifier.in_features
+    for key, value, usable in (("noisy_labels.eac_weight", n.eac_weight, reads_map),
+                               ("noisy_labels.mix_fraction", n.mix_fraction, classifier is not None)):
+        if value > 0 and not usable:
+            raise ConfigError(f"{where(key)}: {key}={value}: model {m.name} has no average-pooled linear classifier on "
+                              "its feature map (class activation maps and feature mixing need one: R3D, TSM, the flow "
+                              "and frame CNNs have it; transformers, X3D's projection head and the two-stream fusion "
+                              "do not)")
 
 
 def _validate_apex_flow_input(config: ExperimentConfig, spec: Any, where: _Where) -> None:

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from microexp.cli import main
-from microexp.config import load_config
 from microexp.engine.experiment import RELABEL_LOG, read_relabelled
-from microexp.engine.objectives import NoisyLabelMethods, Objective, flip_model_input
+from microexp.config import NoisyLabelsConfig, load_config
+from microexp.engine.objectives import Objective, flip_model_input
 from microexp.errors import ConfigError
 from microexp.label_noise import class_activation_maps, random_erase_clips
 from microexp.models import create_model
@@ -35,7 +35,7 @@ def test_eac_objective_is_ce_on_the_erased_clips_plus_the_flip_consistency_of_th
     model = _model()
     videos, labels = torch.randn(3, 3, 4, 32, 32), torch.tensor([0, 2, 1])
     flip = flip_model_input(modality="rgb", flow_channels=0)
-    objective = Objective(F.cross_entropy, methods=NoisyLabelMethods(eac_weight=5.0), flip=flip)
+    objective = Objective(F.cross_entropy, methods=NoisyLabelsConfig(eac_weight=5.0), flip=flip)
     objective.reseed(7)
     step = objective(model, videos, {"clip": ["a", "b", "c"]}, labels)
 
@@ -63,7 +63,7 @@ def test_the_flow_flip_negates_horizontal_displacement():
 def test_confidence_objective_weights_the_logits_and_adds_the_rank_regularisation():
     model = _model(confidence_head=True)
     videos, labels = torch.randn(4, 3, 4, 32, 32), torch.tensor([0, 2, 1, 1])
-    objective = Objective(F.cross_entropy, methods=NoisyLabelMethods(confidence=True, confidence_beta=0.5,
+    objective = Objective(F.cross_entropy, methods=NoisyLabelsConfig(confidence=True, confidence_beta=0.5,
                                                                      confidence_margin=0.9))
     step = objective(model, videos, {"clip": list("abcd")}, labels)
     out = model(videos, outputs=True)
@@ -78,9 +78,9 @@ def test_mixing_nothing_is_the_plain_loss_and_mixing_changes_it():
     model = _model()
     videos, labels = torch.randn(4, 3, 4, 32, 32), torch.tensor([0, 2, 1, 1])
     plain = F.cross_entropy(model(videos), labels)
-    none = Objective(F.cross_entropy, methods=NoisyLabelMethods(mix_fraction=0.2))  # floor(0.2 * 4) = 0 mixed
+    none = Objective(F.cross_entropy, methods=NoisyLabelsConfig(mix_fraction=0.2))  # floor(0.2 * 4) = 0 mixed
     torch.testing.assert_close(none(model, videos, {"clip": list("abcd")}, labels).loss, plain)
-    mixing = Objective(F.cross_entropy, methods=NoisyLabelMethods(mix_fraction=1.0, mix_alpha=1.0))
+    mixing = Objective(F.cross_entropy, methods=NoisyLabelsConfig(mix_fraction=1.0, mix_alpha=1.0))
     mixing.reseed(3)
     assert not torch.allclose(mixing(model, videos, {"clip": list("abcd")}, labels).loss, plain)
 
@@ -204,7 +204,7 @@ def test_mixing_keeps_the_emotion_losss_class_weights():
     weight = torch.tensor([1.0, 3.0, 0.5])
     loss = torch.nn.CrossEntropyLoss(weight=weight)
     loss.label_smoothing = 0.0
-    objective = Objective(loss, methods=NoisyLabelMethods(mix_fraction=0.2))  # nothing mixed at B = 4
+    objective = Objective(loss, methods=NoisyLabelsConfig(mix_fraction=0.2))  # nothing mixed at B = 4
     torch.testing.assert_close(objective(model, videos, {"clip": list("abcd")}, labels).loss,
                                F.cross_entropy(model(videos), labels, weight=weight))
     with pytest.raises(ConfigError, match="loss.name='focal'; use one of ce, weighted_ce, cb_ce"):

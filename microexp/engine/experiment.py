@@ -58,7 +58,7 @@ from microexp.engine.distributed import (
 from microexp.engine.precision import (
     autocast_dtype, configure_backends, dtype_name, make_grad_scaler, memory_format_for, prepare_model,
 )
-from microexp.engine.objectives import NoisyLabelMethods, Objective, flip_model_input
+from microexp.engine.objectives import Objective, flip_model_input, needs_task_outputs
 from microexp.engine.pretrain_record import OVERLAP_NAME, check_pretrained_subjects, encoder_for_fold
 from microexp.engine.progress import RunProgress, UnitProgress, format_seconds  # noqa: F401 - re-exported
 from microexp.engine.results import (  # noqa: F401 - read_run_predictions re-exported for callers of this module
@@ -556,8 +556,12 @@ def _train_model(
     model_kwargs = {"num_frames": config.data.num_frames, "input_size": config.data.size, **config.model.kwargs}
     emotion = config.model.emotion_head  # false: AU detection alone (no emotion classifier)
     vocabulary = fold_au_vocabulary(config, train_table, name=name)  # None unless data.aus
-    methods = noisy_label_methods(config)
-    if vocabulary is not None or methods.any:  # task heads: the AU head, the confidence head
+    if vocabulary is not None and vocabulary.dropped:
+        logger.info("%s: %d AUs learnt (%s); %d rarer than %d dropped (%s)", name, len(vocabulary),
+                    ", ".join(vocabulary.names), len(vocabulary.dropped), vocabulary.min_count,
+                    ", ".join(f"AU{c} x{n}" for c, n in vocabulary.dropped))
+    methods = config.noisy_labels
+    if vocabulary is not None or needs_task_outputs(methods):  # task heads: the AU head, the confidence head
         model_kwargs.update(aus=list(vocabulary.codes) if vocabulary is not None else [],
                             au_head=config.model.au_head, confidence_head=methods.confidence)
     spec = model_spec(config)
@@ -758,13 +762,6 @@ def retrain_classifier_only(model: torch.nn.Module, optimizer: torch.optim.Optim
         logger.info("%s: classifier stage: %s retrained alone on class-balanced sampling", name, ", ".join(trained))
 
 
-def noisy_label_methods(config: ExperimentConfig) -> NoisyLabelMethods:
-    n = config.noisy_labels
-    return NoisyLabelMethods(eac_weight=n.eac_weight, confidence=n.confidence, confidence_beta=n.confidence_beta,
-                             confidence_margin=n.confidence_margin, mix_fraction=n.mix_fraction,
-                             mix_alpha=n.mix_alpha)
-
-
 def read_relabelled(path: Path, *, before: int) -> list[dict[str, Any]]:
     """The rows of a fold's ``relabelled.csv`` from epochs ``< before`` (what a resumed fold keeps)."""
     if before <= 0 or not path.is_file():
@@ -827,10 +824,6 @@ def fold_au_vocabulary(config: ExperimentConfig, train_table: pd.DataFrame, *, n
         raise ConfigError(f"{name}: data.aus=true but no AU occurs data.au_min_count={config.data.au_min_count} "
                           f"times among the {vocabulary.clips} {clips} (seen: {seen}); lower data.au_min_count "
                           "or check the table's aus column")
-    if vocabulary.dropped and clips == "training clips":
-        logger.info("%s: %d AUs learnt (%s); %d rarer than %d dropped (%s)", name, len(vocabulary),
-                    ", ".join(vocabulary.names), len(vocabulary.dropped), vocabulary.min_count,
-                    ", ".join(f"AU{c} x{n}" for c, n in vocabulary.dropped))
     return vocabulary
 
 

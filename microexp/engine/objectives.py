@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from microexp.config import NoisyLabelsConfig
 from microexp.data.aus import AUVocabulary
 from microexp.label_noise import (
     class_activation_maps, confidence_weighted_loss, eac_consistency_loss, mixed_loss, random_erase_clips,
@@ -24,7 +25,7 @@ from microexp.label_noise import (
 )
 from microexp.models.multitask import pooled_classifier
 
-__all__ = ["NoisyLabelMethods", "Objective", "StepLoss", "flip_model_input"]
+__all__ = ["Objective", "StepLoss", "flip_model_input", "needs_task_outputs"]
 
 
 @dataclass(frozen=True)
@@ -40,25 +41,10 @@ class StepLoss:
     correct: torch.Tensor
 
 
-@dataclass(frozen=True)
-class NoisyLabelMethods:
-    """The uncertain-label methods an objective applies (see :class:`microexp.config.NoisyLabelsConfig`).
-
-    ``eac_weight`` > 0: EAC (needs ``flip``, the model input's horizontal flip, and an average-pooled
-    classifier); ``confidence``: SCN/MTAC confidence weighting with ``confidence_beta``/``confidence_margin``
-    (needs the model's confidence head); ``mix_fraction`` > 0: uncertainty-feature mixing.
-    """
-
-    eac_weight: float = 0.0
-    confidence: bool = False
-    confidence_beta: float = 0.7
-    confidence_margin: float = 0.15
-    mix_fraction: float = 0.0
-    mix_alpha: float = 1.0
-
-    @property
-    def any(self) -> bool:
-        return self.eac_weight > 0 or self.confidence or self.mix_fraction > 0
+def needs_task_outputs(methods: NoisyLabelsConfig) -> bool:
+    """Whether the step methods of ``methods`` read the model's other heads (EAC, confidence, mixing; re-labelling
+    runs between epochs and needs none)."""
+    return methods.eac_weight > 0 or methods.confidence or methods.mix_fraction > 0
 
 
 class Objective:
@@ -71,7 +57,8 @@ class Objective:
             ``aus`` strings with it.
         au_pos_weight: BCE positive weights ``(A,)`` from the training clips (None: 1).
         au_weight: weight of the AU term.
-        methods: the uncertain-label methods (:class:`NoisyLabelMethods`).
+        methods: the uncertain-label methods (the recipe's ``noisy_labels`` section; ``eac_weight`` > 0 needs
+            ``flip`` and an average-pooled classifier, ``confidence`` the model's confidence head).
         flip: the horizontal flip of a batch of model inputs (EAC's second view).
         relabelled: clip id -> the label re-labelling gave it (read at every step; the engine adds to it).
 
@@ -91,7 +78,7 @@ class Objective:
 
     def __init__(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, *,
                  au_vocabulary: AUVocabulary | None = None, au_pos_weight: torch.Tensor | None = None,
-                 au_weight: float = 1.0, methods: NoisyLabelMethods | None = None,
+                 au_weight: float = 1.0, methods: NoisyLabelsConfig | None = None,
                  flip: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  relabelled: dict[str, int] | None = None) -> None:
         if loss_fn is None and au_vocabulary is None:
@@ -100,7 +87,7 @@ class Objective:
         self.au_vocabulary = au_vocabulary
         self.au_pos_weight = au_pos_weight
         self.au_weight = float(au_weight)
-        self.methods = methods or NoisyLabelMethods()
+        self.methods = methods or NoisyLabelsConfig()
         if self.methods.eac_weight > 0 and flip is None:
             raise ValueError("EAC needs the flip of the model's input")
         self.flip = flip
@@ -110,7 +97,7 @@ class Objective:
     @property
     def needs_outputs(self) -> bool:
         """Whether the model must return :class:`~microexp.models.multitask.TaskOutputs`."""
-        return self.au_vocabulary is not None or self.methods.any
+        return self.au_vocabulary is not None or needs_task_outputs(self.methods)
 
     def to(self, device: torch.device) -> "Objective":
         if isinstance(self.loss_fn, nn.Module):

@@ -112,34 +112,31 @@ def build_scheduler(
     ``restart_epoch``: the schedule runs over ``restart_epoch`` epochs, then starts again from the base
     rate (no warm-up) over the remaining ones (a second training stage, e.g. retraining the classifier alone).
     """
-    if restart_epoch is not None and 0 < restart_epoch < epochs:
-        first = build_scheduler(optimizer, name=name, epochs=restart_epoch, steps_per_epoch=steps_per_epoch,
-                                warmup_epochs=warmup_epochs, step_size=step_size, gamma=gamma)
-        second = build_scheduler(optimizer, name=name, epochs=epochs - restart_epoch,
-                                 steps_per_epoch=steps_per_epoch, step_size=step_size, gamma=gamma)
-        switch = restart_epoch * steps_per_epoch
-        stages = (first.lr_lambdas[0], second.lr_lambdas[0])
-        for group, base in zip(optimizer.param_groups, first.base_lrs):  # the sub-schedulers stepped once each
-            group["lr"] = base
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: stages[0](step) if step < switch else stages[1](step - switch))
-    total = max(1, epochs * steps_per_epoch)
-    warmup = min(warmup_epochs * steps_per_epoch, total - 1)
+    def stage(stage_epochs: int, stage_warmup: int) -> Callable[[int], float]:
+        total = max(1, stage_epochs * steps_per_epoch)
+        warmup = min(stage_warmup * steps_per_epoch, total - 1)
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        if name == "cosine":
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-        if name == "step":
-            return gamma ** ((step // max(1, steps_per_epoch)) // max(1, step_size))
-        if name == "constant":
-            return 1.0
-        raise ConfigError(f"schedule={name!r}: expected cosine, step or constant")
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            if name == "cosine":
+                progress = (step - warmup) / max(1, total - warmup)
+                return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+            if name == "step":
+                return gamma ** ((step // max(1, steps_per_epoch)) // max(1, step_size))
+            if name == "constant":
+                return 1.0
+            raise ConfigError(f"schedule={name!r}: expected cosine, step or constant")
 
-    factor(warmup)  # fail now on a bad name, not at the first step after warm-up
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        factor(warmup)  # fail now on a bad name, not at the first step after warm-up
+        return factor
+
+    if restart_epoch is None or not 0 < restart_epoch < epochs:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, stage(epochs, warmup_epochs))
+    first, second = stage(restart_epoch, warmup_epochs), stage(epochs - restart_epoch, 0)
+    switch = restart_epoch * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: first(step) if step < switch else second(step - switch))
 
 
 #: How often (in steps) the loops read their running loss on the host to check it is finite and to update the
