@@ -34,8 +34,11 @@ import yaml
 
 from microexp.errors import ConfigError
 
-#: cv.protocol: subject k-fold, leave-one-subject-out, leave-one-dataset-out (composite tables), fixed test subjects
-PROTOCOLS = ("kfold", "loso", "lodo", "split")
+#: cv.protocol: subject k-fold, leave-one-subject-out, leave-one-dataset-out (composite tables), fixed test
+#: subjects, train on some datasets and test on others (composite tables)
+PROTOCOLS = ("kfold", "loso", "lodo", "split", "cross")
+#: the keys of one data.annotations entry of a composite table
+SOURCE_KEYS = ("path", "format", "root", "dataset")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
 MODEL_SELECTION = ("last", "val")
@@ -48,7 +51,10 @@ IN_MEMORY = ("auto", "on", "off")
 class DataConfig:
     """Where the clips are and how key frames are sampled and preprocessed."""
 
-    annotations: str = ""
+    #: one annotation file, or a composite table: a list of entries {path, format, root, dataset}, one
+    #: dataset each (microexp.data.annotations.composite: subject ids moved into a range per entry, clip ids
+    #: prefixed with the dataset); data.format and data.root apply to a single file only
+    annotations: str | list[dict[str, Any]] = ""
     format: str = "auto"
     root: str | None = None
     #: a built-in map (microexp/data/class_maps.yaml), ``identity`` (the table's emotions as classes), or a
@@ -182,6 +188,10 @@ class CVConfig:
     stratify: bool = False
     val_fraction: float = 0.0
     test_subjects: list[int] = field(default_factory=list)
+    #: cv.protocol=cross: one fold that trains on the clips of these datasets and tests on those of
+    #: cv.test_datasets (the table's dataset column; clips of other datasets are not used)
+    train_datasets: list[str] = field(default_factory=list)
+    test_datasets: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -247,6 +257,30 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-ready)."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class AnnotationSource:
+    """One annotation file of ``data.annotations``: its path, format, clip root and dataset name (None: the
+    sheet's own)."""
+
+    path: str
+    format: str = "auto"
+    root: str | None = None
+    dataset: str | None = None
+
+
+def annotation_sources(data: DataConfig) -> list[AnnotationSource]:
+    """The annotation files of ``data``: one (``data.annotations`` a path, with ``data.format``/``data.root``)
+    or the entries of a composite table's list (validated by :func:`validate`)."""
+    if isinstance(data.annotations, str):
+        return [AnnotationSource(data.annotations, data.format, data.root)]
+    return [AnnotationSource(**entry) for entry in data.annotations]
+
+
+def is_composite(data: DataConfig) -> bool:
+    """Whether ``data.annotations`` is a list of entries (a composite table)."""
+    return isinstance(data.annotations, list)
 
 
 def valid_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
@@ -432,6 +466,7 @@ def validate(config: ExperimentConfig, *, source: str = "config",
             the value came from.
     """
     where = _Where(source, overridden)
+    _validate_sources(config, where)
     _validate_choices(config, where)
     _validate_ranges(config, where)
     _validate_protocol(config, where)
@@ -594,6 +629,47 @@ def _validate_ranges(config: ExperimentConfig, where: _Where) -> None:
     _check_int(where, "pretrain.warmup_epochs", p.warmup_epochs, 0, p.epochs, " (at most pretrain.epochs)")
 
 
+def _validate_sources(config: ExperimentConfig, where: _Where) -> None:
+    """A composite ``data.annotations``: a non-empty list of entries with known keys, a path each, known
+    formats and distinct dataset names; ``data.format``/``data.root`` left at their defaults."""
+    from microexp.data.annotations import FORMATS
+
+    data = config.data
+    if not is_composite(data):
+        return
+    key = "data.annotations"
+    if not data.annotations:
+        raise ConfigError(f"{where(key)}: {key}=[]: expected a path or a non-empty list of entries "
+                          f"({', '.join(SOURCE_KEYS)})")
+    for name, default in (("format", "auto"), ("root", None)):
+        if getattr(data, name) != default:
+            raise ConfigError(f"{where('data.' + name)}: data.{name}={getattr(data, name)!r} applies to a single "
+                              f"annotation file; with a list in {key}, give each entry its own {name}")
+    named: dict[str, int] = {}
+    for index, entry in enumerate(data.annotations):
+        item = f"{key}[{index}]"
+        unknown = sorted(set(entry) - set(SOURCE_KEYS))
+        if unknown:
+            raise ConfigError(f"{where(key)}: {item}: unknown key(s) {', '.join(map(repr, unknown))}; an entry has "
+                              f"{', '.join(SOURCE_KEYS)}")
+        path = entry.get("path")
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"{where(key)}: {item}.path={path!r}: expected the annotation file's path")
+        fmt = entry.get("format", "auto")
+        if fmt not in FORMATS:
+            raise ConfigError(f"{where(key)}: {item}.format={fmt!r}: expected one of {', '.join(FORMATS)}")
+        for name in ("root", "dataset"):
+            value = entry.get(name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{where(key)}: {item}.{name}={value!r}: expected a non-empty string or null")
+        dataset = entry.get("dataset")
+        if dataset is not None:
+            if dataset in named:
+                raise ConfigError(f"{where(key)}: {item}.dataset={dataset!r}: also the name of {key}[{named[dataset]}]; "
+                                  "each entry is one dataset with a name of its own")
+            named[dataset] = index
+
+
 def _validate_protocol(config: ExperimentConfig, where: _Where) -> None:
     cv = config.cv
     if not config.model.emotion_head:
@@ -607,6 +683,18 @@ def _validate_protocol(config: ExperimentConfig, where: _Where) -> None:
         raise ConfigError(f"{where('cv.folds')}: cv.folds={cv.folds}: expected an integer >= 2 for cv.protocol=kfold")
     if cv.protocol == "split" and not cv.test_subjects:
         raise ConfigError(f"{where('cv.protocol')}: cv.protocol=split needs cv.test_subjects (a list of subject ids)")
+    if cv.protocol == "cross":
+        for key in ("train_datasets", "test_datasets"):
+            if not getattr(cv, key):
+                raise ConfigError(f"{where('cv.protocol')}: cv.protocol=cross needs cv.{key} (a list of dataset names, "
+                                  "the table's dataset column)")
+        both = sorted(set(cv.train_datasets) & set(cv.test_datasets))
+        if both:
+            raise ConfigError(f"{where('cv.test_datasets')}: dataset(s) {', '.join(both)} in both cv.train_datasets and "
+                              "cv.test_datasets: a cross-dataset fold tests on datasets it did not train on")
+    elif cv.train_datasets or cv.test_datasets:
+        raise ConfigError(f"{where('cv.train_datasets' if cv.train_datasets else 'cv.test_datasets')}: "
+                          f"cv.train_datasets/cv.test_datasets apply to cv.protocol=cross, not {cv.protocol!r}")
     repeated = sorted({s for s in cv.test_subjects if cv.test_subjects.count(s) > 1})
     if repeated:
         raise ConfigError(f"{where('cv.test_subjects')}: cv.test_subjects={cv.test_subjects}: subjects {repeated} "
@@ -824,7 +912,9 @@ def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:
                 errors.append(exc)
         if type(None) in options:
             raise ConfigError(f"{source}: {key}={value!r}: expected {_type_name(options[0])} or null")
-        raise errors[0]
+        if isinstance(value, list):  # the list option's own message names the bad item
+            raise errors[-1]
+        raise ConfigError(f"{source}: {key}={value!r}: expected {' or '.join(_type_name(o) for o in options)}")
     expected = origin or hint
     if key == "data.in_memory" and isinstance(value, bool):  # YAML 1.1 reads the words on and off as booleans
         return "on" if value else "off"

@@ -10,7 +10,8 @@ Protocols:
 * ``kfold`` -- DFME-style subject-independent k-fold (:func:`kfold_subject_splits`).
 * ``loso``  -- leave-one-subject-out, the MEGC protocol (:func:`loso_splits`).
 * ``lodo``  -- leave-one-dataset-out for composite tables (:func:`leave_one_dataset_out`).
-* ``fixed`` -- a single fold from a given test subject list (:func:`fixed_split`).
+* ``fixed`` -- a single fold from a given test subject list (:func:`fixed_split`); also the check of
+  :func:`cross_dataset_split` (train on some datasets of a composite table, test on others).
 
 Subject ids are integers. In a composite table (several datasets) the caller must make them unique
 across datasets (e.g. ``dataset_index * 10_000 + subject``); :func:`leave_one_dataset_out` checks it.
@@ -35,6 +36,7 @@ __all__ = [
     "Fold",
     "LeakageError",
     "check_folds",
+    "cross_dataset_split",
     "fixed_split",
     "format_fold_selection",
     "kfold_subject_splits",
@@ -392,16 +394,7 @@ def leave_one_dataset_out(
     subj = _as_subjects(subjects)
     lab = _as_labels(labels, len(subj))
     _check_val_args(val_fraction, n_val_subjects)
-    ds = np.asarray(datasets).astype(str)
-    if ds.ndim != 1 or ds.shape[0] != len(subj):
-        raise ConfigError(f"datasets must be 1-D with one entry per clip ({len(subj)}), got shape {ds.shape}")
-    for s in np.unique(subj):
-        owners = np.unique(ds[subj == s])
-        if len(owners) > 1:
-            raise ConfigError(
-                f"subject {int(s)} occurs in datasets {owners.tolist()}; make subject ids unique across "
-                "datasets (e.g. add a per-dataset offset) before leave-one-dataset-out"
-            )
+    ds = _dataset_names(datasets, subj)
     names = np.unique(ds)
     if len(names) < 2:
         raise ConfigError(f"leave-one-dataset-out needs at least 2 datasets, got {names.tolist()}")
@@ -414,6 +407,69 @@ def leave_one_dataset_out(
         )
     check_folds(folds, subj, protocol="lodo")
     return folds
+
+
+def cross_dataset_split(
+    datasets: Sequence[str] | np.ndarray,
+    subjects: Sequence[int] | np.ndarray,
+    *,
+    train: Sequence[str],
+    test: Sequence[str],
+    labels: Sequence[Any] | np.ndarray | None = None,
+    val_fraction: float = 0.0,
+    n_val_subjects: int | None = None,
+    seed: int = 0,
+) -> Fold:
+    """One fold of a composite table that trains on the subjects of datasets ``train`` and tests on those of
+    ``test`` (e.g. DFME -> CASME II); subjects of other datasets take no role.
+
+    Args:
+        datasets: Per-clip dataset names, shape ``(N,)``.
+        subjects: Per-clip integer subject ids, unique across datasets.
+        train, test: Disjoint, non-empty lists of dataset names found in ``datasets``.
+        labels, val_fraction, n_val_subjects, seed: the inner validation split, carved from the training
+            subjects as in :func:`leave_one_dataset_out`.
+
+    Raises:
+        ConfigError: a name is not in ``datasets``, the lists overlap or one is empty, or a subject id occurs
+            in two datasets.
+    """
+    subj = _as_subjects(subjects)
+    lab = _as_labels(labels, len(subj))
+    _check_val_args(val_fraction, n_val_subjects)
+    ds = _dataset_names(datasets, subj)
+    present = sorted(set(ds.tolist()))
+    for role, names in (("train", train), ("test", test)):
+        if not names:
+            raise ConfigError(f"cross-dataset split: no {role} dataset given")
+        missing = sorted(set(names) - set(present))
+        if missing:
+            raise ConfigError(f"cross-dataset split: {role} dataset(s) {', '.join(missing)} not in the table; it has "
+                              f"{', '.join(present)}")
+    both = sorted(set(train) & set(test))
+    if both:
+        raise ConfigError(f"cross-dataset split: dataset(s) {', '.join(both)} are both trained and tested on")
+    train_subjects = np.unique(subj[np.isin(ds, list(train))])
+    test_subjects = np.unique(subj[np.isin(ds, list(test))])
+    fold = _make_fold(0, train_subjects, test_subjects, subj, lab, val_fraction=val_fraction,
+                      n_val_subjects=n_val_subjects, seed=seed)
+    check_folds([fold], subj, protocol="fixed")
+    return fold
+
+
+def _dataset_names(datasets: Sequence[str] | np.ndarray, subj: np.ndarray) -> np.ndarray:
+    """Per-clip dataset names as a 1-D string array; refuses a subject id found in two datasets."""
+    ds = np.asarray(datasets).astype(str)
+    if ds.ndim != 1 or ds.shape[0] != len(subj):
+        raise ConfigError(f"datasets must be 1-D with one entry per clip ({len(subj)}), got shape {ds.shape}")
+    for s in np.unique(subj):
+        owners = np.unique(ds[subj == s])
+        if len(owners) > 1:
+            raise ConfigError(
+                f"subject {int(s)} occurs in datasets {owners.tolist()}; make subject ids unique across "
+                "datasets (e.g. add a per-dataset offset, as a composite data.annotations list does)"
+            )
+    return ds
 
 
 # ----------------------------------------------------------------------------- checks and I/O

@@ -39,8 +39,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from microexp.config import ExperimentConfig, config_differences, load_config, save_config
+from microexp.config import (
+    ExperimentConfig, annotation_sources, config_differences, is_composite, load_config, save_config,
+)
 from microexp.data.annotations import load_clip_table
+from microexp.data.annotations.composite import TablePart, compose_tables
 from microexp.data.class_maps import apply_class_map, get_class_map, summarise_left_out
 from microexp.data.apex_flow import ApexFlowSpec
 from microexp.data.aus import (
@@ -76,14 +79,14 @@ from microexp.metrics import AU_PROB_PREFIX, AU_THRESHOLD, compute_metrics
 from microexp.models import create_model, get_model_spec
 from microexp.seed import seed_everything, seed_worker
 from microexp.splits import (
-    Fold, check_folds, fixed_split, format_fold_selection, kfold_subject_splits, leave_one_dataset_out, load_folds,
+    Fold, check_folds, cross_dataset_split, fixed_split, format_fold_selection, kfold_subject_splits, leave_one_dataset_out, load_folds,
     loso_splits, save_folds,
 )
 
 logger = logging.getLogger(__name__)
 
 #: cv.protocol (the recipe's word) -> the protocol name microexp.splits checks folds under
-SPLITS_PROTOCOL = {"kfold": "kfold", "loso": "loso", "lodo": "lodo", "split": "fixed"}
+SPLITS_PROTOCOL = {"kfold": "kfold", "loso": "loso", "lodo": "lodo", "split": "fixed", "cross": "fixed"}
 
 LOSS_FIELDS = {"gamma": "gamma", "beta": "beta", "label_smoothing": "label_smoothing", "max_m": "max_m",
                "scale": "s", "drw_epoch": "drw_epoch", "reg_weight": "reg_weight"}
@@ -110,15 +113,34 @@ def load_experiment_data(config: ExperimentConfig) -> ExperimentData:
     """Read, validate and label the clip table named by ``config.data``."""
     if not config.data.annotations:
         raise ConfigError("data.annotations is empty: set it in the recipe or with --set data.annotations=PATH")
-    result = load_clip_table(config.data.annotations, format=config.data.format, root=config.data.root)
-    table = result.resolve(strict=config.data.strict)
+    table = read_clip_tables(config)
     class_map = get_class_map(config.data.class_map, table=table)  # identity takes its classes from the table
     labelled, problems = apply_class_map(table, class_map, strict=config.data.strict, log=False)
     for group in summarise_left_out(problems):  # one line per (dataset, emotion), with its count
         logger.warning("%s", group)
     if labelled.empty:
-        raise ConfigError(f"{config.data.annotations}: no clip left after validation and class map {class_map.name!r}")
+        name = "data.annotations" if is_composite(config.data) else config.data.annotations
+        raise ConfigError(f"{name}: no clip left after validation and class map {class_map.name!r}")
     return ExperimentData(table=labelled.reset_index(drop=True), class_names=list(class_map.classes))
+
+
+def read_clip_tables(config: ExperimentConfig) -> pd.DataFrame:
+    """The validated clip table of ``data.annotations``: one file, or a composite of several (one dataset each;
+    see :mod:`microexp.data.annotations.composite`)."""
+    sources = annotation_sources(config.data)
+    if not is_composite(config.data):
+        (source,) = sources
+        return load_clip_table(source.path, format=source.format, root=source.root).resolve(strict=config.data.strict)
+    parts = []
+    for index, source in enumerate(sources):
+        label = f"data.annotations[{index}] ({source.path})"
+        table = load_clip_table(source.path, format=source.format, root=source.root).resolve(strict=config.data.strict)
+        parts.append(TablePart(label, table, source.dataset))
+    table = compose_tables(parts)
+    for name, group in table.groupby("dataset", sort=False):
+        logger.info("composite table: dataset %s, %d clips of %d subjects (ids %d..%d)", name, len(group),
+                    group["subject"].nunique(), group["subject"].min(), group["subject"].max())
+    return table
 
 
 def check_num_frames(config: ExperimentConfig, table: pd.DataFrame) -> None:
@@ -164,6 +186,15 @@ def build_folds(config: ExperimentConfig, table: pd.DataFrame) -> list[Fold]:
     elif cv.protocol == "split":
         folds = [fixed_split(subjects, cv.test_subjects, labels=labels, val_fraction=cv.val_fraction,
                              seed=config.seed)]
+    elif cv.protocol == "cross":
+        if "dataset" not in table.columns or table["dataset"].isna().any():
+            raise ConfigError("cv.protocol=cross needs a dataset name for every clip (the clip table's dataset column)")
+        folds = [cross_dataset_split(table["dataset"].to_numpy(), subjects, train=cv.train_datasets,
+                                     test=cv.test_datasets, labels=labels, val_fraction=cv.val_fraction,
+                                     seed=config.seed)]
+        unused = sorted(set(table["dataset"]) - set(cv.train_datasets) - set(cv.test_datasets))
+        if unused:
+            logger.info("cv.protocol=cross: the clips of dataset(s) %s take no part", ", ".join(unused))
     else:
         raise ConfigError(f"cv.protocol={cv.protocol!r}: expected one of {', '.join(SPLITS_PROTOCOL)}")
     check_folds(folds, subjects, protocol=SPLITS_PROTOCOL[cv.protocol])

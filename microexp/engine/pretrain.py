@@ -82,6 +82,9 @@ def pretraining_table(config: ExperimentConfig) -> pd.DataFrame:
     if not path:
         raise ConfigError("pretrain.annotations and data.annotations are both empty: set one (an unlabeled clip "
                           "table, e.g. from `microexp synth DIR --unlabeled N`)")
+    if not p.annotations and isinstance(path, list):
+        raise ConfigError("data.annotations is a composite list: name the pretraining clips' table in "
+                          "pretrain.annotations (one file)")
     fmt, root = (p.format, p.root) if p.annotations else (config.data.format, config.data.root)
     result = load_clip_table(path, format=fmt, root=root, labels_required=False)
     table = result.resolve(strict=config.data.strict).reset_index(drop=True)

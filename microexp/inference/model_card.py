@@ -100,10 +100,16 @@ def model_card(checkpoint: str | Path, payload: Mapping[str, Any], *, export: st
     if config is not None:
         cv = config.get("cv") or {}
         annotations = (config.get("data") or {}).get("annotations")
-        lines.append(f"- Clip table: `{annotations}`" + (" (the synthetic benchmark: results on it do not transfer "
-                                                          "to real faces)" if _synthetic(annotations) else "") + ".")
-        lines.append(f"- Protocol: `{cv.get('protocol')}`" + (f", {cv.get('folds')} folds" if cv.get("protocol") ==
-                                                              "kfold" else "") + ", subjects never shared between "
+        entries = annotations if isinstance(annotations, list) else [{"path": annotations}]
+        for entry in entries:  # a composite table lists one file per dataset
+            path = entry.get("path") if isinstance(entry, dict) else entry
+            name = f" (dataset {entry['dataset']})" if isinstance(entry, dict) and entry.get("dataset") else ""
+            lines.append(f"- Clip table: `{path}`{name}" + (" (the synthetic benchmark: results on it do not "
+                                                            "transfer to real faces)" if _synthetic(path) else "") + ".")
+        protocol = cv.get("protocol")
+        detail = {"kfold": f", {cv.get('folds')} folds",
+                  "cross": f", trained on {cv.get('train_datasets')} and tested on {cv.get('test_datasets')}"}
+        lines.append(f"- Protocol: `{protocol}`" + detail.get(protocol, "") + ", subjects never shared between "
                      "training and test; model selection on training subjects only.")
     else:
         lines.append("- No run directory next to the checkpoint: the training data and protocol are not recorded "
