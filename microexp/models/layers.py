@@ -10,6 +10,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
+from .pooling import (
+    DEFAULT_PATCH_KEEP,
+    DEFAULT_TOKEN_KEEP,
+    POOLS,
+    AttentivePatchPool,
+    AttentiveTokenPool,
+    CrossAttentionPool,
+    check_pool,
+)
+
 __all__ = [
     "ConvBnAct",
     "ClassifierHead",
@@ -68,16 +78,34 @@ class ClassifierHead(nn.Module):
         in_features: feature channels ``D``.
         num_classes: outputs (0: no linear layer, ``forward`` returns pooled features).
         pool: ``"avg"`` averages every dim after the channel dim of ``(B, D, ...)`` (a ``(B, D)`` input
-            passes through); ``"token"`` takes token 0 (the class token) of ``(B, N, D)``.
+            passes through); ``"token"`` takes token 0 (the class token) of ``(B, N, D)``; the attention pools
+            of :mod:`.pooling` (:data:`~.pooling.POOLS`): ``"attentive_patch"`` and ``"cross_attention"`` on
+            ``(B, D, ...)``, ``"attentive_token"`` on ``(B, 1 + N, D)``.
         drop_rate: dropout before the linear layer.
+        keep: ``k`` of the attentive pools (fraction or count; ``None``: the pool's default).
+
+    An attention pool lives under ``pooler`` (``cross_attention``'s weights are ``pooler.*``); ``avg`` and
+    ``token`` have no ``pooler`` and their state dict is ``fc.*`` alone. :meth:`reset` replaces ``fc`` only.
     """
 
-    def __init__(self, *, in_features: int, num_classes: int, pool: str = "avg", drop_rate: float = 0.0) -> None:
+    def __init__(
+        self, *, in_features: int, num_classes: int, pool: str = "avg", drop_rate: float = 0.0,
+        keep: float | int | None = None,
+    ) -> None:
         super().__init__()
-        if pool not in ("avg", "token"):
-            raise ValueError(f"ClassifierHead.pool: expected 'avg' or 'token', got {pool!r}")
+        if pool not in POOLS:
+            raise ValueError(f"ClassifierHead.pool: expected one of {tuple(POOLS)}, got {pool!r}")
+        check_pool(pool, tuple(POOLS), keep)
         self.in_features = in_features
         self.pool = pool
+        if pool == "attentive_patch":
+            self.pooler = AttentivePatchPool(keep=DEFAULT_PATCH_KEEP if keep is None else keep)
+        elif pool == "attentive_token":
+            self.pooler = AttentiveTokenPool(keep=DEFAULT_TOKEN_KEEP if keep is None else keep)
+        elif pool == "cross_attention":
+            self.pooler = CrossAttentionPool(channels=in_features)
+        else:
+            self.pooler = None
         self.drop = nn.Dropout(drop_rate)
         self.fc: nn.Module = nn.Identity()
         self.reset(num_classes)
@@ -94,6 +122,8 @@ class ClassifierHead(nn.Module):
 
     def pool_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, D, ...)`` or ``(B, N, D)`` -> ``(B, D)``."""
+        if self.pooler is not None:
+            return self.pooler(x)
         if self.pool == "token":
             return x[:, 0]
         return x.flatten(2).mean(-1) if x.ndim > 2 else x
