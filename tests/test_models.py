@@ -19,6 +19,9 @@ from microexp.models import (
     list_models,
     model_info,
 )
+from microexp.models._registry import model_arguments
+from microexp.models.pooling import CNN_POOLS
+from microexp.models.transformer import TOKEN_POOLS
 
 ALL_MODELS = list_models()
 CPU_MODELS = list_models(cpu_friendly=True)
@@ -53,6 +56,25 @@ def _model_params(names, slow):
     return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
 
 
+def _pool_variants():
+    """``(name, pool)`` for every non-default pooling head of every model with a ``pool`` argument."""
+    out = []
+    for name in ALL_MODELS:
+        default = model_arguments(name).get("pool")
+        if default is None:
+            continue
+        choices = TOKEN_POOLS if model_info(name).family == "transformer" else CNN_POOLS
+        assert default in choices, (name, default)
+        for pool in choices:
+            if pool != default:
+                marks = [pytest.mark.slow] if name in STANDARD_MODELS else []
+                out.append(pytest.param(name, pool, marks=marks, id=f"{name}-{pool}"))
+    return out
+
+
+POOL_VARIANTS = _pool_variants()
+
+
 def test_registry_lists_all_families():
     assert len(ALL_MODELS) >= 10
     families = {model_info(n).family for n in ALL_MODELS}
@@ -85,10 +107,31 @@ def test_unknown_or_bad_argument_is_a_value_error():
 @pytest.mark.parametrize("name", _model_params(ALL_MODELS, slow=set(STANDARD_MODELS)))
 def test_model_contract(name, tmp_path):
     """Forward (B, num_classes), finite, backward reaches every parameter, exact checkpoint round trip."""
+    _check_contract(name, tmp_path)
+
+
+@pytest.mark.parametrize(("name", "pool"), POOL_VARIANTS)
+def test_model_contract_with_each_pooling_head(name, pool, tmp_path):
+    """The same contract for every pooling head option (attentive patch/token, DAN cross attention)."""
+    model = _check_contract(name, tmp_path, pool=pool)
+    assert model.head.pool == {"mean": "avg"}.get(pool, pool)
+
+
+def test_pool_variants_cover_the_families():
+    covered = {(model_info(p.values[0]).family, p.values[1]) for p in POOL_VARIANTS}
+    for family in ("3dcnn", "tsm", "frame", "two_stream"):
+        assert {(family, "attentive_patch"), (family, "cross_attention")} <= covered, family
+    assert {("transformer", "attentive_token"), ("transformer", "mean")} <= covered
+    assert {"r3d_tiny", "r3d_18", "tsm_tiny", "tsm_r18", "tsm_r50", "timesformer_tiny"} <= {
+        p.values[0] for p in POOL_VARIANTS}
+
+
+def _check_contract(name, tmp_path, **extra):
     torch.manual_seed(0)
     tiny = tiny_kwargs(name)
-    model = create_model(name, num_classes=NUM_CLASSES, **tiny)
+    model = create_model(name, num_classes=NUM_CLASSES, **tiny, **extra)
     spec, info = model.spec, model_info(name)
+    assert all(spec.kwargs[k] == v for k, v in extra.items())
     assert isinstance(model, VideoClassifier)
     assert (spec.name, spec.family, spec.modality) == (name, info.family, info.modality)
     assert (spec.num_frames, spec.input_size) == (tiny["num_frames"], tiny["input_size"])
@@ -128,6 +171,7 @@ def test_model_contract(name, tmp_path):
     assert model.num_classes == 3 and model.spec.kwargs["num_classes"] == 3
     with torch.no_grad():
         assert model(x).shape == (2, 3)
+    return model
 
 
 @pytest.mark.parametrize("name", STANDARD_MODELS)

@@ -14,7 +14,9 @@ Families, one module each: :mod:`.cnn3d` (R3D, X3D), :mod:`.two_stream` (RGB + o
 :mod:`.tsm` (temporal shift), :mod:`.transformer` (TimeSformer, on RGB or flow), :mod:`.videomae` (VideoMAE,
 joint space-time attention), :mod:`.tv_video` (torchvision's MViT and Video Swin), :mod:`.frame` (apex-frame
 baseline), :mod:`.apex_flow` (STSTNet, Off-ApexNet, HTNet on one onset->apex flow). :mod:`.masked_video` is
-the masked-video pretraining autoencoder around a transformer.
+the masked-video pretraining autoencoder around a transformer. :mod:`.pooling` holds the attention pooling
+heads the CNN families (``pool="attentive_patch"`` or ``"cross_attention"``) and TimeSformer
+(``pool="attentive_token"``) can use instead of average or class-token pooling.
 """
 
 from ._base import FAMILIES, MODALITIES, ModelSpec, VideoClassifier

@@ -33,6 +33,7 @@ from ._base import (
 )
 from ._registry import register_model
 from .layers import CBAM, ClassifierHead, ConvBnAct
+from .pooling import CNN_POOLS, check_pool
 
 __all__ = ["ResNet3d", "X3D", "r3d_tiny", "r3d_18", "x3d_xs", "x3d_s"]
 
@@ -51,6 +52,10 @@ class ResNet3d(VideoClassifier):
         widths: channels per stage (the stem has ``widths[0]``).
         drop_rate: dropout before the classifier.
         attention: ``None`` or ``"cbam"`` (3D CBAM after each stage).
+        pool: how the head pools the ``(B, D, T', H', W')`` map, one of :data:`~.pooling.CNN_POOLS`: ``"avg"``
+            (global average), ``"attentive_patch"`` (APViT top-k positions) or ``"cross_attention"`` (DAN
+            heads); see :mod:`.pooling`.
+        pool_keep: ``k`` of ``"attentive_patch"``, a fraction (float) or a count (int); ``None``: 0.8.
         mean, std: input normalisation recorded in the spec.
     """
 
@@ -64,6 +69,8 @@ class ResNet3d(VideoClassifier):
         widths: Sequence[int] = (64, 128, 256, 512),
         drop_rate: float = 0.0,
         attention: str | None = None,
+        pool: str = "avg",
+        pool_keep: float | int | None = None,
         mean: Sequence[float] = KINETICS_TV_MEAN,
         std: Sequence[float] = KINETICS_TV_STD,
     ) -> None:
@@ -72,6 +79,7 @@ class ResNet3d(VideoClassifier):
             raise ValueError(f"ResNet3d: layers and widths need 4 values each, got {layers} and {widths}")
         if attention not in (None, "cbam"):
             raise ValueError(f"attention: expected None or 'cbam', got {attention!r}")
+        check_pool(pool, CNN_POOLS, pool_keep)
         self.stem = ConvBnAct(
             in_channels=3, out_channels=widths[0], kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), dims=3
         )
@@ -87,7 +95,8 @@ class ResNet3d(VideoClassifier):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         self.num_features = widths[-1]
         self.num_classes = num_classes
-        self.head = ClassifierHead(in_features=self.num_features, num_classes=num_classes, drop_rate=drop_rate)
+        self.head = ClassifierHead(in_features=self.num_features, num_classes=num_classes, drop_rate=drop_rate,
+                                   pool=pool, keep=pool_keep)
         self.spec = ModelSpec(
             family="3dcnn", modality="rgb", num_frames=num_frames, input_size=input_size,
             in_channels=3, mean=tuple(mean), std=tuple(std),
@@ -200,11 +209,14 @@ def r3d_tiny(
     input_size: int = 112,
     drop_rate: float = 0.5,
     attention: str | None = None,
+    pool: str = "avg",
+    pool_keep: float | int | None = None,
 ) -> ResNet3d:
     """3D ResNet, one block per stage, widths 16-128."""
     return ResNet3d(
         num_classes=num_classes, num_frames=num_frames, input_size=input_size, layers=(1, 1, 1, 1),
-        widths=(16, 32, 64, 128), drop_rate=drop_rate, attention=attention, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        widths=(16, 32, 64, 128), drop_rate=drop_rate, attention=attention, pool=pool, pool_keep=pool_keep,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD,
     )
 
 
@@ -216,11 +228,13 @@ def r3d_18(
     input_size: int = 112,
     drop_rate: float = 0.5,
     attention: str | None = None,
+    pool: str = "avg",
+    pool_keep: float | int | None = None,
 ) -> ResNet3d:
     """R3D-18 (Tran et al. 2018), torchvision r3d_18 structure, 16x112x112."""
     return ResNet3d(
         num_classes=num_classes, num_frames=num_frames, input_size=input_size, layers=(2, 2, 2, 2),
-        widths=(64, 128, 256, 512), drop_rate=drop_rate, attention=attention,
+        widths=(64, 128, 256, 512), drop_rate=drop_rate, attention=attention, pool=pool, pool_keep=pool_keep,
     )
 
 

@@ -19,6 +19,7 @@ from . import pretrained as pt
 from ._base import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, VideoClassifier
 from ._registry import register_model
 from .layers import ClassifierHead, ResNet2d
+from .pooling import CNN_POOLS, check_pool
 
 __all__ = ["FrameClassifier", "frame_tiny", "frame_r18", "resolve_apex_index"]
 
@@ -55,6 +56,9 @@ class FrameClassifier(VideoClassifier):
             frame, the apex of ``onset_apex`` sampling); ``None`` = ``num_frames // 2`` (``apex_centered``).
         drop_rate: dropout before the classifier.
         attention: ``None`` or ``"cbam"``.
+        pool: how the head pools the ``(B, D, h, w)`` map, one of :data:`~.pooling.CNN_POOLS` (``"avg"``,
+            ``"attentive_patch"``, ``"cross_attention"``); see :mod:`.pooling`.
+        pool_keep: ``k`` of ``"attentive_patch"``, a fraction (float) or a count (int); ``None``: 0.8.
     """
 
     def __init__(
@@ -67,15 +71,19 @@ class FrameClassifier(VideoClassifier):
         apex_index: int | None = None,
         drop_rate: float = 0.5,
         attention: str | None = None,
+        pool: str = "avg",
+        pool_keep: float | int | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
         self.apex_index = resolve_apex_index(apex_index, num_frames)
+        check_pool(pool, CNN_POOLS, pool_keep)
         self.backbone = ResNet2d(arch=arch, attention=attention)
         self.num_features = self.backbone.num_features
         self.num_classes = num_classes
-        self.head = ClassifierHead(in_features=self.num_features, num_classes=num_classes, drop_rate=drop_rate)
+        self.head = ClassifierHead(in_features=self.num_features, num_classes=num_classes, drop_rate=drop_rate,
+                                   pool=pool, keep=pool_keep)
         self.spec = ModelSpec(
             family="frame", modality="rgb", num_frames=num_frames, input_size=input_size,
             in_channels=3, mean=tuple(mean), std=tuple(std), apex_index=self.apex_index,
@@ -111,10 +119,13 @@ def frame_tiny(
     apex_index: int | None = None,
     drop_rate: float = 0.5,
     attention: str | None = None,
+    pool: str = "avg",
+    pool_keep: float | int | None = None,
 ) -> FrameClassifier:
     """Apex-frame baseline on a tiny 2D ResNet (widths 16-128)."""
     return FrameClassifier(arch="resnet_tiny", num_classes=num_classes, num_frames=num_frames,
-                           input_size=input_size, apex_index=apex_index, drop_rate=drop_rate, attention=attention)
+                           input_size=input_size, apex_index=apex_index, drop_rate=drop_rate, attention=attention,
+                           pool=pool, pool_keep=pool_keep)
 
 
 @register_model(family="frame", modality="rgb")
@@ -126,7 +137,10 @@ def frame_r18(
     apex_index: int | None = None,
     drop_rate: float = 0.5,
     attention: str | None = None,
+    pool: str = "avg",
+    pool_keep: float | int | None = None,
 ) -> FrameClassifier:
     """Apex-frame baseline on ResNet-18, 224x224."""
     return FrameClassifier(arch="resnet18", num_classes=num_classes, num_frames=num_frames,
-                           input_size=input_size, apex_index=apex_index, drop_rate=drop_rate, attention=attention)
+                           input_size=input_size, apex_index=apex_index, drop_rate=drop_rate, attention=attention,
+                           pool=pool, pool_keep=pool_keep)

@@ -27,9 +27,10 @@ from . import pretrained as pt
 from ._base import KINETICS_MEAN, KINETICS_STD, ModelSpec, VideoClassifier, channel_stats, check_flow_channels
 from ._registry import register_model
 from .layers import ClassifierHead, DropPath, Mlp
+from .pooling import check_pool
 
-__all__ = ["TimeSformer", "DividedSpaceTimeBlock", "PatchEmbed", "STEMS", "timesformer_tiny", "timesformer_flow_tiny",
-           "timesformer_base"]
+__all__ = ["TimeSformer", "DividedSpaceTimeBlock", "PatchEmbed", "STEMS", "TOKEN_POOLS", "timesformer_tiny",
+           "timesformer_flow_tiny", "timesformer_base"]
 
 
 class DividedSpaceTimeBlock(nn.Module):
@@ -71,6 +72,8 @@ class DividedSpaceTimeBlock(nn.Module):
 
 
 STEMS = ("patch", "conv")
+#: the ``pool`` choices of :class:`TimeSformer`
+TOKEN_POOLS = ("token", "mean", "attentive_token")
 
 
 class PatchEmbed(nn.Module):
@@ -116,8 +119,12 @@ class TimeSformer(VideoClassifier):
         modality: ``rgb`` (3 channels) or ``flow`` (``flow_channels`` of onset-referenced flow).
         flow_channels: 2 (dx, dy) or 3 (with strain) for ``flow``; ignored for ``rgb``.
         stem: ``patch`` (ViT's linear patch embedding) or ``conv`` (see :class:`PatchEmbed`).
-        pool: what the classifier reads: ``token`` (the class token, as the paper) or ``mean`` (the mean of
-            the patch tokens, as VideoMAE fine-tunes).
+        pool: what the classifier reads, one of :data:`TOKEN_POOLS`: ``token`` (the class token, as the
+            paper), ``mean`` (the mean of the patch tokens, as VideoMAE fine-tunes) or ``attentive_token``
+            (the mean of the top-k patch tokens by the class token's attention to them, after APViT; see
+            :class:`~.pooling.AttentiveTokenPool`).
+        pool_keep: ``k`` of ``attentive_token``, a fraction of the ``T*N`` patch tokens (float) or a count
+            (int); ``None``: 0.66.
         embed_dim: token width ``D``.
         depth: blocks.
         num_heads: attention heads (divides ``embed_dim``).
@@ -146,6 +153,7 @@ class TimeSformer(VideoClassifier):
         flow_channels: int = 0,
         stem: str = "patch",
         pool: str = "token",
+        pool_keep: float | int | None = None,
         embed_dim: int = 768,
         depth: int = 12,
         num_heads: int = 12,
@@ -161,9 +169,7 @@ class TimeSformer(VideoClassifier):
             raise ValueError(f"input_size: {input_size} is not a multiple of patch_size={patch_size}")
         if embed_dim % num_heads:
             raise ValueError(f"num_heads: {num_heads} does not divide embed_dim={embed_dim}")
-        if pool not in ("token", "mean"):
-            raise ValueError(f"pool: expected 'token' or 'mean', got {pool!r}")
-        self.pool = pool
+        self.pool = check_pool(pool, TOKEN_POOLS, pool_keep)
         if modality not in ("rgb", "flow"):
             raise ValueError(f"modality: expected 'rgb' or 'flow', got {modality!r}")
         if modality == "flow":
@@ -187,7 +193,7 @@ class TimeSformer(VideoClassifier):
         self.num_features = embed_dim
         self.num_classes = num_classes
         self.head = ClassifierHead(in_features=embed_dim, num_classes=num_classes,
-                                   pool="token" if pool == "token" else "avg", drop_rate=drop_rate)
+                                   pool={"mean": "avg"}.get(pool, pool), drop_rate=drop_rate, keep=pool_keep)
         self._init_weights()
         self.spec = ModelSpec(
             family="transformer", modality=modality, num_frames=num_frames, input_size=input_size,
@@ -260,8 +266,8 @@ class TimeSformer(VideoClassifier):
         return self._encode(torch.gather(patches, 2, index))[:, 1:]
 
     def forward_head(self, x: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
-        """Class token (or the patch tokens' mean) -> dropout -> classifier."""
-        return self.head(x if self.pool == "token" else x[:, 1:].mean(1), pre_logits=pre_logits)
+        """Class token (or the patch tokens' mean, or the top-k patch tokens' mean) -> dropout -> classifier."""
+        return self.head(x[:, 1:].mean(1) if self.pool == "mean" else x, pre_logits=pre_logits)
 
     def _reset_head(self, num_classes: int) -> None:
         self.head.reset(num_classes)
@@ -303,6 +309,7 @@ def timesformer_tiny(
     patch_size: int = 16,
     stem: str = "patch",
     pool: str = "token",
+    pool_keep: float | int | None = None,
     embed_dim: int = 128,
     depth: int = 4,
     num_heads: int = 4,
@@ -311,8 +318,8 @@ def timesformer_tiny(
 ) -> TimeSformer:
     """TimeSformer, divided space-time attention, 4 blocks x 128 wide."""
     return TimeSformer(num_classes=num_classes, num_frames=num_frames, input_size=input_size, patch_size=patch_size,
-                       stem=stem, pool=pool, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                       drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+                       stem=stem, pool=pool, pool_keep=pool_keep, embed_dim=embed_dim, depth=depth,
+                       num_heads=num_heads, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 @register_model(family="transformer", modality="flow", cpu_friendly=True)
@@ -325,6 +332,7 @@ def timesformer_flow_tiny(
     patch_size: int = 16,
     stem: str = "conv",
     pool: str = "token",
+    pool_keep: float | int | None = None,
     embed_dim: int = 128,
     depth: int = 4,
     num_heads: int = 4,
@@ -333,8 +341,9 @@ def timesformer_flow_tiny(
 ) -> TimeSformer:
     """TimeSformer on the onset-referenced flow stack (the input of ``flow_tiny``), conv stem, 4 x 128."""
     return TimeSformer(num_classes=num_classes, num_frames=num_frames, input_size=input_size, patch_size=patch_size,
-                       modality="flow", flow_channels=flow_channels, stem=stem, pool=pool, embed_dim=embed_dim,
-                       depth=depth, num_heads=num_heads, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+                       modality="flow", flow_channels=flow_channels, stem=stem, pool=pool, pool_keep=pool_keep,
+                       embed_dim=embed_dim, depth=depth, num_heads=num_heads, drop_rate=drop_rate,
+                       drop_path_rate=drop_path_rate)
 
 
 @register_model(family="transformer", modality="rgb")
@@ -344,9 +353,12 @@ def timesformer_base(
     num_frames: int = 8,
     input_size: int = 224,
     patch_size: int = 16,
+    pool: str = "token",
+    pool_keep: float | int | None = None,
     drop_rate: float = 0.0,
     drop_path_rate: float = 0.1,
 ) -> TimeSformer:
     """TimeSformer-Base (Bertasius et al. 2021), ViT-B/16, divided space-time attention, 8x224x224."""
     return TimeSformer(num_classes=num_classes, num_frames=num_frames, input_size=input_size, patch_size=patch_size,
-                       embed_dim=768, depth=12, num_heads=12, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+                       pool=pool, pool_keep=pool_keep, embed_dim=768, depth=12, num_heads=12, drop_rate=drop_rate,
+                       drop_path_rate=drop_path_rate)

@@ -19,6 +19,7 @@ from . import pretrained as pt
 from ._base import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, VideoClassifier
 from ._registry import register_model
 from .layers import ClassifierHead, ResNet2d, TemporalShift, temporal_shift
+from .pooling import CNN_POOLS, check_pool
 
 __all__ = ["TSM", "temporal_shift", "tsm_tiny", "tsm_r18", "tsm_r50"]
 
@@ -34,6 +35,10 @@ class TSM(VideoClassifier):
         fold_div: ``1/fraction`` of channels shifted each way (8 in the paper).
         drop_rate: dropout before the classifier (0.5 in the paper).
         attention: ``None`` or ``"cbam"`` (2D CBAM after each stage).
+        pool: how the head pools the ``(B, D, T, h, w)`` frame features, one of :data:`~.pooling.CNN_POOLS`:
+            ``"avg"`` (the paper's average consensus over frames and space), ``"attentive_patch"`` (APViT top-k
+            positions over frames and space) or ``"cross_attention"`` (DAN heads); see :mod:`.pooling`.
+        pool_keep: ``k`` of ``"attentive_patch"``, a fraction (float) or a count (int); ``None``: 0.8.
     """
 
     fixed_frames = True
@@ -48,18 +53,22 @@ class TSM(VideoClassifier):
         fold_div: int = 8,
         drop_rate: float = 0.5,
         attention: str | None = None,
+        pool: str = "avg",
+        pool_keep: float | int | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
         if fold_div < 2:
             raise ValueError(f"fold_div: expected an int >= 2, got {fold_div!r}")
+        check_pool(pool, CNN_POOLS, pool_keep)
         self.backbone = ResNet2d(arch=arch, attention=attention)
         for block in self.backbone.residual_blocks():
             block.conv1 = TemporalShift(block.conv1, num_segments=num_frames, fold_div=fold_div)
         self.num_features = self.backbone.num_features
         self.num_classes = num_classes
-        self.head = ClassifierHead(in_features=self.num_features, num_classes=num_classes, drop_rate=drop_rate)
+        self.head = ClassifierHead(in_features=self.num_features, num_classes=num_classes, drop_rate=drop_rate,
+                                   pool=pool, keep=pool_keep)
         self.spec = ModelSpec(
             family="tsm", modality="rgb", num_frames=num_frames, input_size=input_size,
             in_channels=3, mean=tuple(mean), std=tuple(std),
@@ -74,7 +83,7 @@ class TSM(VideoClassifier):
         return x.reshape(b, t, *x.shape[1:]).transpose(1, 2)
 
     def forward_head(self, x: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
-        """Average over frames and space (consensus), dropout, classifier."""
+        """Pool over frames and space (``avg``: the consensus), dropout, classifier."""
         return self.head(x, pre_logits=pre_logits)
 
     def _reset_head(self, num_classes: int) -> None:
@@ -97,10 +106,12 @@ def tsm_tiny(
     fold_div: int = 8,
     drop_rate: float = 0.5,
     attention: str | None = None,
+    pool: str = "avg",
+    pool_keep: float | int | None = None,
 ) -> TSM:
     """TSM on a tiny 2D ResNet (one block per stage, widths 16-128)."""
     return TSM(arch="resnet_tiny", num_classes=num_classes, num_frames=num_frames, input_size=input_size,
-               fold_div=fold_div, drop_rate=drop_rate, attention=attention)
+               fold_div=fold_div, drop_rate=drop_rate, attention=attention, pool=pool, pool_keep=pool_keep)
 
 
 @register_model(family="tsm", modality="rgb")
@@ -112,10 +123,12 @@ def tsm_r18(
     fold_div: int = 8,
     drop_rate: float = 0.5,
     attention: str | None = None,
+    pool: str = "avg",
+    pool_keep: float | int | None = None,
 ) -> TSM:
     """TSM-ResNet18, residual shift 1/8 each way, 8x224x224."""
     return TSM(arch="resnet18", num_classes=num_classes, num_frames=num_frames, input_size=input_size,
-               fold_div=fold_div, drop_rate=drop_rate, attention=attention)
+               fold_div=fold_div, drop_rate=drop_rate, attention=attention, pool=pool, pool_keep=pool_keep)
 
 
 @register_model(family="tsm", modality="rgb")
@@ -127,7 +140,9 @@ def tsm_r50(
     fold_div: int = 8,
     drop_rate: float = 0.5,
     attention: str | None = None,
+    pool: str = "avg",
+    pool_keep: float | int | None = None,
 ) -> TSM:
     """TSM-ResNet50 (Lin et al. 2019), residual shift 1/8 each way, 8x224x224."""
     return TSM(arch="resnet50", num_classes=num_classes, num_frames=num_frames, input_size=input_size,
-               fold_div=fold_div, drop_rate=drop_rate, attention=attention)
+               fold_div=fold_div, drop_rate=drop_rate, attention=attention, pool=pool, pool_keep=pool_keep)

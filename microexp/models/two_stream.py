@@ -23,6 +23,7 @@ from . import pretrained as pt
 from ._base import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, VideoClassifier, channel_stats, check_flow_channels
 from ._registry import register_model
 from .layers import ClassifierHead, LateFusion, ResNet2d
+from .pooling import CNN_POOLS, check_pool
 
 __all__ = ["TwoStream", "FlowStream", "TwoStreamFeatures", "two_stream_tiny", "two_stream_r18", "flow_tiny", "flow_r18"]
 
@@ -55,6 +56,8 @@ class FlowStream(VideoClassifier):
     """The temporal stream alone: 2D ResNet on stacked optical flow.
 
     Shapes: ``(B, Cf, T, H, W)`` -> features ``(B, D, H/32, W/32)`` -> ``(B, num_classes)``.
+    ``pool`` (one of :data:`~.pooling.CNN_POOLS`) and ``pool_keep`` choose the head's pooling of that map
+    (see :mod:`.pooling`); the two-stream models keep average pooling.
     """
 
     fixed_frames = True
@@ -69,13 +72,17 @@ class FlowStream(VideoClassifier):
         flow_channels: int = 2,
         drop_rate: float = 0.5,
         attention: str | None = None,
+        pool: str = "avg",
+        pool_keep: float | int | None = None,
     ) -> None:
         super().__init__()
         check_flow_channels(flow_channels)
+        check_pool(pool, CNN_POOLS, pool_keep)
         self.backbone = ResNet2d(arch=arch, in_channels=flow_channels * num_frames, attention=attention)
         self.num_features = self.backbone.num_features
         self.num_classes = num_classes
-        self.head = ClassifierHead(in_features=self.num_features, num_classes=num_classes, drop_rate=drop_rate)
+        self.head = ClassifierHead(in_features=self.num_features, num_classes=num_classes, drop_rate=drop_rate,
+                                   pool=pool, keep=pool_keep)
         in_channels, mean, std = channel_stats("flow", flow_channels=flow_channels, mean=(), std=())
         self.spec = ModelSpec(
             family="two_stream", modality="flow", num_frames=num_frames, input_size=input_size,
@@ -251,10 +258,13 @@ def flow_tiny(
     flow_channels: int = 2,
     drop_rate: float = 0.5,
     attention: str | None = None,
+    pool: str = "avg",
+    pool_keep: float | int | None = None,
 ) -> FlowStream:
     """Temporal stream alone: tiny 2D ResNet on stacked optical flow."""
     return FlowStream(arch="resnet_tiny", num_classes=num_classes, num_frames=num_frames, input_size=input_size,
-                      flow_channels=flow_channels, drop_rate=drop_rate, attention=attention)
+                      flow_channels=flow_channels, drop_rate=drop_rate, attention=attention, pool=pool,
+                      pool_keep=pool_keep)
 
 
 @register_model(family="two_stream", modality="flow")
@@ -266,7 +276,10 @@ def flow_r18(
     flow_channels: int = 2,
     drop_rate: float = 0.5,
     attention: str | None = None,
+    pool: str = "avg",
+    pool_keep: float | int | None = None,
 ) -> FlowStream:
     """Temporal stream alone: ResNet-18 on stacked optical flow, 8x224x224."""
     return FlowStream(arch="resnet18", num_classes=num_classes, num_frames=num_frames, input_size=input_size,
-                      flow_channels=flow_channels, drop_rate=drop_rate, attention=attention)
+                      flow_channels=flow_channels, drop_rate=drop_rate, attention=attention, pool=pool,
+                      pool_keep=pool_keep)
