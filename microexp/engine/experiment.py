@@ -97,6 +97,8 @@ FINAL_DIR = "final"
 LOCKS_DIR = "locks"
 #: the short-held lock around a run's shared files (config.yaml, folds.json, the pooled outputs)
 SHARED_FILES_LOCK = "shared.lock"
+#: a fold's predictions on its validation subjects (written when it has some), beside the test predictions
+VAL_PREDICTIONS = "val_predictions.csv"
 #: the random stream of the final model (fold ``f`` uses stream ``f``; no protocol has this many folds)
 FINAL_STREAM = 999
 
@@ -520,30 +522,46 @@ def run_fold(
                      "val_subjects": sorted(int(s) for s in fold.val_subjects),
                      "pretrained": encoder_for_fold(config.model.pretrained, fold.fold)}, ctx=ctx)
 
-    # the test subjects are touched here, once, after training and model selection are over
-    test_table = table[table["subject"].isin(fold.test_subjects)]
-    test_set = build_dataset(config, test_table, spec, train=False)
-    test_part, test_indices = shard_dataset(test_set, ctx)  # each rank tests a block; gathered in clip order
-    test_loader = torch.utils.data.DataLoader(test_part, **loader_args)
+    def predict(clips: pd.DataFrame, role: str) -> pd.DataFrame:
+        dataset = build_dataset(config, clips, spec, train=False)
+        part, indices = shard_dataset(dataset, ctx)  # each rank predicts a block; gathered in clip order
+        loader = torch.utils.data.DataLoader(part, **loader_args)
+        predictions = gather_predictions(evaluate(model, loader, device=device, dtype=dtype,
+                                                  memory_format=memory_format, progress=progress,
+                                                  description=f"fold {fold.fold} {role}"),
+                                         ctx, indices=indices, total=len(dataset))
+        return prediction_frame(predictions, clips, fold=fold.fold, class_names=data.class_names,
+                                emotion_head=config.model.emotion_head)
+
     dtype = autocast_dtype(device, amp=config.train.amp, amp_dtype=config.train.amp_dtype)  # as in training
     memory_format = memory_format_for(model, device=device, channels_last=config.train.channels_last)
-    predictions = gather_predictions(evaluate(model, test_loader, device=device, dtype=dtype,
-                                              memory_format=memory_format, progress=progress,
-                                              description=f"fold {fold.fold} test"),
-                                     ctx, indices=test_indices, total=len(test_set))
-    frame = pd.DataFrame({"clip": predictions.clips, "subject": predictions.subjects, "fold": fold.fold,
-                          "label": predictions.labels, "pred": predictions.predicted})
-    if not config.model.emotion_head:  # AU detection alone: the annotated emotion is kept, nothing predicted
-        frame = frame.drop(columns="pred")
-    if "dataset" in test_table.columns:  # the source dataset of each clip: per-dataset metrics of mixed tables
-        frame.insert(2, "dataset", frame["clip"].map(dict(zip(test_table["clip"].astype(str), test_table["dataset"]))))
-    for index, name in enumerate(data.class_names[:predictions.probabilities.shape[1]]):
-        frame[f"prob_{name}"] = predictions.probabilities[:, index]
-    if predictions.au_probabilities is not None:
-        frame = pd.concat([frame, au_prediction_columns(predictions)], axis=1)
+    if len(val_table) and not (fold_dir / VAL_PREDICTIONS).exists():
+        # the selected model on its validation subjects: what ensembles weigh their members on (never the test)
+        val_frame = predict(val_table, "validation")
+        if ctx.is_main:
+            write_csv(val_frame, fold_dir / VAL_PREDICTIONS)
+    # the test subjects are touched here, once, after training and model selection are over
+    frame = predict(table[table["subject"].isin(fold.test_subjects)], "test")
     if ctx.is_main:
         write_csv(frame, fold_dir / "predictions.csv")  # its presence marks the fold complete
     barrier()  # no rank goes on before the fold is marked complete
+    return frame
+
+
+def prediction_frame(predictions: Any, clips: pd.DataFrame, *, fold: int, class_names: list[str],
+                     emotion_head: bool = True) -> pd.DataFrame:
+    """A fold's per-clip predictions: clip, subject, fold, dataset (when the table has one), label, pred,
+    ``prob_<class>`` and the AU columns."""
+    frame = pd.DataFrame({"clip": predictions.clips, "subject": predictions.subjects, "fold": fold,
+                          "label": predictions.labels, "pred": predictions.predicted})
+    if not emotion_head:  # AU detection alone: the annotated emotion is kept, nothing predicted
+        frame = frame.drop(columns="pred")
+    if "dataset" in clips.columns:  # the source dataset of each clip: per-dataset metrics of mixed tables
+        frame.insert(2, "dataset", frame["clip"].map(dict(zip(clips["clip"].astype(str), clips["dataset"]))))
+    for index, name in enumerate(class_names[:predictions.probabilities.shape[1]]):
+        frame[f"prob_{name}"] = predictions.probabilities[:, index]
+    if predictions.au_probabilities is not None:
+        frame = pd.concat([frame, au_prediction_columns(predictions)], axis=1)
     return frame
 
 
