@@ -54,6 +54,10 @@ COMMANDS: dict[str, Command] = {
                      "leakage audit: the honest estimate beside the oracle one that picks each fold's epoch on test subjects"),
     "predict": Command("microexp.cli.predict", "predict the emotion of clips with a trained checkpoint"),
     "export": Command("microexp.cli.export", "export a checkpoint to TorchScript or ONNX"),
+    "extract-features": Command("microexp.cli.features", "extract pooled features of every clip of a clip table "
+                                "with a checkpoint (batched, resumable)"),
+    "probe": Command("microexp.cli.probe", "linear-probe evaluation (logistic regression) of extracted features "
+                     "under a subject-independent protocol"),
     "sweep": Command("microexp.cli.sweep",
                      "hyperparameter study (Optuna), nested per outer fold, with a final nested test"),
     "study": Command("microexp.cli.study",
