@@ -54,6 +54,9 @@ COMMANDS: dict[str, Command] = {
                      "leakage audit: the honest estimate beside the oracle one that picks each fold's epoch on test subjects"),
     "predict": Command("microexp.cli.predict", "predict the emotion of clips with a trained checkpoint"),
     "export": Command("microexp.cli.export", "export a checkpoint to TorchScript or ONNX"),
+    "ensemble": Command("microexp.cli.ensemble",
+                        "average (or weigh, on validation subjects) the per-fold test probabilities of runs that "
+                        "share their folds"),
     "extract-features": Command("microexp.cli.features", "extract pooled features of every clip of a clip table "
                                 "with a checkpoint (batched, resumable)"),
     "probe": Command("microexp.cli.probe", "linear-probe evaluation (logistic regression) of extracted features "
