@@ -154,6 +154,14 @@ class LossConfig:
     reg_weight: float = 0.1
     #: weight of the AU term (binary cross-entropy, positive weights from the training clips) with data.aus
     au_weight: float = 1.0
+    #: knowledge distillation: finished runs with this run's folds whose fold-f models teach fold f on its
+    #: training clips (microexp.engine.distill); the loss is (1 - distill_weight) x loss.name on the labels
+    #: + distill_weight x T^2 KL(soft labels || softmax(logits / T)), T = distill_temperature
+    distill_from: list[str] = field(default_factory=list)
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
+    #: label smoothing of the soft labels: (1 - eps) x the teachers' mean + eps / C
+    distill_smoothing: float = 0.1
 
 
 @dataclass
@@ -470,6 +478,7 @@ def validate(config: ExperimentConfig, *, source: str = "config",
     _validate_choices(config, where)
     _validate_ranges(config, where)
     _validate_protocol(config, where)
+    _validate_distillation(config, where)
     _validate_model(config, where)
 
 
@@ -699,6 +708,28 @@ def _validate_protocol(config: ExperimentConfig, where: _Where) -> None:
     if repeated:
         raise ConfigError(f"{where('cv.test_subjects')}: cv.test_subjects={cv.test_subjects}: subjects {repeated} "
                           "are listed more than once")
+
+
+def _validate_distillation(config: ExperimentConfig, where: _Where) -> None:
+    """Teachers that are finished run folders, a weight in (0, 1], a positive temperature, and an emotion task."""
+    loss = config.loss
+    if not loss.distill_from:
+        return
+    key = "loss.distill_from"
+    if not config.model.emotion_head:
+        raise ConfigError(f"{where(key)}: {key}: distillation teaches emotion logits; an AU-only model "
+                          "(model.emotion_head=false) has none")
+    if len(set(loss.distill_from)) < len(loss.distill_from):
+        raise ConfigError(f"{where(key)}: {key}={loss.distill_from}: a teacher is listed twice")
+    for run in loss.distill_from:
+        folder = Path(run)
+        for name in ("config.yaml", "folds.json"):
+            if not (folder / name).is_file():
+                raise ConfigError(f"{where(key)}: {key}: {run}: no {name} (a teacher is a finished microexp train "
+                                  "run directory)")
+    _check_float(where, "loss.distill_weight", loss.distill_weight, 0.0, 1.0, low_open=True)
+    _check_float(where, "loss.distill_temperature", loss.distill_temperature, 0.0, low_open=True)
+    _check_float(where, "loss.distill_smoothing", loss.distill_smoothing, 0.0, 1.0, high_open=True)
 
 
 def _validate_au_only(config: ExperimentConfig, where: _Where) -> None:

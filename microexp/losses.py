@@ -45,6 +45,7 @@ __all__ = [
     "LDAMLoss",
     "build_loss",
     "class_balanced_weights",
+    "distillation_loss",
     "inverse_frequency_weights",
     "ldam_margins",
 ]
@@ -553,3 +554,15 @@ def build_loss(name: str, class_counts: Sequence[int], **kwargs: object) -> Imba
         if not math.isfinite(value):
             raise ConfigError(f"loss {name!r}: {key} must be a finite number, got {kwargs[key]!r}")
     return builder(class_counts, **kwargs)
+
+
+def distillation_loss(logits: torch.Tensor, soft_targets: torch.Tensor, *, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s distillation term: ``T^2 KL(soft_targets || softmax(logits / T))``, batch mean.
+
+    ``soft_targets`` ``(B, C)`` are probability rows already at temperature ``T`` (the teachers' tempered
+    mean, smoothed); the ``T^2`` keeps the gradient's scale comparable to the hard-label term's.
+    """
+    if soft_targets.shape != logits.shape:
+        raise ValueError(f"soft_targets {tuple(soft_targets.shape)} must match logits {tuple(logits.shape)}")
+    log_student = F.log_softmax(logits / temperature, dim=1)
+    return F.kl_div(log_student, soft_targets, reduction="batchmean") * temperature ** 2

@@ -61,6 +61,7 @@ from microexp.engine.distributed import (
 from microexp.engine.precision import (
     autocast_dtype, configure_backends, dtype_name, make_grad_scaler, memory_format_for, prepare_model,
 )
+from microexp.engine.distill import check_teachers, teacher_targets
 from microexp.engine.objectives import Objective, flip_model_input, needs_task_outputs
 from microexp.engine.pretrain_record import OVERLAP_NAME, check_pretrained_subjects, encoder_for_fold
 from microexp.engine.progress import RunProgress, UnitProgress, format_seconds  # noqa: F401 - re-exported
@@ -440,6 +441,8 @@ def prepare_run(config: ExperimentConfig, out: Path, *, cross_validation: bool =
     for fold in [f.fold for f in folds] + ([None] if final else []):
         encoder_for_fold(config.model.pretrained, fold)  # a pretraining folder lacking an encoder fails now
     overlaps = check_pretrained_subjects(config, data.table, folds)  # refused unless pretrain.allow_test_subjects
+    if config.loss.distill_from:  # the teachers have these folds and every model the student learns from
+        check_teachers(config, folds, final=final)
     device = select_device(config.device)
     if config.data.cache_dir:
         probe_writable(Path(config.data.cache_dir), what="data.cache_dir ")
@@ -515,7 +518,8 @@ def run_fold(
     val_table = table[table["subject"].isin(fold.val_subjects)]
     model, spec, loader_args = _train_model(
         config, data, train_table, val_table, fold_dir, device=device, stream=fold.fold, fold=fold.fold,
-        name=f"fold {fold.fold}", progress=progress, on_epoch=on_epoch, tracker=tracker,
+        test_subjects=fold.test_subjects, name=f"fold {fold.fold}", progress=progress, on_epoch=on_epoch,
+        tracker=tracker,
         model_extra={"selection": config.train.model_selection,
                      # who the weights have seen: predict warns when "results" come from these subjects
                      "train_subjects": sorted(int(s) for s in fold.train_subjects),
@@ -576,6 +580,7 @@ def _train_model(
     stream: int,
     fold: int | None,
     name: str,
+    test_subjects: Sequence[int] = (),
     progress: bool | None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     tracker: "UnitProgress | None" = None,
@@ -681,8 +686,14 @@ def _train_model(
     au_pos_weight = None if au_targets is None else torch.from_numpy(au_positive_weights(au_targets))
     flip = (flip_model_input(modality=spec.modality, flow_channels=spec.flow_channels)
             if methods.eac_weight > 0 else None)  # EAC's second view
+    soft_targets = None
+    if config.loss.distill_from:  # the teachers' soft labels of this fold's training clips (never its test clips)
+        soft_targets = teacher_targets(config, train_table, data.class_names, fold=fold, test_subjects=test_subjects,
+                                       work_dir=work_dir, device=device, write=ctx.is_main)
     objective = Objective(loss_fn if emotion else None, au_vocabulary=vocabulary, au_weight=config.loss.au_weight,
-                          au_pos_weight=au_pos_weight, methods=methods, flip=flip).to(device)
+                          au_pos_weight=au_pos_weight, methods=methods, flip=flip, soft_targets=soft_targets,
+                          distill_weight=config.loss.distill_weight,
+                          distill_temperature=config.loss.distill_temperature).to(device)
     optimizer = build_optimizer(model, name=config.train.optimizer, lr=config.train.lr,
                                 weight_decay=config.train.weight_decay, momentum=config.train.momentum)
     scheduler = build_scheduler(optimizer, name=config.train.schedule, epochs=config.train.epochs,

@@ -13,12 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from microexp.config import NoisyLabelsConfig
 from microexp.data.aus import AUVocabulary
+from microexp.losses import distillation_loss
 from microexp.label_noise import (
     class_activation_maps, confidence_weighted_loss, eac_consistency_loss, mixed_loss, random_erase_clips,
     uncertainty_feature_mix,
@@ -61,6 +63,9 @@ class Objective:
             ``flip`` and an average-pooled classifier, ``confidence`` the model's confidence head).
         flip: the horizontal flip of a batch of model inputs (EAC's second view).
         relabelled: clip id -> the label re-labelling gave it (read at every step; the engine adds to it).
+        soft_targets: clip id -> the teachers' soft labels ``(C,)`` (knowledge distillation; every training
+            clip has one): the emotion term becomes ``(1 - distill_weight) x loss_fn + distill_weight x
+            distillation_loss(logits, soft labels, distill_temperature)``.
 
     Methods in a step (``B`` clips):
 
@@ -80,7 +85,8 @@ class Objective:
                  au_vocabulary: AUVocabulary | None = None, au_pos_weight: torch.Tensor | None = None,
                  au_weight: float = 1.0, methods: NoisyLabelsConfig | None = None,
                  flip: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 relabelled: dict[str, int] | None = None) -> None:
+                 relabelled: dict[str, int] | None = None, soft_targets: dict[str, np.ndarray] | None = None,
+                 distill_weight: float = 0.5, distill_temperature: float = 4.0) -> None:
         if loss_fn is None and au_vocabulary is None:
             raise ValueError("an objective needs an emotion loss or an AU vocabulary")
         self.loss_fn = loss_fn
@@ -92,6 +98,9 @@ class Objective:
             raise ValueError("EAC needs the flip of the model's input")
         self.flip = flip
         self.relabelled = relabelled if relabelled is not None else {}
+        self.soft_targets = soft_targets
+        self.distill_weight = float(distill_weight)
+        self.distill_temperature = float(distill_temperature)
         self.generator = torch.Generator().manual_seed(0)  # erasing boxes and mixing draws; reseeded per epoch
 
     @property
@@ -138,7 +147,7 @@ class Objective:
         if not self.needs_outputs:
             logits = model(videos)
             assert self.loss_fn is not None
-            loss = self.loss_fn(logits.float(), labels)
+            loss = self._distilled(self.loss_fn(logits.float(), labels), logits, batch)
             return StepLoss(loss, labels.shape[0], (logits.detach().argmax(dim=1) == labels).sum())
         m = self.methods
         consistency = None
@@ -155,7 +164,7 @@ class Objective:
         terms = []
         correct = torch.zeros((), device=videos.device)
         if self.loss_fn is not None and out.logits is not None:
-            terms.append(self._emotion_loss(model, out, labels))
+            terms.append(self._distilled(self._emotion_loss(model, out, labels), out.logits, batch))
             correct = (out.logits.detach().argmax(dim=1) == labels).sum()
         if self.au_vocabulary is not None:
             targets = self.au_targets(batch, videos.device)
@@ -167,6 +176,17 @@ class Objective:
         if consistency is not None:
             terms.append(m.eac_weight * consistency)
         return StepLoss(sum(terms[1:], terms[0]), labels.shape[0], correct)
+
+    def _distilled(self, loss: torch.Tensor, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """The emotion term mixed with the distillation term (unchanged without soft labels)."""
+        if self.soft_targets is None:
+            return loss
+        missing = [str(c) for c in batch["clip"] if str(c) not in self.soft_targets]
+        if missing:  # the teachers labelled exactly the fold's training clips
+            raise RuntimeError(f"no soft label for training clip(s) {missing[:3]}")
+        targets = torch.from_numpy(np.stack([self.soft_targets[str(c)] for c in batch["clip"]])).to(logits.device)
+        soft = distillation_loss(logits.float(), targets, temperature=self.distill_temperature)
+        return (1.0 - self.distill_weight) * loss + self.distill_weight * soft
 
     def _emotion_loss(self, model: nn.Module, out: Any, labels: torch.Tensor) -> torch.Tensor:
         m = self.methods
