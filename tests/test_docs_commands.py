@@ -14,7 +14,8 @@ DOCS = [ROOT / "README.md", ROOT / "recipes" / "README.md", *sorted((ROOT / "doc
 
 def _commands(path: Path) -> list[str]:
     commands = []
-    for block in re.findall(r"```(?:bash)?\n(.*?)```", path.read_text(encoding="utf-8"), re.S):
+    blocks = re.findall(r"```([a-z]*)\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
+    for block in (text for language, text in blocks if language in ("", "bash")):  # not the yaml or python ones
         for line in block.replace("\\\n", " ").split("\n"):
             line = line.split(" # ")[0].strip().replace("$CKPT", "model.pt")
             if line.startswith("microexp "):

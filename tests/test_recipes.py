@@ -11,7 +11,7 @@ from microexp.models import get_model_spec, list_models
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 # {model}_{input}-{frames}f_{dataset}_{protocol}; one-flow inputs (apex-flow) have no frame count
 NAME = re.compile(r"^(?P<model>[a-z0-9-]+)_(?:(?P<input>[a-z+]+)-(?P<frames>\d+)f|(?P<flow>apex-flow))"
-                  r"_(?P<dataset>[a-z0-9-]+)_(?P<protocol>\d+fold|loso|lodo|split)$")
+                  r"_(?P<dataset>[a-z0-9-]+)_(?P<protocol>\d+fold|loso|lodo|split|cross)$")
 
 
 def test_the_four_families_have_cpu_and_dfme_recipes():
@@ -41,7 +41,7 @@ def test_recipe_is_valid_and_named_after_its_content(path):
     if match["protocol"].endswith("fold"):
         assert config.cv.protocol == "kfold" and config.cv.folds == int(match["protocol"][:-4])
     else:
-        assert config.cv.protocol == match["protocol"]  # loso, lodo (leave one dataset out) or split
+        assert config.cv.protocol == match["protocol"]  # loso, lodo (leave one dataset out), split or cross
     if match["dataset"] == "dfme":
         assert config.data.format == "dfme" and config.cv.folds == 10
 
