@@ -541,7 +541,7 @@ def run_fold(
     memory_format = memory_format_for(model, device=device, channels_last=config.train.channels_last)
     if len(val_table) and not (fold_dir / VAL_PREDICTIONS).exists():
         # the selected model on its validation subjects: what ensembles weigh their members on (never the test)
-        val_frame = predict(val_table, "validation")
+        val_frame = predict(val_table, "val")
         if ctx.is_main:
             write_csv(val_frame, fold_dir / VAL_PREDICTIONS)
     # the test subjects are touched here, once, after training and model selection are over
