@@ -34,17 +34,25 @@ STUDIES: dict[str, str] = {
                "3 seeds, with mean AU F1, for one model",
     "dfme_noise": "label noise 0/10/20/30 % (synthetic datasets it generates) x no method,\n"
                   "EAC, re-labelling, confidence weighting; UF1 against the true labels",
+    "dfme_leaderboard": "every registered model (--models, --cpu-friendly) x frame size (--sizes)\n"
+                        "x balance (none vs class-balanced sampling), ranked by pooled UF1, with\n"
+                        "parameters and training clips/s",
+    "dfme_transfer": "two synthetic datasets it generates (easy, hard): within each (k-fold),\n"
+                     "across (train on one, test on the other) and k-fold over both, for one model",
 }
+#: the studies that take --models, --sizes and --cpu-friendly
+LEADERBOARD_STUDIES = ("dfme_leaderboard",)
 DEFAULT_RECIPES_DIR = Path("recipes")
 INTERRUPTED_EXIT = 130
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    indent = "\n" + " " * 18
-    names = "\n".join(f"  {name:<16}{text.replace(chr(10), indent)}" for name, text in STUDIES.items())
+    indent = "\n" + " " * 20
+    names = "\n".join(f"  {name:<18}{text.replace(chr(10), indent)}" for name, text in STUDIES.items())
     parser = subparsers.add_parser(
         "study",
-        help="run or resume a DFME study (model families, key-frame sampling, imbalance) and print its table",
+        help="run or resume a DFME study (model families, sampling, imbalance, AUs, label noise, leaderboard, "
+        "transfer) and print its table",
         usage="%(prog)s NAME [options]",
         description="Run a grid of cross-validation experiments (one microexp train run per cell) and write its\n"
         f"tables and plots. NAME is one of:\n{names}",
@@ -74,12 +82,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
                         help="number of seeds 0..N-1 per cell (default: 1; dfme_imbalance: 3, or 1 with --quick)")
     parser.add_argument("--recipe", dest="recipes", action="append", default=[], metavar="RECIPE",
-                        help="dfme_sampling, dfme_imbalance: the model's recipe (default: the flow-tiny recipe); "
-                        "dfme_models: FAMILY=PATH replaces a family's recipe (two_stream, 3dcnn, tsm, transformer, "
-                        "frame), repeatable")
+                        help="dfme_sampling, dfme_imbalance, dfme_au, dfme_noise, dfme_transfer: the model's recipe "
+                        "(default: the flow-tiny recipe); dfme_models: FAMILY=PATH replaces a family's recipe "
+                        "(two_stream, 3dcnn, tsm, transformer, frame), repeatable; dfme_leaderboard takes none")
     parser.add_argument("--cells", action="append", default=[], metavar="GLOB",
                         help="run only the cells whose name matches GLOB (shell-style, e.g. 'none+ce_*'; "
                         "repeatable); the tables then cover those cells")
+    parser.add_argument("--models", action="append", default=[], metavar="GLOB",
+                        help="dfme_leaderboard: only the registered models matching GLOB (e.g. 'tsm_*'; repeatable; "
+                        "default: every model, the CPU-friendly ones with --quick; see microexp models)")
+    parser.add_argument("--cpu-friendly", action="store_true",
+                        help="dfme_leaderboard: only the models the registry marks CPU-friendly")
+    parser.add_argument("--sizes", default=None, metavar="LIST",
+                        help="dfme_leaderboard: frame sizes of the resolution axis, e.g. 64,112,160 (default: 112; "
+                        "32 with --quick)")
     parser.add_argument("--recipes-dir", type=Path, default=None, metavar="DIR",
                         help=f"the folder holding the studies' recipes (default: {DEFAULT_RECIPES_DIR}/ of the working "
                         "directory)")
@@ -142,12 +158,36 @@ def study_options(args: argparse.Namespace) -> StudyOptions:
     from microexp.splits import parse_fold_selection
 
     folds = getattr(args, "folds", None)
+    models, sizes = tuple(getattr(args, "models", ())), parse_sizes(getattr(args, "sizes", None))
+    cpu_friendly = bool(getattr(args, "cpu_friendly", False))
+    if (models or sizes or cpu_friendly) and args.name not in LEADERBOARD_STUDIES:
+        raise ConfigError(f"--models, --sizes and --cpu-friendly apply to {', '.join(LEADERBOARD_STUDIES)}, "
+                          f"not {args.name}")
     return StudyOptions(out=args.out if args.out is not None else Path("runs/studies") / args.name,
                         data=args.data, format=args.format, root=args.root, device=args.device, quick=args.quick,
                         resume=args.resume, overrides=(*args.overrides, *slurm_overrides(args)), seeds=args.seeds,
                         folds=None if folds is None else tuple(parse_fold_selection(folds)),
                         recipes=tuple(args.recipes), progress=args.progress, command=command_line(args),
-                        cells=tuple(getattr(args, "cells", ())))
+                        cells=tuple(getattr(args, "cells", ())), models=models, sizes=sizes,
+                        cpu_friendly=cpu_friendly)
+
+
+def parse_sizes(text: str | None) -> tuple[int, ...]:
+    """``"64,112,160"`` -> ``(64, 112, 160)``; None -> ``()``.
+
+    Raises:
+        ConfigError: not a comma-separated list of integers of at least 16, or a size repeated.
+    """
+    if text is None:
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or any(s < 16 for s in sizes) or len(set(sizes)) != len(sizes):
+        raise ConfigError(f"--sizes {text!r}: expected distinct frame sizes of at least 16 px separated by commas, "
+                          "e.g. 64,112,160")
+    return sizes
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -158,13 +198,15 @@ def command_line(args: argparse.Namespace) -> str:
     repository root), so a script and the command it stands for record the same line.
     """
     parts = ["microexp", "study", args.name]
-    parts += [flag for flag, on in (("--quick", args.quick), ("--resume", args.resume)) if on]
+    parts += [flag for flag, on in (("--quick", args.quick), ("--resume", args.resume),
+                                    ("--cpu-friendly", getattr(args, "cpu_friendly", False))) if on]
     for flag, value in (("--data", args.data), ("--format", None if args.format == "auto" else args.format),
                         ("--root", args.root), ("--device", args.device), ("--out", args.out),
-                        ("--seeds", args.seeds)):
+                        ("--seeds", args.seeds), ("--sizes", getattr(args, "sizes", None))):
         if value is not None:
             parts += [flag, str(value)]
-    repeated = (("--recipe", args.recipes), ("--set", args.overrides), ("--cells", getattr(args, "cells", ())))
+    repeated = (("--recipe", args.recipes), ("--set", args.overrides), ("--cells", getattr(args, "cells", ())),
+                ("--models", getattr(args, "models", ())))
     for flag, values in repeated:
         for value in values:
             parts += [flag, value]

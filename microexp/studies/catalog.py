@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from microexp.studies import dfme, dfme_tasks
+from microexp.studies import dfme, dfme_tasks, leaderboard, transfer
 
 __all__ = ["STUDIES"]
 
-STUDIES = {**dfme.STUDIES, **dfme_tasks.STUDIES}
+STUDIES = {**dfme.STUDIES, **dfme_tasks.STUDIES, **leaderboard.STUDIES, **transfer.STUDIES}

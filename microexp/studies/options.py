@@ -44,3 +44,9 @@ class StudyOptions:
     folds: tuple[int, ...] | None = None
     #: only the cells whose names match one of these shell-style patterns (``--cells``); empty: every cell
     cells: tuple[str, ...] = ()
+    #: dfme_leaderboard: only the registered models matching one of these shell-style patterns (``--models``)
+    models: tuple[str, ...] = ()
+    #: dfme_leaderboard: the frame sizes of the resolution axis (``--sizes``); empty: the study's default
+    sizes: tuple[int, ...] = ()
+    #: dfme_leaderboard: only the registry's CPU-friendly models (``--cpu-friendly``)
+    cpu_friendly: bool = False

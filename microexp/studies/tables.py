@@ -39,6 +39,7 @@ __all__ = [
     "metric_columns",
     "recall_columns",
     "results_frame",
+    "scatter_chart",
     "write_csv",
     "write_table",
 ]
@@ -248,6 +249,49 @@ def heatmap(
     ax.set_yticks(range(len(row_labels)), list(row_labels))
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    path = Path(path)
+    _save_figure(fig, path, dpi=110)
+    return path
+
+
+def scatter_chart(
+    path: str | Path,
+    x: Sequence[float],
+    y: Sequence[float],
+    labels: Sequence[str],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    chance: float | None = None,
+    log_x: bool = True,
+) -> Path:
+    """Labelled points ``(x, y)`` (e.g. a score against parameters), y in 0..1; NaN points are left out.
+
+    ``log_x`` draws x on a log scale (points with x <= 0 are left out there); ``chance`` is a dashed line.
+    """
+    from matplotlib.figure import Figure
+
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if not len(xs) == len(ys) == len(labels):
+        raise ValueError(f"scatter_chart: {len(xs)} x, {len(ys)} y and {len(labels)} labels")
+    keep = ~(np.isnan(xs) | np.isnan(ys)) & ((xs > 0) if log_x else True)
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    ax.scatter(xs[keep], ys[keep], s=18)
+    ax.margins(x=0.25)
+    for xi, yi, label in zip(xs[keep], ys[keep], np.asarray(labels, dtype=object)[keep]):
+        ax.annotate(str(label), (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=6)
+    if log_x:
+        ax.set_xscale("log")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+        ax.legend(fontsize=8, frameon=False)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     _save_figure(fig, path, dpi=110)
