@@ -64,7 +64,8 @@ COMMANDS: dict[str, Command] = {
     "sweep": Command("microexp.cli.sweep",
                      "hyperparameter study (Optuna), nested per outer fold, with a final nested test"),
     "study": Command("microexp.cli.study",
-                     "run or resume a DFME study (model families, key-frame sampling, imbalance) and print its table"),
+                     "run or resume a DFME study (model families, sampling, imbalance, AUs, label noise, leaderboard, "
+                     "transfer) and print its table"),
     "benchmark": Command("microexp.cli.benchmark",
                          "measure key-frame loading, pipeline balance, flow cache, training throughput and latency"),
 }

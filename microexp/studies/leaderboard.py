@@ -15,7 +15,6 @@ UAR), with trainable parameters, training throughput (:func:`training_clips_per_
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import json
 import logging
@@ -158,19 +157,6 @@ def model_recipe(model: str, recipes_dir: Path, own: dict[str, Path] | None = No
     return Entry(model, info.family, info.modality, recipe, (f"model.name={model}", *extra), False)
 
 
-def _quick_epochs() -> int:
-    from microexp.studies.options import QUICK_OVERRIDES
-
-    return int(next(o for o in QUICK_OVERRIDES if o.startswith("train.epochs=")).partition("=")[2])
-
-
-def _warmup_epochs(recipe: Path) -> int:
-    import yaml
-
-    train = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("train") or {}
-    return int(train.get("warmup_epochs", 0) or 0)
-
-
 def _pretraining(options: StudyOptions) -> str:
     """``scratch``, or ``weights: PATH`` when ``--set model.pretrained=PATH`` supplies them."""
     value = None
@@ -194,13 +180,9 @@ def leaderboard_study(options: StudyOptions, recipes_dir: Path) -> Study:
         sizes = tuple(options.sizes) or DEFAULT_SIZES
     own = _own_recipes(recipes_dir)
     pretraining = _pretraining(options)
-    quick_epochs = _quick_epochs() if options.quick else None
     cells, entries = [], []
     for model in models:
         entry = model_recipe(model, recipes_dir, own)
-        if quick_epochs is not None and _warmup_epochs(entry.recipe) > quick_epochs - 1:
-            # the transformer recipes warm up for 3 epochs: more than --quick trains
-            entry = dataclasses.replace(entry, overrides=(*entry.overrides, f"train.warmup_epochs={quick_epochs - 1}"))
         entries.append(entry)
         model_sizes = (APEX_FLOW_SIZE,) if entry.modality == "apex_flow" else sizes
         for size in model_sizes:

@@ -15,7 +15,8 @@ __all__ = ["DEFAULT_DATA", "DEFAULT_SYNTH", "QUICK_OVERRIDES", "SMOKE_TEST", "St
 DEFAULT_DATA = Path("runs/demo/data/annotations.csv")
 DEFAULT_SYNTH = {"clips": 300, "subjects": 30, "seed": 0}
 #: ``--quick``: a CPU-sized run (2 folds, 2 epochs, 32 px frames) that checks the study end to end.
-QUICK_OVERRIDES: tuple[str, ...] = ("cv.folds=2", "train.epochs=2", "data.size=32")
+#: the transformer recipes warm up for 3 epochs, more than a quick run trains: one warm-up epoch
+QUICK_OVERRIDES: tuple[str, ...] = ("cv.folds=2", "train.epochs=2", "train.warmup_epochs=1", "data.size=32")
 #: What a ``--quick`` study says at the top of its summary, tables and printed output.
 SMOKE_TEST = (f"**Smoke test (`--quick`: {' '.join(QUICK_OVERRIDES)}, fewer cells or seeds)**: it checks that the "
               "study runs end to end; its numbers are not results and are not comparable with the full study's.")
