@@ -711,7 +711,7 @@ def _validate_protocol(config: ExperimentConfig, where: _Where) -> None:
 
 
 def _validate_distillation(config: ExperimentConfig, where: _Where) -> None:
-    """Teachers that are finished run folders, a weight in (0, 1], a positive temperature, and an emotion task."""
+    """Distinct teachers, a weight in (0, 1], a positive temperature, smoothing in [0, 1), an emotion task."""
     loss = config.loss
     if not loss.distill_from:
         return
@@ -721,12 +721,8 @@ def _validate_distillation(config: ExperimentConfig, where: _Where) -> None:
                           "(model.emotion_head=false) has none")
     if len(set(loss.distill_from)) < len(loss.distill_from):
         raise ConfigError(f"{where(key)}: {key}={loss.distill_from}: a teacher is listed twice")
-    for run in loss.distill_from:
-        folder = Path(run)
-        for name in ("config.yaml", "folds.json"):
-            if not (folder / name).is_file():
-                raise ConfigError(f"{where(key)}: {key}: {run}: no {name} (a teacher is a finished microexp train "
-                                  "run directory)")
+    # the teachers' folders are checked when a run starts (engine.distill.check_teachers), not here: a finished
+    # student's config.yaml must load after its teachers have moved
     _check_float(where, "loss.distill_weight", loss.distill_weight, 0.0, 1.0, low_open=True)
     _check_float(where, "loss.distill_temperature", loss.distill_temperature, 0.0, low_open=True)
     _check_float(where, "loss.distill_smoothing", loss.distill_smoothing, 0.0, 1.0, high_open=True)

@@ -39,6 +39,7 @@ __all__ = [
     "cross_dataset_split",
     "fixed_split",
     "format_fold_selection",
+    "fold_differences",
     "kfold_subject_splits",
     "leave_one_dataset_out",
     "parse_fold_selection",
@@ -583,6 +584,17 @@ def load_folds(path: str | Path) -> list[Fold]:
     except LeakageError as exc:
         raise LeakageError(f"{path}: {exc}") from exc
     return folds
+
+
+def fold_differences(folds: Sequence[Fold], reference: Sequence[Fold]) -> str | None:
+    """None when two fold lists are the same (numbers and subjects in every role), else what differs, as a
+    phrase ("fold(s) [0, 3] have other subjects", "3 folds against 5")."""
+    mine, theirs = [f.to_dict() for f in folds], [f.to_dict() for f in reference]
+    if mine == theirs:
+        return None
+    if len(mine) != len(theirs):
+        return f"{len(mine)} folds against {len(theirs)}"
+    return f"fold(s) {[a['fold'] for a, b in zip(mine, theirs) if a != b]} have other subjects"
 
 
 def parse_fold_selection(text: str) -> list[int]:

@@ -161,3 +161,49 @@ def test_cross_with_an_unknown_dataset_is_one_line(two_datasets, tmp_path, capsy
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("INFO ")]
     assert code == 2 and len(err) == 1 and "casme2" in err[0] and "easy, hard" in err[0]
     assert not (run / "fold_00").exists()
+
+
+# ------------------------------------------------------------------------------------------ source identity
+
+
+def test_composite_clips_keep_their_sheets_dataset_and_subject():
+    from microexp.engine.pretrain_record import subject_keys
+
+    a = _table([1, 2], ["c1", "c2"], dataset="casme2")
+    table = compose_tables([TablePart("a", a, "casme2_first"), TablePart("b", _table([1], ["c1"], "samm"))])
+    assert table["source_dataset"].tolist() == ["casme2", "casme2", "samm"]
+    assert table["source_subject"].tolist() == [1, 2, 1]
+    # the pretraining check and the per-fold pools match a subject across the composite and its own sheet
+    assert subject_keys(table, [SUBJECT_OFFSET + 2]) == subject_keys(a, [2]) == {("casme2", 2)}
+
+
+def test_class_maps_read_each_sheets_own_dataset_under_a_renamed_entry(two_datasets, tmp_path):
+    """megc3 maps per dataset (casme2, samm, ...): entries renamed `first` and `second` still map as casme2."""
+    from microexp.engine.experiment import load_experiment_data
+
+    sheet = pd.read_csv(two_datasets / "easy" / "annotations.csv")
+    sheet["path"] = [str(two_datasets / "easy" / p) for p in sheet["path"]]
+    sheet["dataset"] = "casme2"
+    sheet["emotion"] = ["happiness", "disgust", "surprise", "fear"] * (len(sheet) // 4)
+    sheet.to_csv(tmp_path / "casme2.csv", index=False)
+    config = build_config({"data": {"annotations": [{"path": str(tmp_path / "casme2.csv"), "format": "microexp", "dataset": "first"},
+                                                    {"path": str(tmp_path / "casme2.csv"), "format": "microexp",
+                                                     "dataset": "second"}],
+                                    "class_map": "megc3"}})
+    data = load_experiment_data(config)
+    assert data.class_names == ["negative", "positive", "surprise"]
+    assert sorted(data.table["dataset"].unique()) == ["first", "second"]
+    assert len(data.table) == 2 * 9  # CASME II's fear is left out of megc3, as for the sheet alone
+    names = [data.class_names[i] for i in data.table["label"][:3]]
+    assert names == ["positive", "negative", "surprise"]
+
+
+def test_cross_identity_classes_come_from_the_training_datasets(two_datasets):
+    from microexp.engine.experiment import load_experiment_data
+
+    easy = pd.read_csv(two_datasets / "easy" / "annotations.csv")
+    config = build_config({"data": {"annotations": [
+        {"path": str(two_datasets / "easy" / "annotations.csv"), "dataset": "easy"},
+        {"path": str(two_datasets / "hard" / "annotations.csv"), "dataset": "hard"}], "class_map": "identity"},
+        "cv": {"protocol": "cross", "train_datasets": ["easy"], "test_datasets": ["hard"]}})
+    assert set(load_experiment_data(config).class_names) == set(easy["emotion"])

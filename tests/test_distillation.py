@@ -69,6 +69,8 @@ def test_student_learns_from_training_clips_of_its_own_fold_only(teachers, tmp_p
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
         assert probs.min() >= 0.1 / probs.shape[1] - 1e-6  # smoothed by eps / C
     assert (student / "predictions.csv").is_file()
+    record = json.loads((student / "fold_00" / "teacher_targets.json").read_text())
+    assert [t["checkpoint"] for t in record["teachers"]] == [str(root / n / "fold_00" / "model.pt") for n in ("t1", "t2")]
 
 
 def test_teachers_with_other_folds_are_refused_before_anything_is_written(teachers, tmp_path, capsys):
@@ -106,13 +108,14 @@ def test_a_teacher_model_that_saw_a_test_subject_is_refused(teachers, tmp_path):
     assert not (student / "config.yaml").exists()  # refused before the run started
 
 
-@pytest.mark.parametrize("loss, message", [
-    ({"distill_from": ["/nonexistent/run"]}, "no config.yaml"),
-    ({"distill_from": ["."], "distill_weight": 0.0}, "distill_from"),
-])
-def test_bad_distillation_keys_are_refused(loss, message, tmp_path):
-    with pytest.raises(ConfigError, match=message):
-        build_config({"loss": loss})
+def test_a_teacher_that_is_not_a_run_is_refused_when_the_run_starts(teachers, tmp_path, capsys):
+    table, _ = teachers
+    build_config({"loss": {"distill_from": ["/nonexistent/run"]}})  # a finished student's config loads anywhere
+    code = _train(table, tmp_path / "s", **{"loss.distill_from": "[/nonexistent/run]"})
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "no config.yaml" in err[-1] and not (tmp_path / "s" / "config.yaml").exists()
+    with pytest.raises(ConfigError, match="listed twice"):
+        build_config({"loss": {"distill_from": ["a", "a"]}})
 
 
 def test_distillation_weight_and_temperature_ranges(teachers):

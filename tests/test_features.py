@@ -157,3 +157,18 @@ def test_an_export_or_a_bad_batch_size_is_refused(setup, tmp_path):
     with pytest.raises(Exception, match="batch size 0"):
         extract_features(ckpt, table_path, tmp_path / "f", batch_size=0, progress=False)
     assert not (tmp_path / "f").exists()
+
+
+def test_clips_of_subjects_the_checkpoint_saw_are_counted_by_dataset_and_subject(setup, tmp_path):
+    """A checkpoint records (dataset, subject) pairs as the sheets number them: a composite-trained model's
+    shifted ids still match its sheet's clips, and another dataset's subject 1 is not counted."""
+    table_path, _, model = setup
+    import json
+
+    table = pd.read_csv(table_path)
+    seen = [[str(table["dataset"].iloc[0]), int(table["subject"].iloc[0])], ["other_dataset", 2]]
+    ckpt = save_checkpoint(tmp_path / "seen.pt", model=model, class_names=CLASSES, data=CONFIG,
+                           extra={"train_subjects": [100001, 100002], "seen_subject_keys": seen})
+    extract_features(ckpt, table_path, tmp_path / "f", progress=False)
+    meta = json.loads((tmp_path / "f" / "features.json").read_text())
+    assert meta["seen_subject_clips"] == int((table["subject"] == table["subject"].iloc[0]).sum())

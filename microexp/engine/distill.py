@@ -15,6 +15,7 @@ fold reads them back.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -23,17 +24,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from microexp.checkpoint import load_checkpoint, model_from_checkpoint
+from microexp.checkpoint import DIGEST_KEY, load_checkpoint, model_from_checkpoint
 from microexp.config import ExperimentConfig, load_config
 from microexp.errors import ConfigError
-from microexp.splits import Fold, load_folds
+from microexp.fileio import write_json
+from microexp.engine.pretrain_record import OVERLAP_NAME
+from microexp.splits import Fold, fold_differences, load_folds
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TARGETS_NAME", "check_teachers", "soften", "teacher_targets"]
 
-#: a fold's soft labels from its teachers
+#: a fold's soft labels from its teachers, and which teachers' weights (digests) made them
 TARGETS_NAME = "teacher_targets.csv"
+TARGETS_RECORD = "teacher_targets.json"
 
 
 def check_teachers(config: ExperimentConfig, folds: list[Fold], *, final: bool) -> None:
@@ -42,14 +46,20 @@ def check_teachers(config: ExperimentConfig, folds: list[Fold], *, final: bool) 
     Raises:
         ConfigError: one line naming the teacher run and what differs or is missing.
     """
-    reference = [f.to_dict() for f in folds]
     for run in map(Path, config.loss.distill_from):
+        for name in ("config.yaml", "folds.json"):
+            if not (run / name).is_file():
+                raise ConfigError(f"loss.distill_from: {run}: no {name} (a teacher is a finished microexp train run "
+                                  "directory)")
+        if (run / OVERLAP_NAME).is_file():
+            raise ConfigError(f"loss.distill_from: {run}: its encoders were pretrained on some of its test subjects "
+                              f"({OVERLAP_NAME}); its soft labels would carry them")
         if folds:
-            teacher_folds = load_folds(run / "folds.json")
-            if [f.to_dict() for f in teacher_folds] != reference:
-                raise ConfigError(f"loss.distill_from: {run}: its folds differ from this run's; a teacher must have "
-                                  "the student's folds (same table, protocol and seed), else its fold-f model may "
-                                  "have trained on fold f's test subjects")
+            what = fold_differences(load_folds(run / "folds.json"), folds)
+            if what:
+                raise ConfigError(f"loss.distill_from: {run}: its folds differ from this run's ({what}); a teacher "
+                                  "must have the student's folds (same table, protocol and seed), else its fold-f "
+                                  "model may have trained on fold f's test subjects")
             missing = [f.fold for f in folds if not (run / f"fold_{f.fold:02d}" / "model.pt").is_file()]
             if missing:
                 raise ConfigError(f"loss.distill_from: {run}: no model.pt for fold(s) {missing} (an unfinished run?)")
@@ -86,16 +96,21 @@ def teacher_targets(config: ExperimentConfig, train_table: pd.DataFrame, class_n
     """
     path = work_dir / TARGETS_NAME
     clips = train_table["clip"].astype(str).tolist()
-    if path.is_file():
+    loss = config.loss
+    checkpoints = [Path(run) / ("final" if fold is None else f"fold_{fold:02d}") / "model.pt"
+                   for run in loss.distill_from]
+    record = {"teachers": [{"checkpoint": str(c), "weights_digest": load_checkpoint(c).get(DIGEST_KEY)}
+                           for c in checkpoints],
+              "temperature": loss.distill_temperature, "smoothing": loss.distill_smoothing}
+    record_path = work_dir / TARGETS_RECORD
+    if path.is_file() and record_path.is_file():  # read back only what the same teachers wrote for these clips
         stored = pd.read_csv(path, dtype={"clip": str})
-        if sorted(stored["clip"]) == sorted(clips):
+        if sorted(stored["clip"]) == sorted(clips) and json.loads(record_path.read_text(encoding="utf-8")) == record:
             logger.info("%s: soft labels read back from %s", work_dir.name, path)
             columns = [f"prob_{c}" for c in class_names]
             return dict(zip(stored["clip"], stored[columns].to_numpy(dtype=np.float32)))
-    loss = config.loss
     mixture = np.zeros((len(clips), len(class_names)), dtype=np.float64)
-    for run in map(Path, loss.distill_from):
-        checkpoint = run / ("final" if fold is None else f"fold_{fold:02d}") / "model.pt"
+    for run, checkpoint in zip(map(Path, loss.distill_from), checkpoints):
         probabilities = _teacher_probabilities(run, checkpoint, train_table, class_names, fold=fold,
                                                test_subjects=test_subjects, device=device)
         mixture += soften(probabilities, loss.distill_temperature) / len(loss.distill_from)
@@ -105,6 +120,7 @@ def teacher_targets(config: ExperimentConfig, train_table: pd.DataFrame, class_n
         from microexp.engine.results import write_csv
 
         write_csv(frame, path)
+        write_json(record_path, record)
     logger.info("%s: soft labels of %d training clips from %d teacher(s) at T=%g", work_dir.name, len(clips),
                 len(loss.distill_from), loss.distill_temperature)
     return dict(zip(clips, smoothed.astype(np.float32)))

@@ -13,6 +13,8 @@ runs with ``cv.val_fraction > 0``); the test subjects never choose anything.
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +27,8 @@ from microexp.engine.experiment import VAL_PREDICTIONS
 from microexp.engine.results import read_run_predictions, write_csv, write_metrics
 from microexp.errors import ConfigError
 from microexp.fileio import write_json
-from microexp.splits import Fold, load_folds, save_folds
+from microexp.engine.pretrain_record import OVERLAP_NAME
+from microexp.splits import Fold, fold_differences, load_folds, save_folds
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +74,9 @@ def load_member(run: str | Path) -> Member:
     predictions, classes = read_run_predictions(run)
     if "pred" not in predictions.columns:
         raise ConfigError(f"{run}: an AU-only run (no emotion predictions) cannot be ensembled")
+    if (run / OVERLAP_NAME).is_file():
+        raise ConfigError(f"{run}: its encoders were pretrained on some of its test subjects ({OVERLAP_NAME}); an "
+                          "ensemble of it would not be an honest estimate")
     predictions = predictions.astype({"clip": str})
     return Member(run=run, folds=load_folds(run / "folds.json"), predictions=predictions, classes=classes,
                   protocol=load_config(run / "config.yaml").cv.protocol)
@@ -79,13 +85,10 @@ def load_member(run: str | Path) -> Member:
 def check_same_folds(members: Sequence[Member]) -> None:
     """Refuse members whose folds, classes, test clips or labels differ from the first member's."""
     first = members[0]
-    reference = [f.to_dict() for f in first.folds]
     first_labels = first.predictions.set_index("clip")["label"]
     for member in members[1:]:
-        if [f.to_dict() for f in member.folds] != reference:
-            differing = [a["fold"] for a, b in zip(reference, [f.to_dict() for f in member.folds]) if a != b]
-            what = (f"fold(s) {differing} have other subjects" if differing and len(member.folds) == len(first.folds)
-                    else f"{len(member.folds)} folds against {len(first.folds)}")
+        what = fold_differences(member.folds, first.folds)
+        if what:
             raise ConfigError(f"{member.run}: its folds differ from {first.run}'s ({what}); an ensemble needs runs "
                               "of the same folds (same table, protocol and seed), else a member has trained on "
                               "another's test subjects")
@@ -162,6 +165,10 @@ def build_ensemble(runs: Sequence[str | Path], out: str | Path, *, weights: str 
         frames.append(frame)
     predictions = pd.concat(frames, ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("fold_*"):  # an earlier ensemble of other folds, in the same folder
+        number = re.fullmatch(r"fold_(\d+)", stale.name)
+        if stale.is_dir() and number and int(number.group(1)) not in fold_weights:
+            shutil.rmtree(stale)
     save_folds(first.folds, out / "folds.json")
     for frame in frames:
         fold_dir = out / f"fold_{int(frame['fold'].iloc[0]):02d}"

@@ -63,7 +63,7 @@ from microexp.engine.precision import (
 )
 from microexp.engine.distill import check_teachers, teacher_targets
 from microexp.engine.objectives import Objective, flip_model_input, needs_task_outputs
-from microexp.engine.pretrain_record import OVERLAP_NAME, check_pretrained_subjects, encoder_for_fold
+from microexp.engine.pretrain_record import OVERLAP_NAME, check_pretrained_subjects, encoder_for_fold, subject_keys
 from microexp.engine.progress import RunProgress, UnitProgress, format_seconds  # noqa: F401 - re-exported
 from microexp.engine.results import (  # noqa: F401 - read_run_predictions re-exported for callers of this module
     logged_epochs, read_log, read_run_predictions, write_csv, write_log, write_metrics,
@@ -117,14 +117,39 @@ def load_experiment_data(config: ExperimentConfig) -> ExperimentData:
     if not config.data.annotations:
         raise ConfigError("data.annotations is empty: set it in the recipe or with --set data.annotations=PATH")
     table = read_clip_tables(config)
-    class_map = get_class_map(config.data.class_map, table=table)  # identity takes its classes from the table
-    labelled, problems = apply_class_map(table, class_map, strict=config.data.strict, log=False)
+    # identity takes its classes from the table: under cv.protocol=cross, from the training datasets' clips alone
+    vocabulary_clips = (table[table["dataset"].isin(config.cv.train_datasets)] if config.cv.protocol == "cross"
+                        else table)
+    class_map = get_class_map(config.data.class_map, table=vocabulary_clips)
+    if "source_dataset" in table.columns:  # a composite: class maps are keyed by each sheet's own dataset name
+        mapped = table.assign(dataset=table["source_dataset"], composite_dataset=table["dataset"])
+        labelled, problems = apply_class_map(mapped, class_map, strict=config.data.strict, log=False)
+        labelled = labelled.assign(dataset=labelled["composite_dataset"]).drop(columns="composite_dataset")
+    else:
+        labelled, problems = apply_class_map(table, class_map, strict=config.data.strict, log=False)
     for group in summarise_left_out(problems):  # one line per (dataset, emotion), with its count
         logger.warning("%s", group)
     if labelled.empty:
-        name = "data.annotations" if is_composite(config.data) else config.data.annotations
-        raise ConfigError(f"{name}: no clip left after validation and class map {class_map.name!r}")
+        raise ConfigError(f"{annotations_name(config)}: no clip left after validation and class map {class_map.name!r}")
     return ExperimentData(table=labelled.reset_index(drop=True), class_names=list(class_map.classes))
+
+
+def annotations_name(config: ExperimentConfig) -> str:
+    """The clip table in messages: its path, or ``data.annotations`` for a composite list."""
+    return "data.annotations" if is_composite(config.data) else str(config.data.annotations)
+
+
+def seen_subject_keys(table: pd.DataFrame, subjects: Sequence[int] | None = None) -> list[list[Any]]:
+    """``[dataset, subject]`` of the clips' subjects (of ``subjects`` only, when given), as their sheets number
+    them (a composite's source pairs), sorted: what a checkpoint records it has seen."""
+    return [[d, s] for d, s in sorted(subject_keys(table, subjects))]
+
+
+def final_training_table(config: ExperimentConfig, table: pd.DataFrame) -> pd.DataFrame:
+    """The clips a final model trains on: every clip, or under ``cv.protocol=cross`` the training datasets'."""
+    if config.cv.protocol == "cross":
+        return table[table["dataset"].isin(config.cv.train_datasets)]
+    return table
 
 
 def read_clip_tables(config: ExperimentConfig) -> pd.DataFrame:
@@ -432,7 +457,7 @@ def prepare_run(config: ExperimentConfig, out: Path, *, cross_validation: bool =
     data = load_experiment_data(config)
     check_num_frames(config, data.table)
     if config.data.aus:  # a table without AUs fails now, not at its first fold (each fold still counts its own)
-        fold_au_vocabulary(config, data.table, name=str(config.data.annotations), clips="clips of the table")
+        fold_au_vocabulary(config, data.table, name=annotations_name(config), clips="clips of the table")
     pipeline = build_pipeline(config, model_spec(config))
     check_clip_inputs(data.table, pipeline)  # frames, or flow files for apex_flow
     # data.in_memory=on for a pipeline that cannot be served from stored tensors fails now
@@ -479,13 +504,17 @@ def train_final(
     if config.train.model_selection != "last":
         note += (f" (the recipe's train.model_selection={config.train.model_selection} needs held-out subjects, "
                  "which a model trained on every subject does not have)")
-    logger.info("final model on all %d subjects (%d clips): %s", data.table["subject"].nunique(), len(data.table), note)
+    table = final_training_table(config, data.table)
+    if len(table) < len(data.table):
+        note += f" of the training datasets ({', '.join(config.cv.train_datasets)})"
+    logger.info("final model on all %d subjects (%d clips): %s", table["subject"].nunique(), len(table), note)
     fixed = dataclasses.replace(config, train=dataclasses.replace(config.train, model_selection="last"))
-    empty = data.table.iloc[:0]
+    empty = table.iloc[:0]
     extra = {"final": True, "trained_on": "all subjects", "selection": "last", "note": note,
              "recipe_model_selection": config.train.model_selection,
-             "subjects": sorted(int(s) for s in data.table["subject"].unique()), "clips": len(data.table)}
-    _train_model(fixed, data, data.table, empty, final_dir, device=device, stream=FINAL_STREAM, fold=None,
+             "subjects": sorted(int(s) for s in table["subject"].unique()), "clips": len(table),
+             "seen_subject_keys": seen_subject_keys(table)}
+    _train_model(fixed, data, table, empty, final_dir, device=device, stream=FINAL_STREAM, fold=None,
                  name="final", progress=progress, tracker=tracker, model_extra=extra, ctx=ctx)
     logger.info("final model (all subjects) written: %s", target)
     return target
@@ -524,6 +553,8 @@ def run_fold(
                      # who the weights have seen: predict warns when "results" come from these subjects
                      "train_subjects": sorted(int(s) for s in fold.train_subjects),
                      "val_subjects": sorted(int(s) for s in fold.val_subjects),
+                     # the same as (dataset, subject) of their sheets: matched across tables by extract-features
+                     "seen_subject_keys": seen_subject_keys(table, [*fold.train_subjects, *fold.val_subjects]),
                      "pretrained": encoder_for_fold(config.model.pretrained, fold.fold)}, ctx=ctx)
 
     def predict(clips: pd.DataFrame, role: str) -> pd.DataFrame:
@@ -539,7 +570,7 @@ def run_fold(
 
     dtype = autocast_dtype(device, amp=config.train.amp, amp_dtype=config.train.amp_dtype)  # as in training
     memory_format = memory_format_for(model, device=device, channels_last=config.train.channels_last)
-    if len(val_table) and not (fold_dir / VAL_PREDICTIONS).exists():
+    if len(val_table) and not run_on_main((fold_dir / VAL_PREDICTIONS).exists, ctx):  # one decision for all ranks
         # the selected model on its validation subjects: what ensembles weigh their members on (never the test)
         val_frame = predict(val_table, "val")
         if ctx.is_main:

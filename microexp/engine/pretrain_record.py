@@ -39,8 +39,11 @@ def is_pretrain_dir(path: str | Path) -> bool:
 
 def subject_keys(table: pd.DataFrame, subjects: Iterable[int] | None = None) -> set[tuple[str, int]]:
     """``(dataset, subject)`` of the clips of ``table`` (of ``subjects`` only, when given); dataset "" when the
-    table has no dataset column."""
+    table has no dataset column. A composite table's clips give their sheet's own pair (``source_dataset``,
+    ``source_subject``), so a subject matches itself across a composite and the single tables it was built from."""
     rows = table if subjects is None else table[table["subject"].isin(list(subjects))]
+    if "source_subject" in rows.columns:
+        return set(zip(rows["source_dataset"].astype(str).tolist(), rows["source_subject"].astype(int).tolist()))
     datasets = rows["dataset"].fillna("").astype(str) if "dataset" in rows.columns else pd.Series([""] * len(rows))
     return set(zip(datasets.tolist(), rows["subject"].astype(int).tolist()))
 

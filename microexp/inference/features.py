@@ -409,8 +409,11 @@ def extract_features(
         logger.info("%s: stopped after %d of %d shard(s); run the same command again to continue", out, len(done),
                     n_shards)
         return FeatureExtraction(out, 0, num_features, (), n_shards, len(done), len(todo), False, seconds, rate)
-    seen = {int(s) for key in ("subjects", "train_subjects", "val_subjects")
-            for s in (payload.get("extra") or {}).get(key, ())}
+    extra = payload.get("extra") or {}
+    if "seen_subject_keys" in extra:  # (dataset, subject) as the sheets number them: matches across tables
+        seen: set[Any] = {(str(d), int(s)) for d, s in extra["seen_subject_keys"]}
+    else:  # an older checkpoint: bare subject ids, compared with the table's
+        seen = {int(s) for key in ("subjects", "train_subjects", "val_subjects") for s in extra.get(key, ())}
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "checkpoint": str(ckpt), "checkpoint_digest": ckpt_digest, **digests,
@@ -436,7 +439,7 @@ def _load_table(table: str | Path | pd.DataFrame, *, format: str, root: str | Pa
 
 
 def _assemble(out: Path, frame: pd.DataFrame, labels: np.ndarray, n_shards: int, meta: dict[str, Any],
-              seen: set[int], num_features: int) -> tuple[int, tuple[tuple[str, str], ...]]:
+              seen: set[Any], num_features: int) -> tuple[int, tuple[tuple[str, str], ...]]:
     """Join the shards into features.npy, index.csv, failures.csv and features.json (each atomic)."""
     parts, rows, failed, reasons = [], [], [], []
     for k in range(n_shards):
@@ -462,7 +465,10 @@ def _assemble(out: Path, frame: pd.DataFrame, labels: np.ndarray, n_shards: int,
         np.save(handle, matrix.astype(np.float32, copy=False))
     write_text(out / INDEX_FILE, index.to_csv(index=False, lineterminator="\n"))
     write_text(out / FAILURES_FILE, failures.to_csv(index=False, lineterminator="\n"))
-    held_in = int(index["subject"].isin(seen).sum()) if seen else 0
+    if seen and isinstance(next(iter(seen)), tuple):
+        held_in = sum((d, int(s)) in seen for d, s in zip(index["dataset"], index["subject"]))
+    else:
+        held_in = int(index["subject"].isin(seen).sum()) if seen else 0
     meta = dict(meta, num_clips=int(matrix.shape[0]), num_features=int(num_features), num_failed=len(failed),
                 labelled_clips=int((index["label"] >= 0).sum()), seen_subject_clips=held_in,
                 files={"features": FEATURES_FILE, "index": INDEX_FILE, "failures": FAILURES_FILE})

@@ -90,6 +90,9 @@ def transfer_study(options: StudyOptions, recipes_dir: Path) -> Study:
             raise FileNotFoundError(f"--data {options.data}: no such file or folder")
         raise ConfigError("--data: dfme_transfer generates its own two synthetic datasets (OUT/data/easy and "
                           "OUT/data/hard); run it without --data")
+    if options.format != "auto" or options.root is not None:
+        raise ConfigError("--format/--root: dfme_transfer reads the two synthetic datasets it generates; run it "
+                          "without them")
     recipe = _one_recipe(options, recipes_dir)
     tables = {d.name: transfer_dataset(Path(options.out), d, quick=options.quick, progress=options.progress)
               for d in DATASETS}

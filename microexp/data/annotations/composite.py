@@ -6,7 +6,10 @@ Datasets number their subjects independently (CASME II's ``sub01`` and SAMM's ``
 integers), so every part's subjects are moved into a range of their own: part ``i`` (0-based) gets
 ``(i + 1) * SUBJECT_OFFSET + subject``, the scheme of the MEGC 2019 composite's public lists (10000,
 20000, ...) with a wider step so that a part may itself be such a composite. Clip ids are prefixed with
-their dataset (``casme2/sub01/EP02_01f``), so they stay unique and say where a clip comes from.
+their dataset (``casme2/sub01/EP02_01f``), so they stay unique and say where a clip comes from. Each clip
+keeps where it came from in ``source_dataset`` (the sheet's own dataset name, which class maps are keyed by,
+whatever the entry calls its dataset) and ``source_subject`` (the sheet's subject id): the keys that match a
+clip with the same subject in another table (a pretraining pool, a checkpoint's record).
 
 Nothing here reads files: the parts are tables already read and validated by :func:`load_clip_table`.
 """
@@ -54,6 +57,9 @@ def compose_tables(parts: Sequence[TablePart]) -> pd.DataFrame:
         table = part.table.copy()
         if table.empty:
             raise ConfigError(f"{part.source}: no clip left after validation")
+        if "source_dataset" not in table.columns:  # a part that is itself a composite keeps its sources
+            table["source_dataset"] = table["dataset"].fillna("").astype(str)
+            table["source_subject"] = table["subject"].astype("int64")
         if part.dataset is not None:
             table["dataset"] = part.dataset
         names = table["dataset"].fillna("").astype(str)
