@@ -83,7 +83,9 @@ def test_test_subjects_are_evaluated_once_per_fold_after_training(tiny_data, tmp
         assert len(touching) == 1 and events[touching[0]][2] == test  # once, and nothing else mixed in
         trains = [i for i, e in enumerate(events) if e[0] == "train" and e[1].startswith(mine)]
         vals = [e for e in events if e[0] == "eval" and e[1] == f"fold {fold['fold']} val"]
-        assert len(vals) == 2 and all(not (e[2] & test) for e in vals)
+        # one per epoch, then the selected model's val_predictions.csv (what ensembles weigh on)
+        assert len(vals) == 3 and all(not (e[2] & test) for e in vals)
+        assert (tmp_path / "run" / f"fold_{fold['fold']:02d}" / "val_predictions.csv").is_file()
         assert len(trains) == 2 and max(trains) < touching[0]
 
 
