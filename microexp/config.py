@@ -674,8 +674,8 @@ def _validate_sources(config: ExperimentConfig, where: _Where) -> None:
         dataset = entry.get("dataset")
         if dataset is not None:
             if dataset in named:
-                raise ConfigError(f"{where(key)}: {item}.dataset={dataset!r}: also the name of {key}[{named[dataset]}]; "
-                                  "each entry is one dataset with a name of its own")
+                raise ConfigError(f"{where(key)}: {item}.dataset={dataset!r}: also the name of "
+                                  f"{key}[{named[dataset]}]; each entry is one dataset with a name of its own")
             named[dataset] = index
 
 
@@ -699,8 +699,8 @@ def _validate_protocol(config: ExperimentConfig, where: _Where) -> None:
                                   "the table's dataset column)")
         both = sorted(set(cv.train_datasets) & set(cv.test_datasets))
         if both:
-            raise ConfigError(f"{where('cv.test_datasets')}: dataset(s) {', '.join(both)} in both cv.train_datasets and "
-                              "cv.test_datasets: a cross-dataset fold tests on datasets it did not train on")
+            raise ConfigError(f"{where('cv.test_datasets')}: dataset(s) {', '.join(both)} in both cv.train_datasets "
+                              "and cv.test_datasets: a cross-dataset fold tests on datasets it did not train on")
     elif cv.train_datasets or cv.test_datasets:
         raise ConfigError(f"{where('cv.train_datasets' if cv.train_datasets else 'cv.test_datasets')}: "
                           f"cv.train_datasets/cv.test_datasets apply to cv.protocol=cross, not {cv.protocol!r}")

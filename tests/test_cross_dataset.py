@@ -186,9 +186,8 @@ def test_class_maps_read_each_sheets_own_dataset_under_a_renamed_entry(two_datas
     sheet["dataset"] = "casme2"
     sheet["emotion"] = ["happiness", "disgust", "surprise", "fear"] * (len(sheet) // 4)
     sheet.to_csv(tmp_path / "casme2.csv", index=False)
-    config = build_config({"data": {"annotations": [{"path": str(tmp_path / "casme2.csv"), "format": "microexp", "dataset": "first"},
-                                                    {"path": str(tmp_path / "casme2.csv"), "format": "microexp",
-                                                     "dataset": "second"}],
+    entry = {"path": str(tmp_path / "casme2.csv"), "format": "microexp"}
+    config = build_config({"data": {"annotations": [{**entry, "dataset": "first"}, {**entry, "dataset": "second"}],
                                     "class_map": "megc3"}})
     data = load_experiment_data(config)
     assert data.class_names == ["negative", "positive", "surprise"]

@@ -70,7 +70,8 @@ def test_student_learns_from_training_clips_of_its_own_fold_only(teachers, tmp_p
         assert probs.min() >= 0.1 / probs.shape[1] - 1e-6  # smoothed by eps / C
     assert (student / "predictions.csv").is_file()
     record = json.loads((student / "fold_00" / "teacher_targets.json").read_text())
-    assert [t["checkpoint"] for t in record["teachers"]] == [str(root / n / "fold_00" / "model.pt") for n in ("t1", "t2")]
+    teachers = [str(root / name / "fold_00" / "model.pt") for name in ("t1", "t2")]
+    assert [t["checkpoint"] for t in record["teachers"]] == teachers
 
 
 def test_teachers_with_other_folds_are_refused_before_anything_is_written(teachers, tmp_path, capsys):

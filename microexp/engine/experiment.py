@@ -80,8 +80,8 @@ from microexp.metrics import AU_PROB_PREFIX, AU_THRESHOLD, compute_metrics
 from microexp.models import create_model, get_model_spec
 from microexp.seed import seed_everything, seed_worker
 from microexp.splits import (
-    Fold, check_folds, cross_dataset_split, fixed_split, format_fold_selection, kfold_subject_splits, leave_one_dataset_out, load_folds,
-    loso_splits, save_folds,
+    Fold, check_folds, cross_dataset_split, fixed_split, format_fold_selection, kfold_subject_splits,
+    leave_one_dataset_out, load_folds, loso_splits, save_folds,
 )
 
 logger = logging.getLogger(__name__)

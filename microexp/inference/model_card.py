@@ -104,8 +104,8 @@ def model_card(checkpoint: str | Path, payload: Mapping[str, Any], *, export: st
         for entry in entries:  # a composite table lists one file per dataset
             path = entry.get("path") if isinstance(entry, dict) else entry
             name = f" (dataset {entry['dataset']})" if isinstance(entry, dict) and entry.get("dataset") else ""
-            lines.append(f"- Clip table: `{path}`{name}" + (" (the synthetic benchmark: results on it do not "
-                                                            "transfer to real faces)" if _synthetic(path) else "") + ".")
+            synthetic = " (the synthetic benchmark: results on it do not transfer to real faces)"
+            lines.append(f"- Clip table: `{path}`{name}" + (synthetic if _synthetic(path) else "") + ".")
         protocol = cv.get("protocol")
         detail = {"kfold": f", {cv.get('folds')} folds",
                   "cross": f", trained on {cv.get('train_datasets')} and tested on {cv.get('test_datasets')}"}
