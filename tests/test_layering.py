@@ -36,7 +36,7 @@ PACKAGE = Path(microexp.__file__).parent
 LOWER = (
     "microexp.data", "microexp.synth", "microexp.models", "microexp.losses", "microexp.metrics",
     "microexp.splits", "microexp.config", "microexp.errors", "microexp.fileio", "microexp.workers",
-    "microexp.seed", "microexp.checkpoint", "microexp.label_noise",
+    "microexp.seed", "microexp.checkpoint", "microexp.label_noise", "microexp.spotting_metrics",
 )
 UPPER = ("microexp.engine", "microexp.sweep", "microexp.inference", "microexp.studies", "microexp.benchmark",
          "microexp.cli")
