@@ -49,6 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--batch-size", type=int, default=8, help="clips per model call (default 8)")
     parser.add_argument("--no-face-crop", action="store_true", help="clips are already face crops: no face detection")
     parser.add_argument("--face-margin", type=float, default=None, help="enlargement of the detected face box (default 0.55)")
+    parser.add_argument("--spotting", choices=("motion", "regions"), default="motion",
+                        help="how phases not given are spotted: the whole-face motion signal (default) or the "
+                        "region-wise, blink-robust method (eyes, brows, nose, mouth; blinks discounted)")
     parser.add_argument("--save-crops", default=None, metavar="DIR",
                         help="save the sampled face crops as PNG under DIR, one folder per clip named after its full "
                         "path or table name (sub01/EP01 -> sub01__EP01)")
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"face_crop": not args.no_face_crop, "backend": args.backend}
     if args.face_margin is not None:
         options["face_margin"] = args.face_margin
+    options["spotting"] = args.spotting
     predictor = ClipPredictor.from_checkpoint(args.checkpoint, device=args.device, **options)
     items, failures = collect_clips(args.clips, onset=args.onset, apex=args.apex, offset=args.offset,
                                     first_frame=args.first_frame, fps=args.fps,

@@ -45,6 +45,7 @@ from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import OutputError, write_bytes
 from microexp.metrics import AU_THRESHOLD
 from microexp.data.face import DEFAULT_MARGIN, FaceBox, NoFaceError, crop_frames, probe_positions, stable_face_box
+from microexp.inference.region_spotting import spot_regions
 from microexp.inference.spotting import Phases, default_sigma, motion_signal, spot_phases
 from microexp.models import ModelSpec
 
@@ -54,6 +55,9 @@ __all__ = ["ClipInput", "ClipFailure", "ClipPredictor", "Prediction", "BatchResu
 
 #: timing stages recorded in :attr:`Prediction.timings` (seconds)
 STAGES = ("decode", "face_crop", "spotting", "flow", "transform", "model", "total")
+#: ``spotting=``: the whole-face motion signal (inference.spotting) or the region-wise, blink-robust method
+#: (inference.region_spotting)
+SPOTTING_METHODS = ("motion", "regions")
 _CHUNK = 64
 
 
@@ -213,7 +217,12 @@ class ClipPredictor:
         backend: str = "auto",
         seen_subjects: Sequence[int] = (),
         au_codes: Sequence[str] = (),
+        spotting: str = "motion",
     ) -> None:
+        if spotting not in SPOTTING_METHODS:
+            raise PredictionError(f"spotting={spotting!r}: expected one of {', '.join(SPOTTING_METHODS)}")
+        #: how phases not given are spotted: the whole-face motion signal, or the region-wise blink-robust one
+        self.spotting = spotting
         self.runner = runner
         self.au_names = [f"AU{code}" for code in au_codes]
         #: subjects whose clips trained or selected the model (from the checkpoint; empty when unknown)
@@ -486,8 +495,13 @@ class ClipPredictor:
             _decode_and_crop(reader, span[i:i + _CHUNK], box, kept, timings)
         tick = time.perf_counter()
         try:
-            signal = motion_signal(np.stack([kept[n] for n in span]), reference=0)
-            phases = spot_phases(signal, span, onset=onset, apex=apex, offset=offset, sigma=default_sigma(fps))
+            frames = np.stack([kept[n] for n in span])
+            if self.spotting == "regions":
+                phases = spot_regions(frames, span, onset=onset, apex=apex, offset=offset, fps=fps,
+                                      sigma=default_sigma(fps)).phases
+            else:
+                signal = motion_signal(frames, reference=0)
+                phases = spot_phases(signal, span, onset=onset, apex=apex, offset=offset, sigma=default_sigma(fps))
         except ValueError as exc:  # a failure of this clip, not of the batch
             raise PredictionError(f"{name}: spotting failed: {' '.join(str(exc).split())}") from exc
         timings["spotting"] += time.perf_counter() - tick

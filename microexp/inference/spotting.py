@@ -32,12 +32,12 @@ they bracket the whole movement instead of collapsing onto the apex.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
-__all__ = ["Phases", "motion_signal", "smooth", "spot_phases", "default_sigma"]
+__all__ = ["Phases", "difference_maps", "motion_signal", "smooth", "spot_phases", "default_sigma"]
 
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
 _HIGHPASS_SIGMA = 6.0
@@ -94,12 +94,23 @@ def motion_signal(
         return np.zeros(0)
     if not 0 < top_fraction <= 1:
         raise ValueError(f"top_fraction={top_fraction}: expected a value in (0, 1]")
-    ref_image = _grey(frames[reference], size)
-    ref = _highpass(ref_image)
     border = max(1, size // 16)  # warped borders are reflections, not image content
     keep = max(1, int(top_fraction * (size - 2 * border) ** 2))
-    warp = np.eye(2, 3, dtype=np.float32)
     out = np.zeros(len(frames), dtype=np.float64)
+    for i, diff in difference_maps(frames, reference=reference, size=size):
+        values = diff[border:size - border, border:size - border].ravel()
+        out[i] = float(np.partition(values, values.size - keep)[-keep:].mean())
+    return out
+
+
+def difference_maps(frames: Sequence[np.ndarray] | np.ndarray, *, reference: int = 0,
+                    size: int = 96) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, map)`` for every frame but the reference: the blurred absolute difference of its high-passed,
+    ECC-aligned grey image from the reference's (``size`` x ``size`` float32), frames after the reference first,
+    then those before it (each direction aligned incrementally from the identity)."""
+    ref_image = _grey(frames[reference], size)
+    ref = _highpass(ref_image)
+    warp = np.eye(2, 3, dtype=np.float32)
     order = list(range(reference + 1, len(frames))) + list(range(reference - 1, -1, -1))
     for i in order:
         if i == reference - 1:  # walking backwards now: restart from the identity
@@ -111,10 +122,7 @@ def motion_signal(
             pass
         aligned = cv2.warpAffine(image, warp, (size, size), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
                                  borderMode=cv2.BORDER_REFLECT)
-        diff = cv2.GaussianBlur(np.abs(_highpass(aligned) - ref), (0, 0), _DIFF_BLUR)
-        values = diff[border:size - border, border:size - border].ravel()
-        out[i] = float(np.partition(values, values.size - keep)[-keep:].mean())
-    return out
+        yield i, cv2.GaussianBlur(np.abs(_highpass(aligned) - ref), (0, 0), _DIFF_BLUR)
 
 
 def default_sigma(fps: float | None) -> float:
@@ -156,6 +164,14 @@ def _hump(curve: np.ndarray, top: int, lo: int, hi: int, threshold: float) -> tu
     return min(top, peak), max(top, peak)
 
 
+def _stop_level(base: float, peak: float, threshold: float, level: float | None) -> float:
+    """Where onset/offset walks stop: ``threshold`` of the rise above ``base``, or the absolute ``level``
+    (at most half the rise)."""
+    if level is None:
+        return base + threshold * (peak - base)
+    return min(level, base + 0.5 * (peak - base))
+
+
 def spot_phases(
     signal: np.ndarray,
     numbers: Sequence[int],
@@ -165,6 +181,7 @@ def spot_phases(
     offset: int | None = None,
     sigma: float = 2.0,
     threshold: float = 0.1,
+    level: float | None = None,
 ) -> Phases:
     """Fill in the phases not given from a motion signal (rule in the module docstring).
 
@@ -174,6 +191,8 @@ def spot_phases(
         onset, apex, offset: known values (frame numbers in ``numbers``), or None to spot them.
         sigma: Gaussian smoothing in frames.
         threshold: fraction of the rise above baseline at which onset and offset are placed.
+        level: instead, an absolute level of the curve (a noise floor, e.g. in noise units of a z-scored
+            signal) at which they are placed; capped at half the rise, so that a weak peak still gets a span.
 
     Returns:
         :class:`Phases` with ``curve`` the smoothed signal.
@@ -193,17 +212,15 @@ def spot_phases(
         first = last = top
     peak = float(curve[first:last + 1].max())
     if onset is None:
-        base = float(curve[lo:first + 1].min())
-        level = base + threshold * (peak - base)
+        stop = _stop_level(float(curve[lo:first + 1].min()), peak, threshold, level)
         i = first
-        while i > lo and curve[i] > level:
+        while i > lo and curve[i] > stop:
             i -= 1
         lo = i
     if offset is None:
-        base = float(curve[last:hi + 1].min())
-        level = base + threshold * (peak - base)
+        stop = _stop_level(float(curve[last:hi + 1].min()), peak, threshold, level)
         i = last
-        while i < hi and curve[i] > level:
+        while i < hi and curve[i] > stop:
             i += 1
         hi = i
     estimated = tuple(name for name, value in (("onset", onset), ("apex", apex), ("offset", offset)) if value is None)

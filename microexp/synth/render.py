@@ -13,12 +13,12 @@ import numpy as np
 
 from microexp.synth.faces import FaceGeometry, FaceLook, draw_face, jitter_geometry, random_face
 from microexp.synth.fields import expression_profile, field_from_units
-from microexp.synth.nuisances import blink_mask, draw_nuisance
+from microexp.synth.nuisances import Nuisance, blink_mask, draw_nuisance
 from microexp.synth.options import FORMATS, check_options
 from microexp.synth.plan import ClipSpec
 from microexp.synth.streams import Stream, random_stream
 
-__all__ = ["RenderedClip", "au_displacement_field", "clip_geometry", "render_clip", "subject_face"]
+__all__ = ["RenderedClip", "au_displacement_field", "clip_geometry", "clip_nuisance", "render_clip", "subject_face"]
 
 
 class RenderedClip(NamedTuple):
@@ -57,6 +57,14 @@ def au_displacement_field(spec: ClipSpec, *, size: int = 128) -> np.ndarray:
     rng = random_stream(spec.seed, Stream.CLIP_RENDER, spec.index, pool=spec.pool)
     geometry, _ = clip_geometry(spec, rng)
     return field_from_units(spec.action_units, geometry, size, spec.preset.amplitude_px[1] * size / 128.0)
+
+
+def clip_nuisance(spec: ClipSpec, size: int = 128) -> Nuisance:
+    """The nuisance curves (drift, illumination, blink) :func:`render_clip` draws for ``spec``: the ground
+    truth of what else moves in the clip, e.g. whether and when it blinks (``blink``: start s, duration s)."""
+    rng = random_stream(spec.seed, Stream.CLIP_RENDER, spec.index, pool=spec.pool)
+    clip_geometry(spec, rng)  # the geometry's draws come first in the clip's stream
+    return draw_nuisance(rng, spec.preset, spec, size, True)
 
 
 def render_clip(
