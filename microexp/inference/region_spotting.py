@@ -5,13 +5,14 @@ so a blink (real facial motion, often larger than a micro-expression) wins the a
 and its 10 %-of-the-peak rule stops onset and offset well above the noise on strong clips. This method keeps
 the same aligned, high-passed difference maps (:func:`~microexp.inference.spotting.difference_maps`) and:
 
-1. **Regions.** The eyes are found on the reference frame with OpenCV's Haar eye cascade (two detections, one
-   each side of the centre, at about the same height, their midpoint near the crop's centre); brows, nose and
-   mouth follow from the eye positions and the inter-ocular distance ``d`` with the usual face proportions
-   (brows 0.2-0.45 d above the eye line, nose 0.25-0.7 d below it, mouth 0.75-1.25 d below). Without two eyes,
-   a fixed layout of a face crop is used (eye line at 42 % of the height, ``d`` = 24 % of the side), and the
-   result says so. Known weakness (recipes/README.md): on small faces (64-96 px) the cascade often places the
-   eyes on the brows or forehead, and blinks then land in the nose or mouth region.
+1. **Regions.** The eyes are placed on the reference frame from OpenCV's Haar frontal-face box (the eye line
+   at 38 % of its height, the eyes 0.42 of its width apart), refined by the Haar eye cascade when it finds a
+   pair (one each side, level, centred) within a quarter of the inter-ocular distance of those positions; the
+   eye cascade alone on small faces (64-96 px) often fires on the brows or forehead. Brows, nose and mouth
+   follow from the eyes and the inter-ocular distance ``d`` with the usual face proportions (brows 0.2-0.45 d
+   above the eye line, nose 0.25-0.7 d below it, mouth 0.75-1.25 d below). Without a face or eyes, a fixed
+   layout of a face crop is used (eye line at 42 % of the height, ``d`` = 24 % of the side); ``eyes`` says
+   which.
 2. **A noise floor per region.** Each region's signal (the mean of its largest 10 % of differences) becomes a
    z-score: minus its baseline (20th percentile over the clip), over a robust noise scale (1.4826 x the median
    absolute deviation of its lower half).
@@ -56,7 +57,7 @@ BLINK_PAD = 2  # frames added to each side of a detected blink
 @dataclass(frozen=True)
 class FaceRegions:
     """Pixel boxes ``(x0, y0, x1, y1)`` (end-exclusive) of the regions on the ``size``-px frame, and how the
-    eyes were placed (``detected`` or ``layout``)."""
+    eyes were placed (``face box + eyes``, ``face box``, ``eyes`` or ``layout``)."""
 
     boxes: dict[str, tuple[int, int, int, int]]
     eyes: str
@@ -105,13 +106,37 @@ def _detected_eyes(grey: np.ndarray) -> tuple[tuple[float, float], tuple[float, 
     return None if best is None else (best[1], best[2])
 
 
+def _face_box_eyes(grey: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Eye centres predicted from the largest Haar frontal-face box: the eye line at 38 % of the box's height,
+    the eyes 0.42 of its width apart (human proportions of that detector's boxes), or None without a face."""
+    from microexp.data.face import _cascade  # the bundled frontal-face cascade the face crop uses
+
+    side = grey.shape[0]
+    scale = _DETECT_SIDE / side
+    up = cv2.resize(grey.astype(np.uint8), (_DETECT_SIDE, _DETECT_SIDE), interpolation=cv2.INTER_LINEAR)
+    faces = _cascade().detectMultiScale(up, scaleFactor=1.1, minNeighbors=3, minSize=(_DETECT_SIDE // 4,) * 2)
+    if len(faces) == 0:
+        return None
+    x, y, w, h = (v / scale for v in max(faces, key=lambda b: b[2] * b[3]))
+    cx, ey, d = x + w / 2, y + 0.38 * h, 0.42 * w
+    return (cx - d / 2, ey), (cx + d / 2, ey)
+
+
 def face_regions(reference: np.ndarray, size: int = 96) -> FaceRegions:
     """The regions of a face crop (module docstring, step 1), on its ``size``-px grey copy."""
     grey = _grey(reference, size)
-    eyes = _detected_eyes(grey)
+    predicted = _face_box_eyes(grey)
+    detected = _detected_eyes(grey)
+    if predicted is not None and detected is not None:
+        d = predicted[1][0] - predicted[0][0]
+        near = all(np.hypot(a[0] - b[0], a[1] - b[1]) < 0.25 * d for a, b in zip(detected, predicted))
+        eyes, how = (detected, "face box + eyes") if near else (predicted, "face box")
+    elif predicted is not None:
+        eyes, how = predicted, "face box"
+    else:
+        eyes, how = detected, "eyes"
     if eyes is not None:
         (lx, ly), (rx, ry) = eyes
-        how = "detected"
     else:
         d = _LAYOUT_IOD * size
         lx, rx = size / 2 - d / 2, size / 2 + d / 2
