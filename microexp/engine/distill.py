@@ -99,8 +99,9 @@ def teacher_targets(config: ExperimentConfig, train_table: pd.DataFrame, class_n
     loss = config.loss
     checkpoints = [Path(run) / ("final" if fold is None else f"fold_{fold:02d}") / "model.pt"
                    for run in loss.distill_from]
-    record = {"teachers": [{"checkpoint": str(c), "weights_digest": load_checkpoint(c).get(DIGEST_KEY)}
-                           for c in checkpoints],
+    payloads = [load_checkpoint(c) for c in checkpoints]  # once: the digests below and the teachers' models
+    record = {"teachers": [{"checkpoint": str(c), "weights_digest": p.get(DIGEST_KEY)}
+                           for c, p in zip(checkpoints, payloads)],
               "temperature": loss.distill_temperature, "smoothing": loss.distill_smoothing}
     record_path = work_dir / TARGETS_RECORD
     if path.is_file() and record_path.is_file():  # read back only what the same teachers wrote for these clips
@@ -110,8 +111,8 @@ def teacher_targets(config: ExperimentConfig, train_table: pd.DataFrame, class_n
             columns = [f"prob_{c}" for c in class_names]
             return dict(zip(stored["clip"], stored[columns].to_numpy(dtype=np.float32)))
     mixture = np.zeros((len(clips), len(class_names)), dtype=np.float64)
-    for run, checkpoint in zip(map(Path, loss.distill_from), checkpoints):
-        probabilities = _teacher_probabilities(run, checkpoint, train_table, class_names, fold=fold,
+    for run, checkpoint, payload in zip(map(Path, loss.distill_from), checkpoints, payloads):
+        probabilities = _teacher_probabilities(run, checkpoint, payload, train_table, class_names, fold=fold,
                                                test_subjects=test_subjects, device=device)
         mixture += soften(probabilities, loss.distill_temperature) / len(loss.distill_from)
     smoothed = (1.0 - loss.distill_smoothing) * mixture + loss.distill_smoothing / len(class_names)
@@ -126,12 +127,11 @@ def teacher_targets(config: ExperimentConfig, train_table: pd.DataFrame, class_n
     return dict(zip(clips, smoothed.astype(np.float32)))
 
 
-def _teacher_probabilities(run: Path, checkpoint: Path, table: pd.DataFrame, class_names: list[str], *,
-                           fold: int | None, test_subjects: Sequence[int], device: torch.device) -> np.ndarray:
+def _teacher_probabilities(run: Path, checkpoint: Path, payload: dict, table: pd.DataFrame, class_names: list[str],
+                           *, fold: int | None, test_subjects: Sequence[int], device: torch.device) -> np.ndarray:
     from microexp.engine.experiment import build_dataset  # the engine's Dataset of a recipe (no import cycle)
     from microexp.engine.trainer import evaluate
 
-    payload = load_checkpoint(checkpoint)
     if list(payload["class_names"]) != list(class_names):
         raise ConfigError(f"loss.distill_from: {checkpoint}: classes {payload['class_names']} differ from this run's "
                           f"{class_names}")

@@ -40,7 +40,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from microexp.inference.spotting import Phases, _grey, difference_maps, smooth, spot_phases
+from microexp.inference.spotting import Phases, _grey, difference_maps, spot_phases
 
 __all__ = ["FaceRegions", "RegionPhases", "detect_blinks", "face_regions", "region_signals", "spot_regions"]
 
@@ -235,7 +235,7 @@ def spot_regions(frames: Sequence[np.ndarray] | np.ndarray, numbers: Sequence[in
         upper[max(0, a - BLINK_PAD):b + BLINK_PAD + 1] = 0.0
     face = np.maximum(lower, upper)
     phases = spot_phases(face, nums, onset=onset, apex=apex, offset=offset, sigma=sigma, level=floor)
-    curve = phases.curve if phases.curve is not None else smooth(face, sigma)
+    curve = phases.curve  # the smoothed face curve spot_phases walked
     index = {n: i for i, n in enumerate(nums)}
     lo, top, hi = index[phases.onset], index[phases.apex], index[phases.offset]
     peak = float(curve[top])
