@@ -20,12 +20,23 @@ def test_a_short_symmetric_eye_only_event_is_a_blink():
     left, right = _event(t, 40, 80, 12.0), _event(t, 41, 81, 10.0)  # 0.2 s, both eyes
     quiet = np.zeros(t)
     (blink,) = detect_blinks(left, right, quiet, fps=200)
-    assert 40 <= blink[0] <= 45 and 75 <= blink[1] <= 81  # from where an eye leaves its floor to where it is back
+    # from where an eye leaves its floor (a quarter of the weaker peak, 2.5 here) to where both are back
+    assert 40 <= blink[0] <= 48 and 73 <= blink[1] <= 81
     assert detect_blinks(left, np.zeros(t), quiet, fps=200) == []  # one eye: not a blink
     assert detect_blinks(left, 0.2 * right, quiet, fps=200) == []  # too asymmetric
     long_l, long_r = _event(t, 10, 190, 12.0), _event(t, 10, 190, 12.0)  # 0.9 s: longer than any blink
     assert detect_blinks(long_l, long_r, quiet, fps=200) == []
     assert detect_blinks(left, right, _event(t, 40, 80, 11.0), fps=200) == []  # the mouth rises with it: not eye-only
+
+
+def test_a_blink_on_a_drifting_baseline_is_still_short():
+    # against a fixed reference the eye signals creep up over a long stretch: back to 1.8, not to 0, after the
+    # blink; the blink still ends where the eyes fall back (a quarter of the weaker peak), not seconds later
+    t = 240
+    drift = np.linspace(0.0, 2.5, t)
+    left, right = drift + _event(t, 60, 100, 40.0), drift + _event(t, 61, 101, 30.0)
+    (blink,) = detect_blinks(left, right, np.zeros(t), fps=200)
+    assert 55 <= blink[0] <= 65 and 95 <= blink[1] <= 105
 
 
 def test_an_event_already_under_way_elsewhere_does_not_hide_a_blink():

@@ -6,6 +6,7 @@ import argparse
 
 from microexp.errors import ConfigError
 from microexp.synth import generate_dataset
+from microexp.synth.long import DEFAULT_LONG_FPS, DEFAULT_LONG_SECONDS, MAX_LONG_FPS, MIN_LONG_FPS, generate_long_dataset
 from microexp.synth.options import DEFAULT_CLIPS, DEFAULT_IMBALANCE_RATIO, DEFAULT_SUBJECTS, FORMATS, PRESETS
 from microexp.synth.plan import POOL_SUBJECT_OFFSET
 
@@ -27,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "DFME's 7 emotions with a long-tailed class distribution and DFME's frame rates. Writes "
             "OUT_DIR/annotations.csv, OUT_DIR/clips/, OUT_DIR/ground_truth.csv and OUT_DIR/synth.json. "
             "With --unlabeled N: a pool of N clips of new subjects for self-supervised pretraining, whose "
-            "annotations.csv has no labels (see --unlabeled)."
+            "annotations.csv has no labels (see --unlabeled). With --long N: N long recordings for spotting "
+            "(several micro-expressions, blinks and head movements each) and their true intervals (see --long)."
         ),
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
@@ -43,6 +45,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "(sub1001...) whose faces are drawn apart from every labelled dataset's, and an "
                              "annotations.csv with blank emotion, aus, onset, apex and offset (the true ones in "
                              "ground_truth.csv); not with --label-noise or --dfme-sheet")
+    parser.add_argument("--long", type=int, default=None, metavar="N",
+                        help="write N long recordings instead, one subject each, for spotting: OUT_DIR/videos/"
+                             "long_001.mp4..., OUT_DIR/intervals.csv (the true micro-expression intervals, for "
+                             "`microexp spot-eval`) and OUT_DIR/events.csv (blinks and head movements too); takes "
+                             "--seconds, --fps, --preset, --size, --seed, --workers")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help=f"length of each --long recording in seconds (default: {DEFAULT_LONG_SECONDS:g})")
+    parser.add_argument("--fps", type=int, default=None,
+                        help=f"frame rate of the --long recordings, {MIN_LONG_FPS}..{MAX_LONG_FPS} "
+                             f"(default: {DEFAULT_LONG_FPS}; CAS(ME)^2 is 30, SAMM long videos 200)")
     parser.add_argument("--size", type=int, default=128,
                         help="frame side in pixels, even (default: 128)")
     parser.add_argument("--format", dest="fmt", default="mp4", metavar="{mp4,frames}",
@@ -66,7 +78,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def _run_long(args: argparse.Namespace) -> int:
+    clip_only = [name for name, given in (("--clips", args.clips is not None), ("--unlabeled", args.unlabeled is not None),
+                                          ("--dfme-sheet", args.dfme_sheet), ("--uncropped", args.uncropped is not None),
+                                          ("--label-noise", args.label_noise != 0.0),
+                                          ("--imbalance-ratio", args.imbalance_ratio is not None),
+                                          ("--format", args.fmt != "mp4")) if given]
+    if clip_only:
+        raise ConfigError(f"--long writes long mp4 recordings; {', '.join(clip_only)} only shape clip datasets")
+    summary = generate_long_dataset(
+        args.out_dir, preset=args.preset, videos=args.long,
+        seconds=DEFAULT_LONG_SECONDS if args.seconds is None else args.seconds,
+        fps=DEFAULT_LONG_FPS if args.fps is None else args.fps, size=args.size, seed=args.seed,
+        workers=args.workers, progress=args.progress, overwrite=args.overwrite)
+    print(summary.format())
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.long is not None:
+        return _run_long(args)
+    if args.seconds is not None or args.fps is not None:
+        raise ConfigError("--seconds and --fps shape --long recordings; clips take their frame rates from DFME's parts")
     unlabeled = args.unlabeled is not None
     if unlabeled and args.clips is not None:
         raise ConfigError(f"--clips {args.clips} and --unlabeled {args.unlabeled}: both give the number of clips; "

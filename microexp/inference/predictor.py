@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,7 +39,7 @@ from microexp.data.apex_flow import FlowFileError, apex_flow_pixels
 from microexp.data.pipeline import ClipPipeline, clip_to_input, encoded_apex_input, read_flow_file_input
 from microexp.data.sampling import frames_needed
 from microexp.data.transforms import resize_frames
-from microexp.data.video import open_video
+from microexp.data.video import open_video, recorded_first_frame
 from microexp.errors import ConfigError, MicroexpError
 from microexp.fileio import OutputError, write_bytes
 from microexp.metrics import AU_THRESHOLD
@@ -368,6 +367,42 @@ class ClipPredictor:
         predictions.sort(key=lambda p: order.get(p.clip, 0))
         return BatchResult(predictions, failures)
 
+    def predict_frames(self, frames: np.ndarray, numbers: Sequence[int], onset: int, apex: int, offset: int, *,
+                       fps: float | None = None, name: str = "frames") -> Prediction:
+        """Predict an interval of frames already decoded and face-cropped (e.g. one ``microexp spot`` found in a
+        long video), through the same preprocessing as :meth:`predict`.
+
+        Args:
+            frames: ``(T, H, W, 3)`` uint8 RGB face crops of the frames ``numbers`` (increasing).
+            onset, apex, offset: frame numbers in ``numbers``, in order.
+            fps: the frame rate (None: unknown).
+            name: how the interval is named in the result.
+        """
+        nums = [int(n) for n in numbers]
+        if len(nums) != len(frames):
+            raise PredictionError(f"{name}: {len(frames)} frames for {len(nums)} frame numbers")
+        self._check_length(name, nums)
+        fps = _check_fps(name, fps)
+        phases = Phases(*_check_phases(name, nums, onset, apex, offset))  # type: ignore[arg-type]
+        start = time.perf_counter()
+        timings = dict.fromkeys(STAGES, 0.0)
+        times = self.preprocessing.times(phases.onset, phases.apex, phases.offset, fps=fps, train=False)
+        needed = frames_needed(times)
+        index = {n: i for i, n in enumerate(nums)}
+        missing = [n for n in needed if n not in index]
+        if missing:
+            raise PredictionError(f"{name}: the model samples frame(s) {missing[:3]} outside the frames given "
+                                  f"({nums[0]}..{nums[-1]})")
+        crops = np.stack([frames[index[n]] for n in needed])
+        video = clip_to_input(self.preprocessing, resize_frames(crops, self.preprocessing.frame_size), times,
+                              numbers=needed, flow_of=self._timed_flow(timings))
+        timings["transform"] += time.perf_counter() - start - timings["flow"]
+        timings["total"] = time.perf_counter() - start
+        [result] = self._finish([_Prepared(name, video, phases, None, timings)])
+        if isinstance(result, ClipFailure):
+            raise PredictionError(str(result))
+        return result
+
     def preprocess(self, clip: str | Path | ClipInput, **kwargs: Any) -> torch.Tensor:
         """The model input ``(C, T, H, W)`` of one clip (arguments as for :meth:`predict`)."""
         item = clip if isinstance(clip, ClipInput) else ClipInput(str(clip), **kwargs)
@@ -563,23 +598,6 @@ def _check_fps(name: str, fps: Any) -> float | None:
     if not (math.isfinite(value) and value > 0):
         raise PredictionError(f"{name}: fps {fps!r}: expected a frame rate > 0")
     return value
-
-
-def recorded_first_frame(path: str | Path) -> int | None:
-    """The first frame number a video file records in its comment tag (``first_frame=N``, as written by
-    ``microexp pack``); None when it records none or cannot be read (the reader reports unreadable files)."""
-    try:
-        import av
-
-        with av.open(str(path)) as container:
-            comment = container.metadata.get("comment") or ""
-    except Exception:  # noqa: BLE001 - a probe only: the video reader opens the file next and names any error
-        return None
-    match = _FIRST_FRAME_TAG.search(comment)
-    return int(match.group(1)) if match else None
-
-
-_FIRST_FRAME_TAG = re.compile(r"(?:^|\s)first_frame=(-?\d+)(?:\s|$)")
 
 
 def _check_phases(name: str, numbers: list[int], onset: int | None, apex: int | None,

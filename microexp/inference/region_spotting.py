@@ -10,14 +10,15 @@ the same aligned, high-passed difference maps (:func:`~microexp.inference.spotti
    pair (one each side, level, centred) within a quarter of the inter-ocular distance of those positions; the
    eye cascade alone on small faces (64-96 px) often fires on the brows or forehead. Brows, nose and mouth
    follow from the eyes and the inter-ocular distance ``d`` with the usual face proportions (brows 0.2-0.45 d
-   above the eye line, nose 0.25-0.7 d below it, mouth 0.75-1.25 d below). Without a face or eyes, a fixed
+   above the eye line, nose 0.4-0.75 d below it (clear of the lower lids), mouth 0.75-1.25 d below). Without a face or eyes, a fixed
    layout of a face crop is used (eye line at 42 % of the height, ``d`` = 24 % of the side); ``eyes`` says
    which.
 2. **A noise floor per region.** Each region's signal (the mean of its largest 10 % of differences) becomes a
    z-score: minus its baseline (20th percentile over the clip), over a robust noise scale (1.4826 x the median
    absolute deviation of its lower half).
 3. **Blinks.** A blink is an event in which *both* eye regions rise above 3 noise units together, for at most
-   0.4 s (real blinks last 0.1-0.4 s), with left and right peaks within a factor 2 of each other, while nose
+   0.4 s (real blinks last 0.1-0.4 s; measured to where both eyes are back below 1 noise unit or a quarter of
+   the weaker eye's peak), with left and right peaks within a factor 3 of each other, while nose
    and mouth add less than half the eyes' peak over their level when it starts (not the brows: the lids
    border them; an expression already under way may keep nose and mouth moving). During a blink (widened by
    2 frames each side) the eye and brow regions are discounted (set to 0); nose and mouth still count.
@@ -42,13 +43,15 @@ import numpy as np
 
 from microexp.inference.spotting import Phases, _grey, difference_maps, spot_phases
 
-__all__ = ["FaceRegions", "RegionPhases", "detect_blinks", "face_regions", "region_signals", "spot_regions"]
+__all__ = ["FaceRegions", "RegionPhases", "detect_blinks", "face_curve", "face_regions", "region_signals",
+           "spot_regions"]
 
 _EYE_CASCADE = "haarcascade_eye.xml"
 _DETECT_SIDE = 192  # the eye cascade finds eyes of at least ~12 px: detect on an upscaled copy
 #: the fixed layout without detected eyes: eye line height and inter-ocular distance, as fractions of the side
 _LAYOUT_EYE_Y, _LAYOUT_IOD = 0.42, 0.24
 REGION_TOP_FRACTION = 0.10
+REGION_LOWPASS = 1.5  # px at the 96-px working size: blur before differencing (spotting.difference_maps)
 BLINK_LEVEL = 3.0  # noise units both eyes must exceed
 BLINK_MAX_S = 0.4
 BLINK_PAD = 2  # frames added to each side of a detected blink
@@ -153,18 +156,20 @@ def face_regions(reference: np.ndarray, size: int = 96) -> FaceRegions:
         "brows": box(cx - 0.8 * d, ey - 0.45 * d, cx + 0.8 * d, ey - 0.2 * d),
         "eye_left": box(lx - 0.35 * d, ly - 0.2 * d, lx + 0.35 * d, ly + 0.25 * d),
         "eye_right": box(rx - 0.35 * d, ry - 0.2 * d, rx + 0.35 * d, ry + 0.25 * d),
-        "nose": box(cx - 0.35 * d, ey + 0.25 * d, cx + 0.35 * d, ey + 0.7 * d),
+        "nose": box(cx - 0.35 * d, ey + 0.4 * d, cx + 0.35 * d, ey + 0.75 * d),
         "mouth": box(cx - 0.65 * d, ey + 0.75 * d, cx + 0.65 * d, ey + 1.25 * d),
     }
     return FaceRegions(boxes, how)
 
 
 def region_signals(frames: Sequence[np.ndarray] | np.ndarray, *, reference: int = 0, size: int = 96,
-                   regions: FaceRegions | None = None) -> tuple[dict[str, np.ndarray], FaceRegions]:
-    """Each region's per-frame motion against ``frames[reference]`` (mean of its largest 10 % of differences)."""
+                   regions: FaceRegions | None = None,
+                   lowpass: float = REGION_LOWPASS) -> tuple[dict[str, np.ndarray], FaceRegions]:
+    """Each region's per-frame motion against ``frames[reference]`` (mean of its largest 10 % of differences;
+    the images band-passed with ``lowpass``, see :func:`~microexp.inference.spotting.difference_maps`)."""
     regions = regions or face_regions(frames[reference], size)
     out = {name: np.zeros(len(frames)) for name in regions.boxes}
-    for i, diff in difference_maps(frames, reference=reference, size=size):
+    for i, diff in difference_maps(frames, reference=reference, size=size, lowpass=lowpass):
         for name, (x0, y0, x1, y1) in regions.boxes.items():
             values = diff[y0:y1, x0:x1].ravel()
             keep = max(1, int(REGION_TOP_FRACTION * values.size))
@@ -200,13 +205,16 @@ def detect_blinks(eye_left: np.ndarray, eye_right: np.ndarray, others: np.ndarra
         j = i
         while j + 1 < t and both[j + 1]:
             j += 1
-        a, b = i, j  # widen to where either eye is back near its floor
-        while a > 0 and max(eye_left[a - 1], eye_right[a - 1]) > 1.0:
+        # widen to where both eyes are back near their floor: 1 noise unit, or a quarter of the weaker eye's
+        # peak (the signal against a fixed reference drifts up a little over a long stretch)
+        back = max(1.0, 0.25 * min(float(eye_left[i:j + 1].max()), float(eye_right[i:j + 1].max())))
+        a, b = i, j
+        while a > 0 and max(eye_left[a - 1], eye_right[a - 1]) > back:
             a -= 1
-        while b + 1 < t and max(eye_left[b + 1], eye_right[b + 1]) > 1.0:
+        while b + 1 < t and max(eye_left[b + 1], eye_right[b + 1]) > back:
             b += 1
         peak_l, peak_r = float(eye_left[a:b + 1].max()), float(eye_right[a:b + 1].max())
-        symmetric = 0.5 <= peak_l / max(peak_r, 1e-9) <= 2.0
+        symmetric = 1 / 3 <= peak_l / max(peak_r, 1e-9) <= 3.0
         # eye only: what the other regions *add* during the event (an expression may already be moving them)
         added = float(others[a:b + 1].max()) - float(others[max(0, a - 1):a + 1].min())
         eye_only = added < 0.5 * min(peak_l, peak_r)
@@ -214,6 +222,20 @@ def detect_blinks(eye_left: np.ndarray, eye_right: np.ndarray, others: np.ndarra
             blinks.append((a, b))
         i = j + 1
     return blinks
+
+
+def face_curve(signals: dict[str, np.ndarray], *, fps: float | None) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The face's motion in noise units per frame (module docstring, steps 2-4: each region z-scored, blinks
+    discounted, the largest region per frame; not smoothed) and the blinks found (index ranges)."""
+    z = {name: _zscore(values) for name, values in signals.items()}
+    # the lids border the brows: a blink moves the brow region's lower edge too, so "eye only" is judged
+    # against the nose and mouth, and the brows are discounted with the eyes
+    lower = np.maximum(z["nose"], z["mouth"])
+    blinks = detect_blinks(z["eye_left"], z["eye_right"], lower, fps=fps)
+    upper = np.max([z["eye_left"], z["eye_right"], z["brows"]], axis=0)
+    for a, b in blinks:  # discounted: the face curve does not see the eyes and brows during a blink
+        upper[max(0, a - BLINK_PAD):b + BLINK_PAD + 1] = 0.0
+    return np.maximum(lower, upper), blinks
 
 
 def spot_regions(frames: Sequence[np.ndarray] | np.ndarray, numbers: Sequence[int], *, onset: int | None = None,
@@ -225,15 +247,7 @@ def spot_regions(frames: Sequence[np.ndarray] | np.ndarray, numbers: Sequence[in
     if len(nums) != len(frames) or not nums:
         raise ValueError(f"spot_regions: {len(frames)} frames for {len(nums)} frame numbers")
     signals, regions = region_signals(frames, reference=reference, size=size)
-    z = {name: _zscore(values) for name, values in signals.items()}
-    # the lids border the brows: a blink moves the brow region's lower edge too, so "eye only" is judged
-    # against the nose and mouth, and the brows are discounted with the eyes
-    lower = np.maximum(z["nose"], z["mouth"])
-    blinks = detect_blinks(z["eye_left"], z["eye_right"], lower, fps=fps)
-    upper = np.max([z["eye_left"], z["eye_right"], z["brows"]], axis=0)
-    for a, b in blinks:  # discounted: the face curve does not see the eyes and brows during a blink
-        upper[max(0, a - BLINK_PAD):b + BLINK_PAD + 1] = 0.0
-    face = np.maximum(lower, upper)
+    face, blinks = face_curve(signals, fps=fps)
     phases = spot_phases(face, nums, onset=onset, apex=apex, offset=offset, sigma=sigma, level=floor)
     curve = phases.curve  # the smoothed face curve spot_phases walked
     index = {n: i for i, n in enumerate(nums)}

@@ -68,8 +68,10 @@ def _grey(frame: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-def _highpass(image: np.ndarray) -> np.ndarray:
-    return image - cv2.GaussianBlur(image, (0, 0), _HIGHPASS_SIGMA)
+def _highpass(image: np.ndarray, lowpass: float = 0.0) -> np.ndarray:
+    """Minus a blur of sigma 6 px; ``lowpass`` > 0: also blurred by that sigma first (a band-pass)."""
+    sharp = cv2.GaussianBlur(image, (0, 0), lowpass) if lowpass > 0 else image
+    return sharp - cv2.GaussianBlur(image, (0, 0), _HIGHPASS_SIGMA)
 
 
 def motion_signal(
@@ -103,13 +105,18 @@ def motion_signal(
     return out
 
 
-def difference_maps(frames: Sequence[np.ndarray] | np.ndarray, *, reference: int = 0,
-                    size: int = 96) -> Iterator[tuple[int, np.ndarray]]:
+def difference_maps(frames: Sequence[np.ndarray] | np.ndarray, *, reference: int = 0, size: int = 96,
+                    lowpass: float = 0.0) -> Iterator[tuple[int, np.ndarray]]:
     """``(index, map)`` for every frame but the reference: the blurred absolute difference of its high-passed,
     ECC-aligned grey image from the reference's (``size`` x ``size`` float32), frames after the reference first,
-    then those before it (each direction aligned incrementally from the identity)."""
+    then those before it (each direction aligned incrementally from the identity).
+
+    ``lowpass`` (px, 0: none): blur both images by this sigma before differencing. Sharp edges resampled at
+    another sub-pixel phase (a head a tenth of a pixel away, even once aligned) differ in their finest detail;
+    a blur of 1-2 px removes that and keeps the pixel-sized motion of an expression.
+    """
     ref_image = _grey(frames[reference], size)
-    ref = _highpass(ref_image)
+    ref = _highpass(ref_image, lowpass)
     warp = np.eye(2, 3, dtype=np.float32)
     order = list(range(reference + 1, len(frames))) + list(range(reference - 1, -1, -1))
     for i in order:
@@ -122,7 +129,7 @@ def difference_maps(frames: Sequence[np.ndarray] | np.ndarray, *, reference: int
             pass
         aligned = cv2.warpAffine(image, warp, (size, size), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
                                  borderMode=cv2.BORDER_REFLECT)
-        yield i, cv2.GaussianBlur(np.abs(_highpass(aligned) - ref), (0, 0), _DIFF_BLUR)
+        yield i, cv2.GaussianBlur(np.abs(_highpass(aligned, lowpass) - ref), (0, 0), _DIFF_BLUR)
 
 
 def default_sigma(fps: float | None) -> float:

@@ -15,7 +15,7 @@ import numpy as np
 from microexp.synth.faces import FaceGeometry
 from microexp.synth.plan import ActionUnit, ClipSpec
 
-__all__ = ["AU_BLOBS", "expression_profile", "field_from_units"]
+__all__ = ["AU_BLOBS", "expression_profile", "field_from_units", "phase_profile"]
 
 
 class _Blob(NamedTuple):
@@ -91,10 +91,15 @@ def expression_profile(spec: ClipSpec, frame_numbers: Sequence[int] | np.ndarray
     """Expression intensity (0..1) at the given frame numbers (default all): raised-cosine rise from onset
     to apex, fall from apex to offset, 0 outside."""
     n = np.arange(1, spec.num_frames + 1) if frame_numbers is None else np.asarray(frame_numbers)
-    n = n.astype(np.float64)
-    rise = 0.5 * (1 - np.cos(np.pi * (n - spec.onset) / (spec.apex - spec.onset)))
-    fall = 0.5 * (1 + np.cos(np.pi * (n - spec.apex) / (spec.offset - spec.apex)))
-    out = np.where(n <= spec.apex, rise, fall)
-    out[(n <= spec.onset) | (n >= spec.offset)] = 0.0
+    return phase_profile(n, spec.onset, spec.apex, spec.offset)
+
+
+def phase_profile(frame_numbers: Sequence[int] | np.ndarray, onset: int, apex: int, offset: int) -> np.ndarray:
+    """Intensity (0..1) of an expression with these phases at the given frame numbers (onset < apex < offset)."""
+    n = np.asarray(frame_numbers).astype(np.float64)
+    rise = 0.5 * (1 - np.cos(np.pi * (n - onset) / (apex - onset)))
+    fall = 0.5 * (1 + np.cos(np.pi * (n - apex) / (offset - apex)))
+    out = np.where(n <= apex, rise, fall)
+    out[(n <= onset) | (n >= offset)] = 0.0
     return out
 

@@ -14,7 +14,7 @@ from microexp.synth.faces import EyeBox
 from microexp.synth.options import Preset
 from microexp.synth.plan import ClipSpec
 
-__all__ = ["Nuisance", "blink_mask", "draw_nuisance"]
+__all__ = ["Nuisance", "blink_closure", "blink_mask", "draw_drift", "draw_nuisance"]
 
 
 class Nuisance(NamedTuple):
@@ -33,18 +33,38 @@ class Nuisance(NamedTuple):
     def closure(self, t: float) -> float:
         if self.blink is None:
             return 0.0
-        start, duration, peak = self.blink
-        tau = (t - start) / duration
-        if tau <= 0 or tau >= 1:
-            return 0.0
-        close = 0.35  # fast closing, slower opening
-        phase = tau / close if tau < close else 1 + (tau - close) / (1 - close)
-        return float(peak * 0.5 * (1 - np.cos(np.pi * phase)))
+        return blink_closure(t, *self.blink)
+
+
+def blink_closure(t: float, start: float, duration: float, peak: float) -> float:
+    """Eyelid closure at time ``t`` (s) of a blink starting at ``start`` (s): a fast close to ``peak`` in the
+    first 35 % of ``duration``, a slower opening after, 0 outside."""
+    tau = (t - start) / duration
+    if tau <= 0 or tau >= 1:
+        return 0.0
+    close = 0.35  # fast closing, slower opening
+    phase = tau / close if tau < close else 1 + (tau - close) / (1 - close)
+    return float(peak * 0.5 * (1 - np.cos(np.pi * phase)))
 
 
 def draw_nuisance(rng: np.random.Generator, preset: Preset, spec: ClipSpec, size: int, enabled: bool) -> Nuisance:
     """Draw a clip's nuisance curves from ``rng`` (always the same draws, so ``enabled=False`` only zeroes
     them and leaves the rest of the stream unchanged)."""
+    drift = draw_drift(rng, preset, size)
+    amplitudes = drift.amplitudes
+    blink = None
+    length_s = spec.num_frames / spec.fps
+    if rng.random() < preset.blink_rate:
+        duration = rng.uniform(0.1, 0.25)
+        blink = (float(rng.uniform(-0.5 * duration, length_s)), float(duration), float(rng.uniform(0.6, 1.0)))
+    if not enabled:
+        amplitudes = np.zeros_like(amplitudes)
+        blink = None
+    return drift._replace(amplitudes=amplitudes, blink=blink)
+
+
+def draw_drift(rng: np.random.Generator, preset: Preset, size: int) -> Nuisance:
+    """The smooth head drift and illumination change of ``preset`` (no blink), drawn from ``rng``."""
     scale = size / 128.0
     amplitudes = np.array([
         preset.drift_px * scale, preset.drift_px * scale, np.deg2rad(preset.drift_deg), preset.drift_scale,
@@ -54,15 +74,7 @@ def draw_nuisance(rng: np.random.Generator, preset: Preset, spec: ClipSpec, size
     freqs = rng.uniform(0.3, 1.5, (k, 2))
     phases = rng.uniform(0, 2 * np.pi, (k, 2))
     weights = rng.dirichlet((2.0, 2.0), k)
-    blink = None
-    length_s = spec.num_frames / spec.fps
-    if rng.random() < preset.blink_rate:
-        duration = rng.uniform(0.1, 0.25)
-        blink = (float(rng.uniform(-0.5 * duration, length_s)), float(duration), float(rng.uniform(0.6, 1.0)))
-    if not enabled:
-        amplitudes = np.zeros_like(amplitudes)
-        blink = None
-    return Nuisance(amplitudes, freqs, phases, weights, blink)
+    return Nuisance(amplitudes, freqs, phases, weights, None)
 
 
 def blink_mask(eyes: Sequence[EyeBox], closure: float, size: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

@@ -11,14 +11,15 @@ from typing import NamedTuple, Sequence
 import cv2
 import numpy as np
 
-from microexp.synth.faces import FaceGeometry, FaceLook, draw_face, jitter_geometry, random_face
+from microexp.synth.faces import FaceGeometry, FaceLook, RenderedFace, draw_face, jitter_geometry, random_face
 from microexp.synth.fields import expression_profile, field_from_units
 from microexp.synth.nuisances import Nuisance, blink_mask, draw_nuisance
 from microexp.synth.options import FORMATS, check_options
 from microexp.synth.plan import ClipSpec
 from microexp.synth.streams import Stream, random_stream
 
-__all__ = ["RenderedClip", "au_displacement_field", "clip_geometry", "clip_nuisance", "render_clip", "subject_face"]
+__all__ = ["FrameWarp", "RenderedClip", "au_displacement_field", "clip_geometry", "clip_nuisance", "render_clip",
+           "subject_face"]
 
 
 class RenderedClip(NamedTuple):
@@ -35,6 +36,57 @@ class RenderedClip(NamedTuple):
     frame_numbers: np.ndarray
     profile: np.ndarray
     field: np.ndarray
+
+
+class FrameWarp:
+    """One frame from a neutral face: blink blend, inverse head motion and the AU field, light and sensor noise.
+
+    The pixel grid of a ``size``-px face centred on ``geometry``'s centre, shared by the frames of a clip
+    (:func:`render_clip`) and of a long recording (:mod:`microexp.synth.long`).
+    """
+
+    def __init__(self, geometry: FaceGeometry, size: int) -> None:
+        coords = np.arange(size, dtype=np.float32)
+        self.size = size
+        self.xs, self.ys = np.meshgrid(coords, coords)
+        self.centre_x, self.centre_y = geometry.cx * size - 0.5, geometry.cy * size - 0.5
+        self.rel_x, self.rel_y = self.xs - self.centre_x, self.ys - self.centre_y
+        self.xn, self.yn = self.xs / size - 0.5, self.ys / size - 0.5
+
+    def frame(self, face: RenderedFace, motion: np.ndarray, closure: float, intensity: float, field: np.ndarray,
+              noise_rng: np.random.Generator | None, noise_sigma: float) -> np.ndarray:
+        """The frame, ``(size, size, 3)`` uint8 RGB.
+
+        Args:
+            face: the neutral face (``closed`` needed when ``closure`` > 0).
+            motion: ``(tx, ty, roll, zoom, gain, grad_x, grad_y)`` of the head and the light.
+            closure: eyelid closure 0..1 (a blink).
+            intensity: expression intensity; the face moves by ``intensity * field``.
+            field: ``(size, size, 2)`` AU displacement at intensity 1.
+            noise_rng: the frame's sensor-noise stream; None: no light change and no noise.
+            noise_sigma: sensor noise (grey levels).
+        """
+        tx, ty, roll, zoom, gain, grad_x, grad_y = motion
+        source = face.open
+        if closure > 0.01 and face.closed is not None:
+            mask = blink_mask(face.eyes, closure, self.size, self.xs, self.ys)[..., None]
+            source = face.open + (face.closed - face.open) * mask
+        # inverse head motion (roll, zoom, shift about the face centre), then the AU field
+        c, s = np.cos(roll) / (1 + zoom), np.sin(roll) / (1 + zoom)
+        dx, dy = self.rel_x - tx, self.rel_y - ty
+        map_x = self.centre_x + c * dx + s * dy
+        map_y = self.centre_y - s * dx + c * dy
+        if intensity > 0:
+            map_x = map_x - intensity * field[..., 0]
+            map_y = map_y - intensity * field[..., 1]
+        frame = cv2.remap(source, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REFLECT)
+        if noise_rng is not None:
+            frame *= (1.0 + gain + grad_x * self.xn + grad_y * self.yn)[..., None]
+            frame += noise_rng.standard_normal(frame.shape, dtype=np.float32) * np.float32(noise_sigma)
+        frame += 0.5
+        np.clip(frame, 0, 255, out=frame)
+        return frame.astype(np.uint8)
 
 
 def subject_face(seed: int, subject: int, *, pool: bool = False) -> tuple[FaceGeometry, FaceLook]:
@@ -103,35 +155,11 @@ def render_clip(
     face = draw_face(geometry, look, size, closed_eyes=nuisance.blink is not None)
     profile = expression_profile(spec, numbers) if expression else np.zeros(len(numbers))
 
-    coords = np.arange(size, dtype=np.float32)
-    xs, ys = np.meshgrid(coords, coords)
-    centre_x, centre_y = geometry.cx * size - 0.5, geometry.cy * size - 0.5
-    rel_x, rel_y = xs - centre_x, ys - centre_y
-    xn, yn = xs / size - 0.5, ys / size - 0.5
+    warp = FrameWarp(geometry, size)
     frames = np.empty((len(numbers), size, size, 3), np.uint8)
     for i, number in enumerate(numbers):
         t = (number - 1) / spec.fps
-        tx, ty, roll, zoom, gain, grad_x, grad_y = nuisance.values(t)
-        closure = nuisance.closure(t)
-        source = face.open
-        if closure > 0.01 and face.closed is not None:
-            mask = blink_mask(face.eyes, closure, size, xs, ys)[..., None]
-            source = face.open + (face.closed - face.open) * mask
-        # inverse head motion (roll, zoom, shift about the face centre), then the AU field
-        c, s = np.cos(roll) / (1 + zoom), np.sin(roll) / (1 + zoom)
-        dx, dy = rel_x - tx, rel_y - ty
-        map_x = centre_x + c * dx + s * dy
-        map_y = centre_y - s * dx + c * dy
-        if profile[i] > 0:
-            map_x = map_x - profile[i] * field[..., 0]
-            map_y = map_y - profile[i] * field[..., 1]
-        frame = cv2.remap(source, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_CUBIC,
-                          borderMode=cv2.BORDER_REFLECT)
-        if nuisances:
-            frame *= (1.0 + gain + grad_x * xn + grad_y * yn)[..., None]
-            frng = random_stream(spec.seed, Stream.FRAME, spec.index, int(number), pool=spec.pool)
-            frame += frng.standard_normal(frame.shape, dtype=np.float32) * np.float32(preset.noise_sigma)
-        frame += 0.5
-        np.clip(frame, 0, 255, out=frame)
-        frames[i] = frame
+        frng = random_stream(spec.seed, Stream.FRAME, spec.index, int(number), pool=spec.pool) if nuisances else None
+        frames[i] = warp.frame(face, nuisance.values(t), nuisance.closure(t), profile[i], field, frng,
+                               preset.noise_sigma)
     return RenderedClip(frames, numbers, profile, field)

@@ -32,6 +32,8 @@ class Stream(enum.IntEnum):
     FRAME = 4  # a frame's sensor noise; key: clip index, frame number
     PLACEMENT = 5  # a subject's face position in uncropped frames; key: subject
     POOL = 6  # never a stream itself: the prefix of every stream of the unlabeled pool
+    LONG = 7  # a long recording's events (expressions, blinks, head movements) and drift; key: video index
+    LONG_FRAME = 8  # a long recording's frame noise; key: video index, frame number
 
 
 def random_stream(seed: int, stream: Stream, *key: int, pool: bool = False) -> np.random.Generator:

@@ -194,10 +194,11 @@ def _recipe_json(recipe: dict) -> dict:
     return out
 
 
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+def prepare_out_dir(out: Path, overwrite: bool, *,
+                    ours: Sequence[str] = ("annotations.csv", "ground_truth.csv", "synth.json", "clips", "dfme")) -> None:
+    """Make ``out``, refusing (unless ``overwrite``) or removing what a generator wrote there before (``ours``)."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a folder")
-    ours = ["annotations.csv", "ground_truth.csv", "synth.json", "clips", "dfme"]
     present = [name for name in ours if (out / name).exists()]
     if present and not overwrite:
         raise ConfigError(
@@ -271,7 +272,7 @@ def generate_dataset(
                    dfme_sheet=dfme_sheet)
     uncropped = None if uncropped is None else (int(uncropped[0]), int(uncropped[1]))
     out = Path(out_dir)
-    _prepare_out_dir(out, overwrite)
+    prepare_out_dir(out, overwrite)
     specs = plan_dataset(preset=preset_obj, subjects=subjects, clips=clips, seed=seed,
                          imbalance_ratio=imbalance_ratio, label_noise=label_noise, unlabeled=unlabeled)
     jobs = [_Job(spec, str(out), size, fmt, dfme_sheet, uncropped) for spec in specs]

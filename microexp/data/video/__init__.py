@@ -43,6 +43,8 @@ Where things live (import everything from this package; the modules are its layo
 - :mod:`.pool`: :class:`ReaderPool`.
 - :mod:`.checks`: :func:`check_clip`, :func:`check_image_file` (will a clip be readable?).
 - :mod:`.writer`: :func:`write_video`, :func:`write_mjpeg`.
+- :mod:`.stream`: :class:`FrameStream` (a whole long video in order, a chunk at a time, for spotting) and
+  :func:`recorded_first_frame` (the ``first_frame=N`` a file's comment tag records).
 
 Every module logs to the ``microexp.data.video`` logger.
 """
@@ -56,6 +58,7 @@ from microexp.data.video.decord_reader import DecordReader
 from microexp.data.video.folder import IMAGE_EXTENSIONS, FolderReader, frame_number_from_name
 from microexp.data.video.pool import ReaderPool
 from microexp.data.video.pyav_reader import PyAVReader
+from microexp.data.video.stream import FrameStream, recorded_first_frame
 from microexp.data.video.torchcodec_reader import TorchCodecReader, torchcodec_problem
 from microexp.data.video.writer import DEFAULT_JPEG_QUALITY, write_mjpeg, write_video
 
@@ -77,6 +80,8 @@ __all__ = [
     "frame_number_from_name",
     "check_clip",
     "check_image_file",
+    "FrameStream",
+    "recorded_first_frame",
 ]
 
 # Not public: the once-per-process fallback warning, reached here by tests that reset its flag.
