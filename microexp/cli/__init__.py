@@ -54,6 +54,8 @@ COMMANDS: dict[str, Command] = {
                      "leakage audit: the honest estimate beside the oracle one that picks each fold's epoch on test subjects"),
     "predict": Command("microexp.cli.predict", "predict the emotion of clips with a trained checkpoint"),
     "export": Command("microexp.cli.export", "export a checkpoint to TorchScript or ONNX"),
+    "spot": Command("microexp.cli.spot", "find every micro-expression interval in long videos (sliding windows; "
+                    "--recognise classifies each)"),
     "spot-eval": Command("microexp.cli.spot_eval", "score spotted intervals against ground truth as MEGC does "
                          "(IoU matching, precision/recall/F1, STRS)"),
     "ensemble": Command("microexp.cli.ensemble",

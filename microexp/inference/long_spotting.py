@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from microexp.data.face import DEFAULT_MARGIN, FaceBox, NoFaceError, crop_frames, stable_face_box
-from microexp.inference.region_spotting import FaceRegions, face_curve, face_regions, region_signals
+from microexp.inference.region_spotting import BLINK_PAD, FaceRegions, face_curve, face_regions, region_signals
 from microexp.inference.spotting import default_sigma, smooth
 
 __all__ = ["LongSpotter", "SpotSettings", "SpottedInterval", "spot_window"]
@@ -55,9 +55,9 @@ class SpotSettings:
     """How :class:`LongSpotter` spots (module docstring)."""
 
     window_s: float = 1.2
-    threshold: float = 6.0
+    threshold: float = 8.0
     floor: float = 2.0
-    edge_fraction: float = 0.15
+    edge_fraction: float = 0.2
     max_duration_s: float = 0.5
     size: int = 96
     crop_size: int = 128
@@ -108,12 +108,15 @@ class SpottedInterval:
         return row
 
 
-def spot_window(curve: np.ndarray, *, fps: float, settings: SpotSettings) -> list[tuple[int, int, int, float]]:
+def spot_window(curve: np.ndarray, *, fps: float, settings: SpotSettings,
+                blinks: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int, int, float]]:
     """``(onset, apex, offset, score)`` index tuples of the whole intervals in one window's smoothed face curve
     (module docstring, step 3). Peaks are taken highest first; each one's onset and offset are walked out to
     ``floor`` noise units above the curve's lowest value on that side (the signal against the window's first
     frame drifts up slowly, so each side has its own base), and its score is its height above the higher
-    base (its prominence)."""
+    base (its prominence). A peak inside a blink (``blinks``: index ranges, widened by
+    :data:`~microexp.inference.region_spotting.BLINK_PAD`) is not an interval: the eyes and brows are already
+    discounted there, and what is left is the blink's spill into the nose and mouth regions."""
     t = len(curve)
     free = np.ones(t, bool)
     max_frames = settings.max_duration_s * fps
@@ -147,7 +150,8 @@ def spot_window(curve: np.ndarray, *, fps: float, settings: SpotSettings) -> lis
         free[lo:hi + 1] = False
         score = peak - max(left_base, right_base)
         whole = 0 < lo and hi < t - 1 and curve[lo] <= left_stop and curve[hi] <= right_stop
-        if whole and score >= settings.threshold and hi - lo <= max_frames:
+        in_blink = any(a - BLINK_PAD <= top <= b + BLINK_PAD for a, b in blinks)
+        if whole and not in_blink and score >= settings.threshold and hi - lo <= max_frames:
             found.append((lo, top, hi, score))
     return found
 
@@ -186,6 +190,11 @@ class LongSpotter:
         self._pending: list[SpottedInterval] = []
         self._curve_next = -(2**62)  # the first frame number whose curve value is not reported yet
         self._last_curve: tuple[list[int], np.ndarray] = ([], np.zeros(0))
+
+    @property
+    def open_intervals(self) -> int:
+        """Intervals found but not final yet (a later window may still replace them)."""
+        return len(self._pending)
 
     # -- input ---------------------------------------------------------------------------------------
 
@@ -272,7 +281,7 @@ class LongSpotter:
         curve = smooth(raw, self.sigma)
         self._last_curve = (numbers, curve)
         self._report_curve(min(self.hop, len(numbers)))  # each frame once: a window reports its first hop
-        for lo, top, hi, score in spot_window(curve, fps=self.fps, settings=self.settings):
+        for lo, top, hi, score in spot_window(curve, fps=self.fps, settings=self.settings, blinks=blinks):
             found = SpottedInterval(numbers[lo], numbers[top], numbers[hi], score,
                                     _confidence(curve, lo, top, hi, self.sigma, self.settings.floor))
             self._merge(found, crops, numbers)
