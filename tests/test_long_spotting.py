@@ -274,3 +274,20 @@ def test_microexp_spot_bad_inputs(recordings, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "frames: no frame rate" in err and "1 of 2 video(s) failed" in err and "Traceback" not in err
     assert set(pd.read_csv(tmp_path / "o" / "intervals.csv").video) <= {"long_001"}
+
+
+def test_the_long_benchmark_counts_every_interval_and_names_each_false_positive(tmp_path, checkpoint):
+    from microexp.benchmark.long_spotting import LongConfig, format_long_table, long_spotting_benchmark
+
+    path, _ = checkpoint
+    config = LongConfig("easy", 50, 96, 1, 12.0)
+    table = long_spotting_benchmark(tmp_path, [config], seed=5, checkpoint=path, workers=1)
+    row = table.iloc[0]
+    spec = plan_long_videos(preset="easy", videos=1, seconds=12.0, fps=50, seed=5)[0]
+    assert row.true == len(spec.of_kind("micro-expression")) == row.tp + row.fn
+    assert row.spotted == row.tp + row.fp
+    causes = {} if row.fp_causes == "-" else dict(c.rsplit(" ", 1) for c in row.fp_causes.split(", "))
+    assert sum(int(v) for v in causes.values()) == row.fp and set(causes) <= {*EVENT_KINDS, "noise"}
+    assert 0 <= row.strs <= row.f1
+    lines = format_long_table(table).splitlines()
+    assert len(lines) == 3 and lines[0].count("|") == lines[2].count("|")
