@@ -274,6 +274,14 @@ def test_microexp_spot_bad_inputs(recordings, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "frames: no frame rate" in err and "1 of 2 video(s) failed" in err and "Traceback" not in err
     assert set(pd.read_csv(tmp_path / "o" / "intervals.csv").video) <= {"long_001"}
+    noise = tmp_path / "noise"  # no face: spotted on whole frames, and said so
+    noise.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(1, 41):
+        cv2.imwrite(str(noise / f"{i:03d}.png"), rng.integers(100, 140, (64, 64, 3), dtype=np.uint8))
+    assert main(["spot", str(noise), "--out", out, "--fps", "25", "--no-progress", "--no-plot"]) == 0
+    assert "noise: no face found in the first 2 s: spotted on whole frames" in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "spot.json").read_text())["videos"]["noise"]["face_box"] is None
 
 
 def test_the_long_benchmark_counts_every_interval_and_names_each_false_positive(tmp_path, checkpoint):

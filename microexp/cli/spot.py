@@ -194,6 +194,9 @@ def _spot_video(name: str, path: Path, out: Path, settings: Any, args: argparse.
 
         plot_spotting(out / "curves" / f"{name}.csv", rows, out / "plots" / f"{name}.png", title=f"{name} ({path})")
     box = spotter.box
+    if box is None and settings.face_crop:
+        print(f"{name}: no face found in the first {settings.face_probe_s:g} s: spotted on whole frames "
+              "(--no-face-crop for videos that are face crops)", file=sys.stderr)
     return {"path": str(path), "fps": fps, "frames": spotter.frames_seen,
             "seconds": round(spotter.frames_seen / fps, 3), "windows": spotter.windows, "blinks": spotter.blinks,
             "face_box": None if box is None else box.as_list(),
