@@ -49,9 +49,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--batch-size", type=int, default=8, help="clips per model call (default 8)")
     parser.add_argument("--no-face-crop", action="store_true", help="clips are already face crops: no face detection")
     parser.add_argument("--face-margin", type=float, default=None, help="enlargement of the detected face box (default 0.55)")
-    parser.add_argument("--spotting", choices=("motion", "regions"), default="motion",
-                        help="how phases not given are spotted: the whole-face motion signal (default) or the "
-                        "region-wise, blink-robust method (eyes, brows, nose, mouth; blinks discounted)")
+    parser.add_argument("--spotting", choices=("motion", "regions"), default="regions",
+                        help="how phases not given are spotted: the region-wise, blink-robust method (eyes, brows, "
+                        "nose, mouth; blinks discounted; the default) or the whole-face motion signal of earlier "
+                        "releases (motion)")
     parser.add_argument("--save-crops", default=None, metavar="DIR",
                         help="save the sampled face crops as PNG under DIR, one folder per clip named after its full "
                         "path or table name (sub01/EP01 -> sub01__EP01)")

@@ -216,7 +216,7 @@ class ClipPredictor:
         backend: str = "auto",
         seen_subjects: Sequence[int] = (),
         au_codes: Sequence[str] = (),
-        spotting: str = "motion",
+        spotting: str = "regions",
     ) -> None:
         if spotting not in SPOTTING_METHODS:
             raise PredictionError(f"spotting={spotting!r}: expected one of {', '.join(SPOTTING_METHODS)}")
