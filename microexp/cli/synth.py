@@ -6,7 +6,8 @@ import argparse
 
 from microexp.errors import ConfigError
 from microexp.synth import generate_dataset
-from microexp.synth.long import DEFAULT_LONG_FPS, DEFAULT_LONG_SECONDS, MAX_LONG_FPS, MIN_LONG_FPS, generate_long_dataset
+from microexp.synth.long import (DEFAULT_LONG_FPS, DEFAULT_LONG_SECONDS, MAX_LONG_FPS, MIN_LONG_FPS,
+                                 generate_long_dataset)
 from microexp.synth.options import DEFAULT_CLIPS, DEFAULT_IMBALANCE_RATIO, DEFAULT_SUBJECTS, FORMATS, PRESETS
 from microexp.synth.plan import POOL_SUBJECT_OFFSET
 
@@ -79,11 +80,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _run_long(args: argparse.Namespace) -> int:
-    clip_only = [name for name, given in (("--clips", args.clips is not None), ("--unlabeled", args.unlabeled is not None),
-                                          ("--dfme-sheet", args.dfme_sheet), ("--uncropped", args.uncropped is not None),
-                                          ("--label-noise", args.label_noise != 0.0),
-                                          ("--imbalance-ratio", args.imbalance_ratio is not None),
-                                          ("--format", args.fmt != "mp4")) if given]
+    given_options = (("--clips", args.clips is not None), ("--unlabeled", args.unlabeled is not None),
+                     ("--dfme-sheet", args.dfme_sheet), ("--uncropped", args.uncropped is not None),
+                     ("--label-noise", args.label_noise != 0.0),
+                     ("--imbalance-ratio", args.imbalance_ratio is not None), ("--format", args.fmt != "mp4"))
+    clip_only = [name for name, given in given_options if given]
     if clip_only:
         raise ConfigError(f"--long writes long mp4 recordings; {', '.join(clip_only)} only shape clip datasets")
     summary = generate_long_dataset(

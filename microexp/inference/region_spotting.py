@@ -10,9 +10,9 @@ the same aligned, high-passed difference maps (:func:`~microexp.inference.spotti
    pair (one each side, level, centred) within a quarter of the inter-ocular distance of those positions; the
    eye cascade alone on small faces (64-96 px) often fires on the brows or forehead. Brows, nose and mouth
    follow from the eyes and the inter-ocular distance ``d`` with the usual face proportions (brows 0.2-0.45 d
-   above the eye line, nose 0.4-0.75 d below it (clear of the lower lids), mouth 0.75-1.25 d below). Without a face or eyes, a fixed
-   layout of a face crop is used (eye line at 42 % of the height, ``d`` = 24 % of the side); ``eyes`` says
-   which.
+   above the eye line, nose 0.4-0.75 d below it (clear of the lower lids), mouth 0.75-1.25 d below).
+   Without a face or eyes, a fixed layout of a face crop is used (eye line at 42 % of the height, ``d`` = 24 %
+   of the side); ``eyes`` says which.
 2. **A noise floor per region.** Each region's signal (the mean of its largest 10 % of differences) becomes a
    z-score: minus its baseline (20th percentile over the clip), over a robust noise scale (1.4826 x the median
    absolute deviation of its lower half).

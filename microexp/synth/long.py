@@ -116,7 +116,8 @@ def check_long_options(*, videos: object, seconds: object, fps: object, size: ob
         raise ConfigError(f"--long must be a positive integer (number of recordings), got {videos!r}")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
             MIN_LONG_SECONDS <= seconds <= MAX_LONG_SECONDS):
-        raise ConfigError(f"--seconds must be a length in {MIN_LONG_SECONDS:g}..{MAX_LONG_SECONDS:g} s, got {seconds!r}")
+        raise ConfigError(f"--seconds must be a length in {MIN_LONG_SECONDS:g}..{MAX_LONG_SECONDS:g} s, "
+                          f"got {seconds!r}")
     if bad_int(fps) or not MIN_LONG_FPS <= fps <= MAX_LONG_FPS:  # type: ignore[operator]
         raise ConfigError(f"--fps must be an integer frame rate in {MIN_LONG_FPS}..{MAX_LONG_FPS}, got {fps!r}")
     if bad_int(size) or not MIN_SIZE <= size <= MAX_SIZE or size % 2:  # type: ignore[operator]
@@ -255,8 +256,9 @@ class LongSummary:
     elapsed: float
 
     def format(self) -> str:
-        return (f"wrote {self.videos} long recording(s) of {self.seconds:g} s at {self.fps} fps ({self.size} px, preset "
-                f"{self.preset}, seed {self.seed}) to {self.out_dir / 'videos'} in {self.elapsed:.1f} s\n"
+        return (f"wrote {self.videos} long recording(s) of {self.seconds:g} s at {self.fps} fps "
+                f"({self.size} px, preset {self.preset}, seed {self.seed}) to {self.out_dir / 'videos'} "
+                f"in {self.elapsed:.1f} s\n"
                 + "events: " + ", ".join(f"{n} {kind}s" for kind, n in self.counts.items()) + "\n"
                 + f"true intervals: {self.intervals} (score spotted ones with `microexp spot-eval PRED "
                   f"{self.intervals}`)")
@@ -319,7 +321,8 @@ def generate_long_dataset(out_dir: str | os.PathLike[str], *, preset: str | Pres
                 for _ in pool.imap_unordered(_write_long, jobs, chunksize=1):
                     bar.update()
     intervals = interval_rows(specs)
-    write_text(out / "intervals.csv", csv_text(intervals, ["video", "onset", "apex", "offset", "emotion", "aus", "fps"]))
+    columns = ["video", "onset", "apex", "offset", "emotion", "aus", "fps"]
+    write_text(out / "intervals.csv", csv_text(intervals, columns))
     write_text(out / "events.csv", csv_text(event_rows(specs), ["video", "kind", "onset", "apex", "offset"]))
     counts = {kind: sum(len(s.of_kind(kind)) for s in specs) for kind in EVENT_KINDS}
     meta = {"generator": "microexp synth --long", "version": GENERATOR_VERSION,

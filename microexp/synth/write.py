@@ -194,8 +194,11 @@ def _recipe_json(recipe: dict) -> dict:
     return out
 
 
-def prepare_out_dir(out: Path, overwrite: bool, *,
-                    ours: Sequence[str] = ("annotations.csv", "ground_truth.csv", "synth.json", "clips", "dfme")) -> None:
+#: what a clip dataset writes in its folder (removed by --overwrite)
+CLIP_OUTPUTS = ("annotations.csv", "ground_truth.csv", "synth.json", "clips", "dfme")
+
+
+def prepare_out_dir(out: Path, overwrite: bool, *, ours: Sequence[str] = CLIP_OUTPUTS) -> None:
     """Make ``out``, refusing (unless ``overwrite``) or removing what a generator wrote there before (``ours``)."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a folder")

@@ -117,7 +117,8 @@ class FrameStream:
                 for frame in container.decode(stream):
                     batch.append(frame.to_ndarray(format="rgb24"))
                     if len(batch) == self.chunk:
-                        yield np.arange(position, position + len(batch), dtype=np.int64) + self.first_frame, np.stack(batch)
+                        numbers = np.arange(position, position + len(batch), dtype=np.int64) + self.first_frame
+                        yield numbers, np.stack(batch)
                         position += len(batch)
                         batch = []
         except Exception as exc:  # av.error.InvalidDataError and friends
