@@ -262,6 +262,9 @@ def test_microexp_spot_bad_inputs(recordings, tmp_path, capsys):
     assert "nope.mp4: no such video file or frame folder" in capsys.readouterr().err
     assert main(["spot", video, "--out", out, "--window", "0.8"]) == 2
     assert "more than twice --max-duration" in capsys.readouterr().err
+    assert main(["spot", video, "--out", out, "--threshold", "1", "--floor", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "threshold 1.0 and floor 2.0: expected 0 <= floor < threshold" in err and err.count("microexp spot") == 1
     assert main(["spot", video, video, "--out", out]) == 2
     assert "are both named 'long_001'" in capsys.readouterr().err
     folder = tmp_path / "frames"

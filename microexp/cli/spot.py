@@ -71,7 +71,7 @@ def _settings(args: argparse.Namespace) -> Any:
     try:
         settings.check()
     except ValueError as exc:
-        raise ConfigError(f"microexp spot: {exc}") from None
+        raise ConfigError(str(exc)) from None
     if args.max_duration * 2 >= args.window:
         raise ConfigError(f"--window {args.window:g} s must be more than twice --max-duration ({args.max_duration:g} "
                           "s): every interval must fit whole, with neutral frames either side, in some window")
