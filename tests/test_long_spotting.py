@@ -302,3 +302,11 @@ def test_the_long_benchmark_counts_every_interval_and_names_each_false_positive(
     assert 0 <= row.strs <= row.f1
     lines = format_long_table(table).splitlines()
     assert len(lines) == 3 and lines[0].count("|") == lines[2].count("|")
+
+
+def test_the_same_seed_writes_the_same_bytes(tmp_path):
+    for name in ("a", "b"):
+        generate_long_dataset(tmp_path / name, preset="easy", videos=1, seconds=5, fps=25, size=64, seed=3, workers=1,
+                              progress=False)
+    for rel in ("videos/long_001.mp4", "intervals.csv", "events.csv"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel

@@ -274,8 +274,9 @@ def _write_long(job: _LongJob) -> str:
     from microexp.data.video import write_video
 
     cv2.setNumThreads(1)
+    # one encoder thread: x264's default threading now and then encodes the same frames to other bytes
     write_video(job.path, iter_long_frames(job.spec, size=job.size), fps=job.spec.fps, lossless=False,
-                gop=int(KEYFRAME_SECONDS * job.spec.fps), metadata={"comment": "microexp first_frame=1"})
+                gop=int(KEYFRAME_SECONDS * job.spec.fps), threads=1, metadata={"comment": "microexp first_frame=1"})
     return job.spec.name
 
 

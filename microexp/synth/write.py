@@ -168,7 +168,10 @@ def _write_clip(job: _Job) -> _Written:
     if job.fmt == "mp4":
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         # the same first_frame word microexp pack writes: predict numbers a bare clip like the annotations
-        write_video(out / rel, frames(), fps=spec.fps, lossless=False, metadata={"comment": "microexp first_frame=1"})
+        # one encoder thread (the pool runs one job per core): x264's default threading now and then encodes
+        # the same frames to other bytes, and the same seed must give the same files
+        write_video(out / rel, frames(), fps=spec.fps, lossless=False, threads=1,
+                    metadata={"comment": "microexp first_frame=1"})
     else:
         pngs = _write_pngs(out / rel, frames())
     if job.dfme:
