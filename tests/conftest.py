@@ -10,6 +10,24 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> tuple[Path, list[str]]:
+    """An untrained 4-frame 32 px ``r3d_tiny`` checkpoint over DFME's 7 classes (seed 0), and those classes:
+    enough to run prediction and spot-then-recognise paths, not to recognise anything."""
+    import torch
+
+    from microexp.checkpoint import save_checkpoint
+    from microexp.data.class_maps import get_class_map
+    from microexp.models import create_model
+
+    classes = list(get_class_map("dfme7").classes)
+    torch.manual_seed(0)
+    model = create_model("r3d_tiny", num_classes=len(classes), num_frames=4, input_size=32)
+    path = tmp_path_factory.mktemp("tiny_checkpoint") / "model.pt"
+    return save_checkpoint(path, model=model, class_names=classes,
+                           data={"num_frames": 4, "sampling": "uniform", "size": 32, "class_map": "dfme7"}), classes
+
+
 class _Tmpfs:
     """Mounts small or read-only tmpfs folders under a test's ``tmp_path``; unmounts them all at teardown."""
 

@@ -8,7 +8,6 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from microexp.cli import main
 from microexp.data.video import FrameStream
@@ -197,26 +196,12 @@ def test_memory_is_bounded_whatever_the_length(tmp_path):
 # -- spot-then-recognise and the command ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from microexp.checkpoint import save_checkpoint
-    from microexp.data.class_maps import get_class_map
-    from microexp.models import create_model
-
-    classes = list(get_class_map("dfme7").classes)
-    torch.manual_seed(0)
-    model = create_model("r3d_tiny", num_classes=len(classes), num_frames=4, input_size=32)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    return save_checkpoint(path, model=model, class_names=classes,
-                           data={"num_frames": 4, "sampling": "uniform", "size": 32, "class_map": "dfme7"}), classes
-
-
-def test_predict_frames_is_predict_on_the_same_frames(tmp_path, checkpoint):
+def test_predict_frames_is_predict_on_the_same_frames(tmp_path, tiny_checkpoint):
     import cv2
 
     from microexp.inference import ClipPredictor
 
-    path, _ = checkpoint
+    path, _ = tiny_checkpoint
     spec = plan_long_videos(videos=1, seconds=5, fps=50, seed=0)[0]
     frames = np.stack(list(iter_long_frames(spec, size=64, stop=40)))
     folder = tmp_path / "clip"
@@ -231,8 +216,8 @@ def test_predict_frames_is_predict_on_the_same_frames(tmp_path, checkpoint):
         assert in_memory.probabilities[name] == pytest.approx(p, abs=1e-6)
 
 
-def test_microexp_spot_writes_its_outputs_resumes_and_recognises(recordings, tmp_path, checkpoint, capsys):
-    path, classes = checkpoint
+def test_microexp_spot_writes_its_outputs_resumes_and_recognises(recordings, tmp_path, tiny_checkpoint, capsys):
+    path, classes = tiny_checkpoint
     out = tmp_path / "spot"
     videos = [str(recordings / "videos" / f"long_00{i}.mp4") for i in (1, 2)]
     assert main(["spot", *videos, "--out", str(out), "--recognise", str(path), "--no-progress"]) == 0
@@ -287,10 +272,10 @@ def test_microexp_spot_bad_inputs(recordings, tmp_path, capsys):
     assert json.loads((tmp_path / "o" / "spot.json").read_text())["videos"]["noise"]["face_box"] is None
 
 
-def test_the_long_benchmark_counts_every_interval_and_names_each_false_positive(tmp_path, checkpoint):
+def test_the_long_benchmark_counts_every_interval_and_names_each_false_positive(tmp_path, tiny_checkpoint):
     from microexp.benchmark.long_spotting import LongConfig, format_long_table, long_spotting_benchmark
 
-    path, _ = checkpoint
+    path, _ = tiny_checkpoint
     config = LongConfig("easy", 50, 96, 1, 12.0)
     table = long_spotting_benchmark(tmp_path, [config], seed=5, checkpoint=path, workers=1)
     row = table.iloc[0]

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-
 from microexp.cli import main
 
 
@@ -31,11 +29,7 @@ pytestmark = pytest.mark.skipif(CARPHONE is None, reason="carphone_pristine.mp4 
                                 "or set MICROEXP_CARPHONE to the file")
 
 
-def test_spot_and_predict_run_on_a_real_talking_face(tmp_path, capsys):
-    from microexp.checkpoint import save_checkpoint
-    from microexp.data.class_maps import get_class_map
-    from microexp.models import create_model
-
+def test_spot_and_predict_run_on_a_real_talking_face(tmp_path, capsys, tiny_checkpoint):
     out = tmp_path / "spot"
     assert main(["spot", str(CARPHONE), "--out", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "spot.json").read_text())["videos"]["carphone_pristine"]
@@ -46,11 +40,7 @@ def test_spot_and_predict_run_on_a_real_talking_face(tmp_path, capsys):
     curve = pd.read_csv(out / "curves" / "carphone_pristine.csv")
     assert len(curve) == 120 and curve.motion.notna().all()
 
-    classes = list(get_class_map("dfme7").classes)
-    torch.manual_seed(0)
-    model = create_model("r3d_tiny", num_classes=len(classes), num_frames=4, input_size=32)
-    checkpoint = save_checkpoint(tmp_path / "model.pt", model=model, class_names=classes,
-                                 data={"num_frames": 4, "sampling": "uniform", "size": 32, "class_map": "dfme7"})
+    checkpoint, classes = tiny_checkpoint
     capsys.readouterr()
     assert main(["predict", "--checkpoint", str(checkpoint), str(CARPHONE), "--json"]) == 0
     (prediction,) = json.loads(capsys.readouterr().out)

@@ -61,7 +61,7 @@ def long_spotting_benchmark(work: str | Path, configs: Sequence[LongConfig], *, 
         started = time.perf_counter()
         for spec in specs:
             stream = FrameStream(root / "videos" / f"{spec.name}.mp4")
-            recognise = None if predictor is None else _recogniser(predictor, float(spec.fps))
+            recognise = None if predictor is None else predictor.recogniser(stream.fps, spec.name)
             spotter = LongSpotter(stream.fps, settings, recognise=recognise)
             found = []
             for numbers, chunk in stream:
@@ -89,14 +89,6 @@ def long_spotting_benchmark(work: str | Path, configs: Sequence[LongConfig], *, 
             row.update(analysis_uf1=result["analysis_uf1"], strs=result["strs"])
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _recogniser(predictor: Any, fps: float) -> Any:
-    def recognise(crops: Any, numbers: Any, onset: int, apex: int, offset: int) -> tuple[Any, dict]:
-        p = predictor.predict_frames(crops, numbers, onset, apex, offset, fps=fps)
-        return p.label, p.probabilities
-
-    return recognise
 
 
 def format_long_table(table: pd.DataFrame) -> str:

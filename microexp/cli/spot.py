@@ -165,11 +165,7 @@ def _spot_video(name: str, path: Path, out: Path, settings: Any, args: argparse.
     if stream.numbering_guessed:
         print(f"{name}: the video records no first frame number: frames count from 0 (--first-frame sets it)",
               file=sys.stderr)
-    recognise = None
-    if predictor is not None:
-        def recognise(crops: Any, numbers: Any, onset: int, apex: int, offset: int) -> tuple[Any, dict]:
-            p = predictor.predict_frames(crops, numbers, onset, apex, offset, fps=fps, name=f"{name}:{onset}-{offset}")
-            return p.label, p.probabilities
+    recognise = None if predictor is None else predictor.recogniser(fps, name)
 
     started = time.perf_counter()
     intervals = []

@@ -403,6 +403,18 @@ class ClipPredictor:
             raise PredictionError(str(result))
         return result
 
+    def recogniser(self, fps: float | None = None, name: str = "frames"
+                   ) -> Callable[[np.ndarray, Sequence[int], int, int, int], tuple[str, dict[str, float]]]:
+        """``(crops, numbers, onset, apex, offset) -> (label, probabilities)`` through :meth:`predict_frames`: the
+        ``recognise`` of :class:`~microexp.inference.long_spotting.LongSpotter` (spot-then-recognise)."""
+
+        def recognise(crops: np.ndarray, numbers: Sequence[int], onset: int, apex: int,
+                      offset: int) -> tuple[str, dict[str, float]]:
+            p = self.predict_frames(crops, numbers, onset, apex, offset, fps=fps, name=f"{name}:{onset}-{offset}")
+            return p.label, p.probabilities
+
+        return recognise
+
     def preprocess(self, clip: str | Path | ClipInput, **kwargs: Any) -> torch.Tensor:
         """The model input ``(C, T, H, W)`` of one clip (arguments as for :meth:`predict`)."""
         item = clip if isinstance(clip, ClipInput) else ClipInput(str(clip), **kwargs)
